@@ -1,0 +1,233 @@
+//! OCI content digests (`algorithm:encoded`) and the streaming hashers that
+//! compute them.
+//!
+//! Parsing follows the image-spec grammar strictly for the algorithms berth
+//! can verify (sha256, sha512, blake3): lowercase hex of the exact length.
+//! Any other algorithm is refused, because a registry that cannot verify a
+//! digest must not accept content under it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+/// A digest algorithm berth can compute and verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// SHA-256, the algorithm every OCI implementation must support.
+    Sha256,
+    /// SHA-512.
+    Sha512,
+    /// BLAKE3 with 256-bit output (registered on image-spec main).
+    Blake3,
+}
+
+impl Algorithm {
+    /// The algorithm's name as it appears before the `:` in a digest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+            Algorithm::Blake3 => "blake3",
+        }
+    }
+
+    /// Length of the hex-encoded part of a digest of this algorithm.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 | Algorithm::Blake3 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "sha256" => Some(Algorithm::Sha256),
+            "sha512" => Some(Algorithm::Sha512),
+            "blake3" => Some(Algorithm::Blake3),
+            _ => None,
+        }
+    }
+}
+
+/// Why a string is not an acceptable digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    /// No `:` separating algorithm and encoded part.
+    #[error("digest has no ':' between algorithm and hex")]
+    MissingSeparator,
+    /// The algorithm is well-formed but berth cannot verify it.
+    #[error("unsupported digest algorithm {0:?}")]
+    UnsupportedAlgorithm(String),
+    /// The encoded part has the wrong length or is not lowercase hex.
+    #[error("digest hex must be {expected} lowercase hex characters")]
+    BadEncoding {
+        /// Number of hex characters the algorithm requires.
+        expected: usize,
+    },
+}
+
+/// A validated digest. Guaranteed: the algorithm is supported and the hex
+/// part is lowercase hex of exactly the algorithm's length, so `Display`
+/// round-trips and the hex is safe to use as a file name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+impl Digest {
+    /// The digest's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The lowercase hex encoding of the hash.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// Computes the digest of `data` with `algorithm`.
+    pub fn of(algorithm: Algorithm, data: &[u8]) -> Digest {
+        let mut hasher = Hasher::new(algorithm);
+        hasher.update(data);
+        hasher.finish()
+    }
+
+    /// Computes the sha256 digest of `data`.
+    pub fn sha256_of(data: &[u8]) -> Digest {
+        Digest::of(Algorithm::Sha256, data)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, hex) = s.split_once(':').ok_or(DigestError::MissingSeparator)?;
+        let algorithm = Algorithm::from_name(name)
+            .ok_or_else(|| DigestError::UnsupportedAlgorithm(name.chars().take(32).collect()))?;
+        let expected = algorithm.hex_len();
+        let lower_hex = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex.len() != expected || !lower_hex {
+            return Err(DigestError::BadEncoding { expected });
+        }
+        Ok(Digest { algorithm, hex: hex.to_owned() })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A streaming hasher for one [`Algorithm`].
+#[derive(Clone)]
+pub enum Hasher {
+    /// SHA-256 state.
+    Sha256(sha2::Sha256),
+    /// SHA-512 state.
+    Sha512(sha2::Sha512),
+    /// BLAKE3 state (boxed: it is large).
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Hasher {
+    /// A fresh hasher for `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+            Algorithm::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
+    /// Feeds `data` into the hash.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+            Hasher::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// The digest of everything fed so far.
+    pub fn finish(self) -> Digest {
+        let (algorithm, hex) = match self {
+            Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
+            Hasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
+            Hasher::Blake3(h) => (Algorithm::Blake3, h.finalize().to_hex().to_string()),
+        };
+        Digest { algorithm, hex }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY_SHA256: &str =
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parses_and_displays_sha256() {
+        let d: Digest = EMPTY_SHA256.parse().unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.to_string(), EMPTY_SHA256);
+        assert_eq!(Digest::sha256_of(b""), d);
+    }
+
+    #[test]
+    fn refuses_uppercase_wrong_length_and_unknown_algorithms() {
+        let upper = EMPTY_SHA256.to_uppercase().replace("SHA256", "sha256");
+        assert_eq!(upper.parse::<Digest>(), Err(DigestError::BadEncoding { expected: 64 }));
+        assert!("sha256:abc".parse::<Digest>().is_err());
+        assert!("md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>().is_err());
+        assert_eq!("sha256".parse::<Digest>(), Err(DigestError::MissingSeparator));
+        assert!("sha256:../../../../etc/passwd".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn sha512_and_blake3_have_their_own_lengths() {
+        let d512 = Digest::of(Algorithm::Sha512, b"x");
+        assert_eq!(d512.hex().len(), 128);
+        assert_eq!(d512.to_string().parse::<Digest>().unwrap(), d512);
+        let b3 = Digest::of(Algorithm::Blake3, b"x");
+        assert_eq!(b3.hex().len(), 64);
+        assert_eq!(b3.to_string().parse::<Digest>().unwrap(), b3);
+    }
+
+    #[test]
+    fn streaming_equals_one_shot() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512, Algorithm::Blake3] {
+            let mut h = Hasher::new(alg);
+            for chunk in data.chunks(333) {
+                h.update(chunk);
+            }
+            assert_eq!(h.finish(), Digest::of(alg, &data));
+        }
+    }
+}

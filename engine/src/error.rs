@@ -1,0 +1,57 @@
+//! The engine's error type. Each variant names one thing a caller can act
+//! on; the HTTP layer maps them to OCI error codes.
+
+use crate::digest::Digest;
+use crate::manifest::ManifestError;
+
+/// Everything an engine operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The repository has never been pushed to (or everything in it was deleted).
+    #[error("repository unknown")]
+    NameUnknown,
+    /// The blob is not linked into the repository.
+    #[error("blob unknown to repository: {0}")]
+    BlobUnknown(Digest),
+    /// No manifest with this tag or digest in the repository.
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    /// No upload session with this id in the repository.
+    #[error("upload session unknown")]
+    UploadUnknown,
+    /// A chunk did not start where the upload currently ends.
+    #[error("chunk starts at {got}, upload has {expected} bytes")]
+    RangeMismatch {
+        /// Bytes the upload holds; the next chunk must start here.
+        expected: u64,
+        /// Where the rejected chunk claimed to start.
+        got: u64,
+    },
+    /// The uploaded bytes do not hash to the digest the client named.
+    #[error("content digest {actual} does not match {expected}")]
+    DigestMismatch {
+        /// The digest the client named.
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+    /// The manifest body is not an acceptable manifest.
+    #[error(transparent)]
+    ManifestInvalid(#[from] ManifestError),
+    /// The manifest references a blob or child manifest the repository lacks.
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    /// Stored data failed a consistency check (bad checksum, missing file).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// An earlier write failure left the metadata log in an unknown state;
+    /// the engine refuses further writes until it is reopened.
+    #[error("an earlier write failed; restart the server to recover the store")]
+    PreviousIo,
+    /// The operating system refused an I/O operation (disk full, permissions, ...).
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shorthand for engine results.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

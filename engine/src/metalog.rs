@@ -1,0 +1,228 @@
+//! The metadata log: an append-only file of checksummed records, each a
+//! batch of [`Op`]s applied atomically. Replaying the log from the start
+//! rebuilds every repository, tag and link; no directory is ever walked.
+//!
+//! Record layout (little endian):
+//!
+//! ```text
+//! offset size field
+//! 0      4    magic "BRML"
+//! 4      1    format version (1)
+//! 5      3    reserved, zero
+//! 8      4    payload length N
+//! 12     4    crc32c over bytes 0..12 and the payload
+//! 16     N    payload: JSON array of Op
+//! ```
+//!
+//! A record is visible only when its whole length and checksum are on disk.
+//! A torn tail (a crash mid-append) fails the length or checksum check and is
+//! truncated away on open; it was never acknowledged, because callers are
+//! answered only after the record is fdatasync'ed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+const MAGIC: &[u8; 4] = b"BRML";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_BYTES: usize = 16;
+/// Largest payload a record may carry; larger lengths are treated as torn.
+const PAYLOAD_BYTES_MAX: u32 = 64 * 1024 * 1024;
+
+/// One metadata mutation. Repository names and tags are stored as validated
+/// strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Make a stored blob visible in a repository.
+    LinkBlob {
+        /// Repository name.
+        repo: String,
+        /// Blob digest.
+        digest: Digest,
+        /// Blob length in bytes.
+        len: u64,
+    },
+    /// Remove a blob's link from a repository.
+    UnlinkBlob {
+        /// Repository name.
+        repo: String,
+        /// Blob digest.
+        digest: Digest,
+    },
+    /// Record a manifest in a repository.
+    PutManifest {
+        /// Repository name.
+        repo: String,
+        /// Manifest digest.
+        digest: Digest,
+        /// Manifest length in bytes.
+        len: u64,
+        /// Media type it is served with.
+        media_type: String,
+        /// Blobs and child manifests it references.
+        references: Vec<Digest>,
+        /// Its subject, for referrers.
+        subject: Option<Digest>,
+        /// Its artifact type, for referrers.
+        artifact_type: Option<String>,
+    },
+    /// Remove a manifest (and every tag pointing at it) from a repository.
+    DeleteManifest {
+        /// Repository name.
+        repo: String,
+        /// Manifest digest.
+        digest: Digest,
+    },
+    /// Point a tag at a manifest.
+    SetTag {
+        /// Repository name.
+        repo: String,
+        /// Tag.
+        tag: String,
+        /// Manifest digest.
+        digest: Digest,
+    },
+    /// Remove a tag.
+    DeleteTag {
+        /// Repository name.
+        repo: String,
+        /// Tag.
+        tag: String,
+    },
+}
+
+/// Encodes one record holding `ops`.
+pub fn encode_record(ops: &[Op], out: &mut Vec<u8>) {
+    let payload = serde_json::to_vec(ops).unwrap_or_default();
+    let start = out.len();
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 12]), &payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+}
+
+/// The outcome of decoding a log image.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Every complete record's ops, in log order.
+    pub batches: Vec<Vec<Op>>,
+    /// Length of the valid prefix; anything after it is a torn or corrupt tail.
+    pub valid_bytes: u64,
+}
+
+/// Decodes records from the start of `image` until the end or the first
+/// record that is incomplete or fails its checksum.
+pub fn decode_log(image: &[u8]) -> Replay {
+    let mut replay = Replay::default();
+    let mut pos = 0usize;
+    while image.len() - pos >= HEADER_BYTES {
+        let header = &image[pos..pos + HEADER_BYTES];
+        if &header[0..4] != MAGIC || header[4] != FORMAT_VERSION {
+            break;
+        }
+        let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        let crc = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        if len > PAYLOAD_BYTES_MAX || image.len() - pos - HEADER_BYTES < len as usize {
+            break;
+        }
+        let payload = &image[pos + HEADER_BYTES..pos + HEADER_BYTES + len as usize];
+        if crc32c::crc32c_append(crc32c::crc32c(&header[0..12]), payload) != crc {
+            break;
+        }
+        let Ok(ops) = serde_json::from_slice::<Vec<Op>>(payload) else {
+            break;
+        };
+        replay.batches.push(ops);
+        pos += HEADER_BYTES + len as usize;
+        replay.valid_bytes = pos as u64;
+    }
+    replay
+}
+
+/// The open log file, positioned at its end.
+pub struct LogFile {
+    file: File,
+}
+
+impl LogFile {
+    /// Opens (or creates) the log at `path`, replays it, and truncates any
+    /// torn tail so the next append starts on a record boundary. Returns the
+    /// log, the replayed batches and how many tail bytes were discarded.
+    pub fn open(path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut image = Vec::new();
+        file.read_to_end(&mut image)?;
+        let replay = decode_log(&image);
+        let discarded = image.len() as u64 - replay.valid_bytes;
+        if discarded > 0 {
+            file.set_len(replay.valid_bytes)?;
+            file.sync_data()?;
+        }
+        file.seek(SeekFrom::Start(replay.valid_bytes))?;
+        Ok((LogFile { file }, replay.batches, discarded))
+    }
+
+    /// Appends already-encoded records and makes them durable.
+    pub fn append_durable(&mut self, records: &[u8]) -> io::Result<()> {
+        self.file.write_all(records)?;
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(i: u8) -> Vec<Op> {
+        vec![Op::SetTag {
+            repo: "a/b".into(),
+            tag: format!("t{i}"),
+            digest: Digest::sha256_of(&[i]),
+        }]
+    }
+
+    #[test]
+    fn round_trips_records() {
+        let mut image = Vec::new();
+        for i in 0..3 {
+            encode_record(&sample(i), &mut image);
+        }
+        let replay = decode_log(&image);
+        assert_eq!(replay.batches, (0..3).map(sample).collect::<Vec<_>>());
+        assert_eq!(replay.valid_bytes, image.len() as u64);
+    }
+
+    #[test]
+    fn every_torn_tail_is_cut_at_the_last_whole_record() {
+        let mut image = Vec::new();
+        encode_record(&sample(0), &mut image);
+        let first = image.len();
+        encode_record(&sample(1), &mut image);
+        for cut in first..image.len() {
+            let replay = decode_log(&image[..cut]);
+            assert_eq!(replay.batches.len(), 1, "cut at {cut}");
+            assert_eq!(replay.valid_bytes, first as u64);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_stops_replay_at_that_record() {
+        let mut image = Vec::new();
+        encode_record(&sample(0), &mut image);
+        let first = image.len();
+        encode_record(&sample(1), &mut image);
+        for bit in 0..8 {
+            let mut bad = image.clone();
+            bad[first + 20] ^= 1 << bit;
+            assert_eq!(decode_log(&bad).batches.len(), 1);
+        }
+    }
+}

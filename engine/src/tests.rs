@@ -1,0 +1,212 @@
+//! Engine behaviour tests against a real temporary directory.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use super::*;
+
+fn repo(name: &str) -> RepositoryName {
+    name.parse().unwrap()
+}
+
+fn push_blob(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
+    let id = engine.start_upload(r).unwrap();
+    let mut at = 0;
+    for chunk in data.chunks(7) {
+        at = engine.upload_append(r, id, at, chunk).unwrap();
+    }
+    let digest = Digest::sha256_of(data);
+    engine.finish_upload(r, id, &digest).unwrap();
+    digest
+}
+
+fn read_all(b: BlobRead) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut f = b.file;
+    f.read_to_end(&mut out).unwrap();
+    assert_eq!(out.len() as u64, b.len);
+    out
+}
+
+fn image_manifest(config: &Digest, layer: &Digest) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 5}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn blobs_manifests_and_tags_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("team/app");
+    let (config, layer, manifest_digest, body);
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        config = push_blob(&engine, &r, b"{}");
+        layer = push_blob(&engine, &r, b"layer bytes, more than seven of them");
+        body = image_manifest(&config, &layer);
+        let tag: Reference = "v1".parse().unwrap();
+        manifest_digest = engine.put_manifest(&r, &tag, Some(manifest::OCI_MANIFEST), &body).unwrap().digest;
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.catalog(), vec!["team/app".to_string()]);
+    assert_eq!(engine.tags(&r).unwrap(), vec!["v1".to_string()]);
+    assert_eq!(read_all(engine.open_blob(&r, &layer).unwrap()), b"layer bytes, more than seven of them");
+    let by_tag = engine.manifest(&r, &"v1".parse().unwrap()).unwrap();
+    assert_eq!(by_tag.bytes, body);
+    assert_eq!(by_tag.digest, manifest_digest);
+    assert_eq!(by_tag.media_type, manifest::OCI_MANIFEST);
+    let by_digest = engine.manifest(&r, &Reference::Digest(manifest_digest.clone())).unwrap();
+    assert_eq!(by_digest.bytes, body);
+}
+
+#[test]
+fn blobs_are_visible_only_where_linked_and_mount_links_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (a, b) = (repo("a"), repo("b"));
+    let d = push_blob(&engine, &a, b"shared");
+    assert!(matches!(engine.blob_len(&b, &d), Err(EngineError::BlobUnknown(_))));
+    assert!(matches!(engine.mount_blob(&a, &b, &d), Err(EngineError::BlobUnknown(_))));
+    assert_eq!(engine.mount_blob(&b, &a, &d).unwrap(), 6);
+    assert_eq!(read_all(engine.open_blob(&b, &d).unwrap()), b"shared");
+}
+
+#[test]
+fn wrong_digest_stores_nothing_and_keeps_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let id = engine.start_upload(&r).unwrap();
+    engine.upload_append(&r, id, 0, b"abc").unwrap();
+    let wrong = Digest::sha256_of(b"abd");
+    assert!(matches!(engine.finish_upload(&r, id, &wrong), Err(EngineError::DigestMismatch { .. })));
+    assert!(engine.blob_len(&r, &wrong).is_err());
+    assert!(engine.catalog().is_empty());
+    assert_eq!(engine.upload_len(&r, id).unwrap(), 3);
+    engine.finish_upload(&r, id, &Digest::sha256_of(b"abc")).unwrap();
+    assert!(matches!(engine.upload_len(&r, id), Err(EngineError::UploadUnknown)));
+}
+
+#[test]
+fn out_of_order_chunks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let id = engine.start_upload(&r).unwrap();
+    engine.upload_append(&r, id, 0, b"abc").unwrap();
+    let err = engine.upload_append(&r, id, 2, b"x").unwrap_err();
+    assert!(matches!(err, EngineError::RangeMismatch { expected: 3, got: 2 }));
+    assert!(matches!(engine.upload_len(&repo("other"), id), Err(EngineError::UploadUnknown)));
+}
+
+#[test]
+fn uploads_resume_after_reopen_with_sha512() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    let id = {
+        let engine = Engine::open(dir.path()).unwrap();
+        let id = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, id, 0, b"first half ").unwrap();
+        id
+    };
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().uploads_resumed, 1);
+    assert_eq!(engine.upload_len(&r, id).unwrap(), 11);
+    engine.upload_append(&r, id, 11, b"second half").unwrap();
+    let digest = Digest::of(Algorithm::Sha512, b"first half second half");
+    engine.finish_upload(&r, id, &digest).unwrap();
+    assert_eq!(engine.blob_len(&r, &digest).unwrap(), 22);
+}
+
+#[test]
+fn manifests_must_reference_present_blobs_and_match_their_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let config = push_blob(&engine, &r, b"{}");
+    let missing = Digest::sha256_of(b"never pushed");
+    let body = image_manifest(&config, &missing);
+    let err = engine.put_manifest(&r, &"t".parse().unwrap(), None, &body).unwrap_err();
+    assert!(matches!(err, EngineError::ManifestBlobUnknown(d) if d == missing));
+    let layer = push_blob(&engine, &r, b"layer");
+    let body = image_manifest(&config, &layer);
+    let wrong = Reference::Digest(Digest::sha256_of(b"something else"));
+    assert!(matches!(engine.put_manifest(&r, &wrong, None, &body), Err(EngineError::DigestMismatch { .. })));
+    assert!(engine.tags(&r).unwrap().is_empty());
+}
+
+#[test]
+fn deletes_remove_tags_manifests_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let config = push_blob(&engine, &r, b"{}");
+    let layer = push_blob(&engine, &r, b"layer");
+    let body = image_manifest(&config, &layer);
+    let stored = engine.put_manifest(&r, &"a".parse().unwrap(), None, &body).unwrap();
+    engine.put_manifest(&r, &"b".parse().unwrap(), None, &body).unwrap();
+    engine.delete_tag(&r, &"a".parse().unwrap()).unwrap();
+    assert_eq!(engine.tags(&r).unwrap(), vec!["b".to_string()]);
+    engine.delete_manifest(&r, &stored.digest).unwrap();
+    assert!(engine.tags(&r).unwrap().is_empty());
+    engine.delete_blob(&r, &layer).unwrap();
+    assert!(engine.open_blob(&r, &layer).is_err());
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert!(engine.tags(&r).unwrap().is_empty());
+    assert!(engine.open_blob(&r, &layer).is_err());
+    assert!(engine.open_blob(&r, &config).is_ok());
+}
+
+#[test]
+fn a_torn_log_tail_is_dropped_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        push_blob(&engine, &r, b"kept");
+    }
+    let log = dir.path().join("meta/log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_slice(b"BRML\x01\0\0\0\xff\0\0\0garbage");
+    std::fs::write(&log, &bytes).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().torn_tail_bytes, (bytes.len() - whole) as u64);
+    assert_eq!(engine.catalog(), vec!["r".to_string()]);
+    push_blob(&engine, &r, b"after");
+    drop(engine);
+    assert_eq!(Engine::open(dir.path()).unwrap().open_report().torn_tail_bytes, 0);
+}
+
+#[test]
+fn concurrent_commits_are_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    push_blob(&engine, &repo(&format!("r{t}")), format!("{t}-{i}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.catalog().len(), 8);
+    for t in 0..8 {
+        for i in 0..20 {
+            let d = Digest::sha256_of(format!("{t}-{i}").as_bytes());
+            assert!(engine.blob_len(&repo(&format!("r{t}")), &d).is_ok());
+        }
+    }
+}
