@@ -1,0 +1,171 @@
+//! The registry API: translates HTTP requests into engine calls and engine
+//! results into responses with the spec's headers, statuses and error
+//! bodies. Knows OCI; knows nothing of sockets.
+
+pub mod error;
+mod blobs;
+mod manifests;
+pub mod query;
+pub mod response;
+pub mod router;
+mod tags;
+mod uploads;
+
+use std::sync::Arc;
+
+use berth_engine::{Digest, Engine, RepositoryName};
+use berth_http::{Limits, Method};
+
+use crate::conn::{Request, RequestBody};
+use error::{ApiError, ErrorCode};
+use query::Query;
+use response::Response;
+use router::Route;
+
+/// Settings the API needs, fixed at start.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// Whether DELETE of manifests, tags and blobs is allowed
+    /// (`storage.delete.enabled`).
+    pub delete_enabled: bool,
+    /// Public base URL for Location headers (`http.host`), e.g. `https://r.example.com`.
+    pub host: Option<String>,
+    /// Send Location headers as paths only (`http.relativeurls`).
+    pub relative_urls: bool,
+}
+
+/// Everything a connection needs to answer requests: shared by all
+/// connections of one event loop.
+pub struct Ctx {
+    /// The storage engine (shared by all event loops).
+    pub engine: Arc<Engine>,
+    /// API settings.
+    pub settings: ApiSettings,
+    /// HTTP parsing limits.
+    pub http_limits: Limits,
+}
+
+/// Answers one request. Never panics on client input; every failure becomes
+/// an error response.
+pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+    let route = router::route(&request.path);
+    let query = Query::parse(request.head.query());
+    match dispatch(ctx, request, &route, &query, body).await {
+        Ok(response) => response,
+        Err(error) => Response::error(&error),
+    }
+}
+
+async fn dispatch(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    route: &Route,
+    query: &Query,
+    body: &mut RequestBody<'_>,
+) -> Result<Response, ApiError> {
+    let method = &request.head.method;
+    let read = matches!(method, Method::Get | Method::Head);
+    match route {
+        Route::Root if read => Ok(Response::new(200)),
+        Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
+        Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
+        Route::Tags { name } if *method == Method::Get => tags::list(ctx, request, &repository(name)?, query),
+        Route::Manifest { name, reference } => {
+            let repo = repository(name)?;
+            match method {
+                Method::Get | Method::Head => manifests::get(ctx, &repo, reference, *method == Method::Head),
+                Method::Put => manifests::put(ctx, request, &repo, reference, body).await,
+                Method::Delete => manifests::delete(ctx, &repo, reference).await,
+                other => Err(ApiError::method_not_allowed(method_str(other))),
+            }
+        }
+        Route::Blob { name, digest } => {
+            let repo = repository(name)?;
+            let digest = parse_digest(digest)?;
+            match method {
+                Method::Get | Method::Head => blobs::get(ctx, &repo, &digest, *method == Method::Head),
+                Method::Delete => blobs::delete(ctx, &repo, &digest).await,
+                other => Err(ApiError::method_not_allowed(method_str(other))),
+            }
+        }
+        Route::UploadStart { name } if *method == Method::Post => {
+            uploads::start(ctx, request, &repository(name)?, query, body).await
+        }
+        Route::Upload { name, id } => {
+            let repo = repository(name)?;
+            let id = id
+                .parse()
+                .map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown, "upload id is not a session this registry issued"))?;
+            match method {
+                Method::Get => uploads::status(ctx, request, &repo, id),
+                Method::Patch => uploads::patch(ctx, request, &repo, id, body).await,
+                Method::Put => uploads::finish(ctx, request, &repo, id, query, body).await,
+                Method::Delete => uploads::cancel(ctx, &repo, id),
+                other => Err(ApiError::method_not_allowed(method_str(other))),
+            }
+        }
+        Route::NotFound | Route::Referrers { .. } => {
+            Err(ApiError::no_route(method_str(method), &request.path))
+        }
+        _ => Err(ApiError::method_not_allowed(method_str(method))),
+    }
+}
+
+fn method_str(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        Method::Other(m) => m,
+    }
+}
+
+/// Parses a repository name or answers NAME_INVALID.
+fn repository(name: &str) -> Result<RepositoryName, ApiError> {
+    name.parse().map_err(|e| {
+        ApiError::new(ErrorCode::NameInvalid, format!("invalid repository name {name:?}: {e}"))
+            .with_detail(serde_json::json!({"name": name}))
+    })
+}
+
+/// Parses a digest or answers DIGEST_INVALID.
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    text.parse().map_err(|e| {
+        ApiError::new(ErrorCode::DigestInvalid, format!("invalid digest {text:?}: {e}"))
+            .with_detail(serde_json::json!({"digest": text}))
+    })
+}
+
+/// The URL clients should use for `path`: absolute unless relative URLs are
+/// configured or no host is known. The scheme and host come from
+/// `http.host`, else X-Forwarded-Proto/X-Forwarded-Host, else Host.
+fn location(ctx: &Ctx, request: &Request<'_>, path: &str) -> String {
+    if ctx.settings.relative_urls {
+        return path.to_owned();
+    }
+    if let Some(host) = &ctx.settings.host {
+        return format!("{}{path}", host.trim_end_matches('/'));
+    }
+    let headers = &request.head.headers;
+    let first = |name: &str| headers.get(name).map(|v| v.split(',').next().unwrap_or("").trim().to_owned());
+    let host = first("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| first("host"));
+    let scheme = first("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ', '@']) => format!("{scheme}://{host}{path}"),
+        _ => path.to_owned(),
+    }
+}
+
+/// Runs a blocking engine call (one that fsyncs) off the event loop.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, berth_engine::EngineError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match compio::runtime::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::new(ErrorCode::Unknown, "storage task panicked")),
+    }
+}

@@ -1,0 +1,80 @@
+//! What a handler answers: status, headers and a body description. The
+//! connection layer turns it into bytes.
+
+use berth_engine::BlobRead;
+
+use super::error::ApiError;
+
+/// A response body.
+#[derive(Debug)]
+pub enum Body {
+    /// No body; Content-Length 0.
+    Empty,
+    /// No body bytes, but Content-Length advertises this length (HEAD).
+    Sized(u64),
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// A range of a file (a stored blob).
+    Blob(BlobRead),
+}
+
+impl Body {
+    /// The Content-Length to send.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Sized(n) => *n,
+            Body::Bytes(b) => b.len() as u64,
+            Body::Blob(b) => b.len,
+        }
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A handler's answer.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers other than Content-Length (added from the body).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Body,
+}
+
+impl Response {
+    /// An empty response with `status`.
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Body::Empty }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: Body) -> Response {
+        self.body = body;
+        self
+    }
+
+    /// A JSON body with Content-Type application/json.
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response::new(status)
+            .header("Content-Type", "application/json")
+            .body(Body::Bytes(serde_json::to_vec(value).unwrap_or_default()))
+    }
+
+    /// The OCI error envelope for `error`.
+    pub fn error(error: &ApiError) -> Response {
+        Response::new(error.status())
+            .header("Content-Type", "application/json")
+            .body(Body::Bytes(error.body()))
+    }
+}

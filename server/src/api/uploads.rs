@@ -1,0 +1,204 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (start, monolithic with
+//! `?digest=`, or cross-repository mount), and on a session
+//! `GET` (status), `PATCH` (append), `PUT ?digest=` (finish), `DELETE`
+//! (cancel). Bodies stream into the engine as they arrive.
+
+use berth_engine::{EngineError, RepositoryName, UploadId};
+
+use super::error::{ApiError, ErrorCode};
+use super::query::Query;
+use super::response::Response;
+use super::{blocking, location, parse_digest, repository, Ctx};
+use crate::conn::{Request, RequestBody};
+
+/// `Range` header value for an upload holding `len` bytes (registry:2 says
+/// `0-0` for an empty upload too).
+fn range_value(len: u64) -> String {
+    format!("0-{}", len.saturating_sub(1))
+}
+
+fn session_path(repo: &RepositoryName, id: UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+/// The 202 (or 204) answer describing an open session.
+fn session_response(ctx: &Ctx, request: &Request<'_>, status: u16, repo: &RepositoryName, id: UploadId, len: u64) -> Response {
+    Response::new(status)
+        .header("Location", location(ctx, request, &session_path(repo, id)))
+        .header("Range", range_value(len))
+        .header("Docker-Upload-UUID", id.to_string())
+}
+
+/// A `Content-Range: <start>-<end>` request header (inclusive).
+fn content_range(request: &Request<'_>) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(text) = request.head.headers.get("content-range") else { return Ok(None) };
+    let bad = || ApiError::new(ErrorCode::BlobUploadInvalid, format!("Content-Range must be <start>-<end>, got {text:?}"));
+    let spec = text.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(start) || !all_digits(end) {
+        return Err(bad());
+    }
+    let (start, end) = (start.parse::<u64>().map_err(|_| bad())?, end.parse::<u64>().map_err(|_| bad())?);
+    if end < start {
+        return Err(bad());
+    }
+    Ok(Some((start, end)))
+}
+
+/// 416 with the session's current Range and Location, as the spec requires
+/// for an out-of-order chunk.
+fn out_of_order(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId, len: u64, got: u64) -> Response {
+    let error = ApiError::new(ErrorCode::RangeInvalid, format!("chunk starts at {got}, but the upload holds {len} bytes"));
+    let mut response = Response::error(&error);
+    response.headers.push(("Location", location(ctx, request, &session_path(repo, id))));
+    response.headers.push(("Range", range_value(len)));
+    response.headers.push(("Docker-Upload-UUID", id.to_string()));
+    response
+}
+
+/// Outcome of streaming a request body into a session.
+enum Received {
+    /// The body was appended; the session now holds this many bytes.
+    Appended(u64),
+    /// The chunk did not start where the session ends.
+    OutOfOrder { len: u64, got: u64 },
+}
+
+/// Checks the chunk's Content-Range against the session and streams the
+/// body into it.
+async fn receive(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+    body: &mut RequestBody<'_>,
+) -> Result<Received, ApiError> {
+    let len = ctx.engine.upload_len(repo, id)?;
+    let mut at = len;
+    if let Some((start, end)) = content_range(request)? {
+        if start != len {
+            return Ok(Received::OutOfOrder { len, got: start });
+        }
+        if body.declared_len().is_some_and(|n| n != end - start + 1) {
+            return Err(ApiError::new(ErrorCode::SizeInvalid, "Content-Length does not match Content-Range"));
+        }
+    }
+    loop {
+        let piece = match body.chunk().await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => return Ok(Received::Appended(at)),
+            Err(e) => return Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
+        };
+        at = match ctx.engine.upload_append(repo, id, at, piece) {
+            Ok(n) => n,
+            Err(EngineError::RangeMismatch { expected, got }) => return Ok(Received::OutOfOrder { len: expected, got }),
+            Err(e) => return Err(e.into()),
+        };
+    }
+}
+
+/// Verifies and commits a session as a blob: 201 with Location and
+/// Docker-Content-Digest (containerd requires the latter).
+async fn commit(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId, digest_text: Option<&str>) -> Result<Response, ApiError> {
+    let digest_text = digest_text.ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
+    let digest = parse_digest(digest_text)?;
+    let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
+    blocking(move || engine.finish_upload(&repo_owned, id, &digest_owned)).await?;
+    Ok(Response::new(201)
+        .header("Location", location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")))
+        .header("Docker-Content-Digest", digest.to_string()))
+}
+
+/// `POST /v2/<name>/blobs/uploads/`.
+pub async fn start(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    query: &Query,
+    body: &mut RequestBody<'_>,
+) -> Result<Response, ApiError> {
+    if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
+        let digest = parse_digest(mount)?;
+        let from = repository(from)?;
+        let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
+        match blocking(move || engine.mount_blob(&repo_owned, &from, &digest_owned)).await {
+            Ok(_) => {
+                return Ok(Response::new(201)
+                    .header("Location", location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")))
+                    .header("Docker-Content-Digest", digest.to_string()));
+            }
+            // Not mountable: fall back to a fresh upload session, as the spec says.
+            Err(e) if e.code == ErrorCode::BlobUnknown => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let digest = query.get("digest");
+    if let Some(text) = digest {
+        parse_digest(text)?;
+    }
+    let id = ctx.engine.start_upload(repo)?;
+    if digest.is_none() {
+        return Ok(session_response(ctx, request, 202, repo, id, 0));
+    }
+    let outcome = receive(ctx, request, repo, id, body).await;
+    let result = match outcome {
+        Ok(Received::Appended(_)) => commit(ctx, request, repo, id, digest).await,
+        Ok(Received::OutOfOrder { .. }) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, "Content-Range must start at 0")),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        // A failed monolithic upload leaves nothing behind.
+        let _ = ctx.engine.cancel_upload(repo, id);
+    }
+    result
+}
+
+/// `GET <session>`: 204 with the bytes received so far.
+pub fn status(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId) -> Result<Response, ApiError> {
+    let len = ctx.engine.upload_len(repo, id)?;
+    Ok(session_response(ctx, request, 204, repo, id, len))
+}
+
+/// `PATCH <session>`: appends a chunk (202), or 416 if it is out of order.
+pub async fn patch(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+    body: &mut RequestBody<'_>,
+) -> Result<Response, ApiError> {
+    match receive(ctx, request, repo, id, body).await? {
+        Received::Appended(len) => Ok(session_response(ctx, request, 202, repo, id, len)),
+        Received::OutOfOrder { len, got } => Ok(out_of_order(ctx, request, repo, id, len, got)),
+    }
+}
+
+/// `PUT <session>?digest=`: appends an optional last chunk, verifies, commits (201).
+pub async fn finish(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+    query: &Query,
+    body: &mut RequestBody<'_>,
+) -> Result<Response, ApiError> {
+    // Refuse a missing or malformed digest before reading any body.
+    let digest_text = query.get("digest");
+    match digest_text {
+        Some(text) => drop(parse_digest(text)?),
+        None => return Err(ApiError::new(ErrorCode::DigestInvalid, "the digest query parameter is required")),
+    }
+    if !body.is_declared_empty() || request.head.headers.get("content-range").is_some() {
+        if let Received::OutOfOrder { len, got } = receive(ctx, request, repo, id, body).await? {
+            return Ok(out_of_order(ctx, request, repo, id, len, got));
+        }
+    }
+    commit(ctx, request, repo, id, digest_text).await
+}
+
+/// `DELETE <session>`: abandons the upload (204).
+pub fn cancel(ctx: &Ctx, repo: &RepositoryName, id: UploadId) -> Result<Response, ApiError> {
+    ctx.engine.cancel_upload(repo, id)?;
+    Ok(Response::new(204))
+}

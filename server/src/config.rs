@@ -1,0 +1,344 @@
+//! Configuration: registry:2's `config.yml` keys and `REGISTRY_*`
+//! environment overrides, resolved into a typed [`Config`].
+//!
+//! Sources, later ones winning: the embedded defaults, the YAML file (the
+//! `serve` argument, else `REGISTRY_CONFIGURATION_PATH`), then every
+//! `REGISTRY_<PATH>` variable, where `<PATH>` is the key path joined with
+//! `_` (`REGISTRY_STORAGE_DELETE_ENABLED=true` sets `storage.delete.enabled`)
+//! and the value is parsed as YAML.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+/// The defaults, as a registry:2-style config file. Used when no file is given.
+pub const EMBEDDED_DEFAULT: &str = "\
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: false
+http:
+  addr: :5000
+";
+
+/// Which I/O driver the event loops use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// io_uring where the kernel allows it, else epoll/poll.
+    Auto,
+    /// io_uring only; fail to start without it.
+    IoUring,
+    /// epoll/poll even where io_uring works.
+    Poll,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `http.addr`: where to listen (`:5000` means every interface).
+    pub listen: SocketAddr,
+    /// `http.host`: the public base URL for Location headers.
+    pub host: Option<String>,
+    /// `http.relativeurls`: send Location headers as paths.
+    pub relative_urls: bool,
+    /// `storage.filesystem.rootdirectory`: the data directory.
+    pub root_directory: PathBuf,
+    /// `storage.delete.enabled`.
+    pub delete_enabled: bool,
+    /// `log.level`: error, warn, info or debug.
+    pub log_level: String,
+    /// `runtime.driver` (berth): auto, io_uring or poll.
+    pub driver: DriverChoice,
+    /// `runtime.threads` (berth): event loops; 0 means one per core.
+    pub threads: usize,
+    /// Keys present in the sources that berth does not use, for warnings.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Why the configuration cannot be used. Every message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("configuration file {path} is not valid YAML: {message}")]
+    Yaml {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key has a value of the wrong form.
+    #[error("invalid configuration: {key} must be {expected}, got {got}")]
+    Invalid {
+        /// The dotted key path.
+        key: &'static str,
+        /// The expected form.
+        expected: &'static str,
+        /// What was found.
+        got: String,
+    },
+}
+
+/// Keys berth reads; anything else found in a source is reported as unknown.
+const KNOWN_KEYS: &[&str] = &[
+    "version",
+    "log.level",
+    "storage.filesystem.rootdirectory",
+    "storage.delete.enabled",
+    "http.addr",
+    "http.host",
+    "http.relativeurls",
+    "runtime.driver",
+    "runtime.threads",
+];
+
+impl Config {
+    /// Loads the configuration from `file` (or the embedded default) and
+    /// the given environment.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut root = parse_yaml(EMBEDDED_DEFAULT, "<embedded default>")?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let file = file.map(Path::to_path_buf).or_else(|| {
+            env.iter().find(|(k, _)| k == "REGISTRY_CONFIGURATION_PATH").map(|(_, v)| PathBuf::from(v))
+        });
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let overlay = parse_yaml(&text, &path.display().to_string())?;
+            merge(&mut root, overlay);
+        }
+        for (name, value) in &env {
+            let Some(key_path) = name.strip_prefix("REGISTRY_") else { continue };
+            if name == "REGISTRY_CONFIGURATION_PATH" || key_path.is_empty() {
+                continue;
+            }
+            let parsed = serde_yaml_ng::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.clone()));
+            let parsed = if parsed.is_null() { Value::String(value.clone()) } else { parsed };
+            let keys: Vec<String> = key_path.split('_').map(str::to_ascii_lowercase).collect();
+            set_path(&mut root, &keys, parsed);
+        }
+        Config::from_value(&root)
+    }
+
+    fn from_value(root: &Value) -> Result<Config, ConfigError> {
+        let listen_text = string(root, "http.addr")?.unwrap_or_else(|| ":5000".into());
+        let listen = parse_listen(&listen_text).ok_or(ConfigError::Invalid {
+            key: "http.addr",
+            expected: "HOST:PORT or :PORT",
+            got: listen_text.clone(),
+        })?;
+        let driver = match string(root, "runtime.driver")?.as_deref() {
+            None | Some("auto") => DriverChoice::Auto,
+            Some("io_uring") | Some("iouring") => DriverChoice::IoUring,
+            Some("poll") | Some("epoll") => DriverChoice::Poll,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "runtime.driver",
+                    expected: "auto, io_uring or poll",
+                    got: other.to_owned(),
+                })
+            }
+        };
+        let log_level = string(root, "log.level")?.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(ConfigError::Invalid { key: "log.level", expected: "error, warn, info or debug", got: log_level });
+        }
+        let threads = match lookup(root, "runtime.threads") {
+            None => 0,
+            Some(v) => v.as_u64().filter(|n| *n <= 1024).ok_or_else(|| ConfigError::Invalid {
+                key: "runtime.threads",
+                expected: "an integer from 0 (one per core) to 1024",
+                got: describe(v),
+            })? as usize,
+        };
+        let root_directory = PathBuf::from(
+            string(root, "storage.filesystem.rootdirectory")?.unwrap_or_else(|| "/var/lib/registry".into()),
+        );
+        let mut unknown_keys = Vec::new();
+        collect_unknown(root, String::new(), &mut unknown_keys);
+        Ok(Config {
+            listen,
+            host: string(root, "http.host")?.filter(|h| !h.is_empty()),
+            relative_urls: boolean(root, "http.relativeurls")?.unwrap_or(false),
+            root_directory,
+            delete_enabled: boolean(root, "storage.delete.enabled")?.unwrap_or(false),
+            log_level,
+            driver,
+            threads,
+            unknown_keys,
+        })
+    }
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
+    let value: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigError::Yaml { path: origin.to_owned(), message: e.to_string() })?;
+    Ok(if value.is_null() { Value::Mapping(Mapping::new()) } else { value })
+}
+
+/// Overlays `overlay` onto `base`: maps merge key by key, anything else replaces.
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Mapping(base), Value::Mapping(overlay)) => {
+            for (k, v) in overlay {
+                let key = lowercase_key(&k);
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(key, v);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn lowercase_key(k: &Value) -> Value {
+    match k {
+        Value::String(s) => Value::String(s.to_ascii_lowercase()),
+        other => other.clone(),
+    }
+}
+
+/// Sets `keys` under `root`, turning scalars on the way into maps (so that
+/// `REGISTRY_AUTH=htpasswd` then `REGISTRY_AUTH_HTPASSWD_PATH=...` both work).
+fn set_path(root: &mut Value, keys: &[String], value: Value) {
+    let Some((first, rest)) = keys.split_first() else {
+        *root = value;
+        return;
+    };
+    if !root.is_mapping() {
+        let mut map = Mapping::new();
+        if let Value::String(kind) = root {
+            map.insert(Value::String(kind.clone()), Value::Mapping(Mapping::new()));
+        }
+        *root = Value::Mapping(map);
+    }
+    if let Value::Mapping(map) = root {
+        let key = Value::String(first.clone());
+        let child = map.entry(key).or_insert(Value::Null);
+        set_path(child, rest, value);
+    }
+}
+
+fn lookup<'v>(root: &'v Value, dotted: &str) -> Option<&'v Value> {
+    dotted.split('.').try_fold(root, |v, k| v.get(k)).filter(|v| !v.is_null())
+}
+
+fn describe(v: &Value) -> String {
+    serde_yaml_ng::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+}
+
+fn string(root: &Value, key: &'static str) -> Result<Option<String>, ConfigError> {
+    match lookup(root, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(ConfigError::Invalid { key, expected: "a string", got: describe(other) }),
+    }
+}
+
+fn boolean(root: &Value, key: &'static str) -> Result<Option<bool>, ConfigError> {
+    match lookup(root, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(ConfigError::Invalid { key, expected: "true or false", got: describe(other) }),
+    }
+}
+
+fn collect_unknown(v: &Value, prefix: String, out: &mut Vec<String>) {
+    let Value::Mapping(map) = v else {
+        if !prefix.is_empty() && !KNOWN_KEYS.contains(&prefix.as_str()) {
+            out.push(prefix);
+        }
+        return;
+    };
+    if !prefix.is_empty() && KNOWN_KEYS.contains(&prefix.as_str()) {
+        return;
+    }
+    for (k, child) in map {
+        let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
+        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        collect_unknown(child, path, out);
+    }
+}
+
+/// Parses `:PORT`, `HOST:PORT` or `[V6]:PORT`.
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    if let Some(port) = text.strip_prefix(':') {
+        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+    }
+    text.to_socket_addrs().ok()?.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn embedded_default_matches_registry2() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+        assert_eq!(c.root_directory, PathBuf::from("/var/lib/registry"));
+        assert!(!c.delete_enabled);
+        assert_eq!(c.driver, DriverChoice::Auto);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    }
+
+    #[test]
+    fn environment_overrides_keys_by_path() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:5001"),
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/tmp/x"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+                ("REGISTRY_RUNTIME_DRIVER", "poll"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(c.root_directory, PathBuf::from("/tmp/x"));
+        assert!(c.delete_enabled);
+        assert_eq!(c.driver, DriverChoice::Poll);
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        std::fs::write(&path, "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\n  secret: s\nstorage:\n  delete:\n    enabled: true\n").unwrap();
+        let c = Config::load(Some(&path), env(&[("REGISTRY_HTTP_ADDR", ":7000")])).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert!(c.delete_enabled);
+        assert_eq!(c.unknown_keys, vec!["http.secret".to_string()]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = Config::load(None, env(&[("REGISTRY_STORAGE_DELETE_ENABLED", "maybe")])).unwrap_err();
+        assert!(err.to_string().contains("storage.delete.enabled"), "{err}");
+        let err = Config::load(None, env(&[("REGISTRY_HTTP_ADDR", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("http.addr"), "{err}");
+        let err = Config::load(None, env(&[("REGISTRY_RUNTIME_DRIVER", "kqueue")])).unwrap_err();
+        assert!(err.to_string().contains("runtime.driver"), "{err}");
+        let err = Config::load(Some(Path::new("/nonexistent/config.yml")), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/config.yml"), "{err}");
+    }
+}

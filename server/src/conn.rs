@@ -1,0 +1,336 @@
+//! One client connection: read request heads, hand each request with a
+//! streaming body to the API, write the response, repeat while keep-alive
+//! holds. All protocol parsing is in `berth_http`; this module only moves
+//! bytes between the socket, the parser and the handlers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+use std::time::Instant;
+
+use berth_http::{parse_request_head, BodyDecoder, BodyFraming, Method, RequestHead, ResponseHead};
+use compio::buf::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::net::TcpStream;
+
+use crate::api::{self, error::ApiError, response, Ctx};
+
+/// Bytes read from the socket per read call, at most.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of a blob sent per write call.
+const SEND_CHUNK_BYTES: usize = 256 * 1024;
+/// Leftover request body we read and discard to keep a connection alive
+/// after answering without reading it; beyond this we close instead.
+const DRAIN_BYTES_MAX: u64 = 64 * 1024;
+
+/// Buffered bytes read from the socket and not yet consumed.
+pub struct ReadBuf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl ReadBuf {
+    fn new() -> ReadBuf {
+        ReadBuf { data: Vec::with_capacity(16 * 1024), pos: 0 }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.data.len() {
+            self.data.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads more bytes from `stream`; returns how many (0 = peer closed).
+    async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.data.drain(..self.pos);
+            self.pos = 0;
+        }
+        if self.data.capacity() - self.data.len() < 4096 {
+            let want = READ_CHUNK_BYTES.max(self.data.len());
+            self.data.reserve(want);
+        }
+        let buf = std::mem::take(&mut self.data);
+        let BufResult(result, buf) = stream.read(buf).await;
+        self.data = buf;
+        result
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    /// The body's framing is broken (bad chunk size, ...).
+    #[error("malformed request body: {0}")]
+    Framing(#[from] berth_http::BodyError),
+    /// The client closed the connection mid-body.
+    #[error("connection closed before the request body was complete")]
+    Truncated,
+    /// Reading the socket failed.
+    #[error("reading the request body failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A request body, decoded as it streams in from the socket. Never holds
+/// more than one read buffer of it in memory.
+pub struct RequestBody<'c> {
+    stream: &'c mut TcpStream,
+    buf: &'c mut ReadBuf,
+    decoder: BodyDecoder,
+    framing: BodyFraming,
+    continue_pending: bool,
+}
+
+impl RequestBody<'_> {
+    /// Whether the request declared no body (no framing, or Content-Length 0).
+    pub fn is_declared_empty(&self) -> bool {
+        matches!(self.framing, BodyFraming::None | BodyFraming::Length(0))
+    }
+
+    /// The declared Content-Length, if the body is length-framed.
+    pub fn declared_len(&self) -> Option<u64> {
+        match self.framing {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// The next piece of the body, or `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<&[u8]>, BodyReadError> {
+        loop {
+            if self.decoder.is_done() {
+                return Ok(None);
+            }
+            if !self.buf.unread().is_empty() {
+                let input = self.buf.unread();
+                let decoded = self.decoder.decode(input)?;
+                let start = decoded.data.as_ptr() as usize - input.as_ptr() as usize;
+                let (len, consumed, done) = (decoded.data.len(), decoded.consumed, decoded.done);
+                let base = self.buf.pos;
+                self.buf.pos += consumed;
+                if len > 0 {
+                    // Reset the buffer lazily: the returned slice borrows it.
+                    let out = &self.buf.data[base + start..base + start + len];
+                    return Ok(Some(out));
+                }
+                if done {
+                    self.buf.consume(0);
+                    return Ok(None);
+                }
+                if consumed > 0 {
+                    continue;
+                }
+            }
+            if self.continue_pending {
+                self.continue_pending = false;
+                let BufResult(result, _) = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
+                result?;
+            }
+            if self.buf.fill(self.stream).await? == 0 {
+                return Err(BodyReadError::Truncated);
+            }
+        }
+    }
+
+    /// Reads and discards the rest of the body, up to `limit` bytes. Returns
+    /// whether the body ended within the limit.
+    async fn drain(&mut self, limit: u64) -> bool {
+        if self.continue_pending {
+            // The client has not sent the body yet and will not without 100.
+            return false;
+        }
+        let mut seen = 0u64;
+        loop {
+            match self.chunk().await {
+                Ok(None) => return true,
+                Ok(Some(piece)) => {
+                    seen += piece.len() as u64;
+                    if seen > limit {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// A request as handlers see it: the parsed head plus the decoded path.
+pub struct Request<'h> {
+    /// The parsed head.
+    pub head: &'h RequestHead,
+    /// The percent-decoded path.
+    pub path: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// Serves one connection until the client closes it, an error occurs, or
+/// keep-alive ends.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = ReadBuf::new();
+    loop {
+        let head = match read_head(&mut stream, &mut buf, &ctx).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(HeadFailure::Io) => return,
+            Err(HeadFailure::Bad(status, message)) => {
+                let error = ApiError::new(api::error::ErrorCode::Unknown, message);
+                let mut response = response::Response::error(&error);
+                response.status = status;
+                let _ = write_response(&mut stream, false, response, false, &ctx).await;
+                log::info!("{peer} - - {status} (bad request head)");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let Some(path) = api::query::percent_decode(head.path()) else {
+            let error = ApiError::new(api::error::ErrorCode::Unknown, "request path has a malformed %-escape");
+            let mut response = response::Response::error(&error);
+            response.status = 400;
+            let _ = write_response(&mut stream, false, response, false, &ctx).await;
+            return;
+        };
+        let request = Request { head: &head, path, peer };
+        let mut body = RequestBody {
+            stream: &mut stream,
+            buf: &mut buf,
+            decoder: BodyDecoder::new(&head.framing),
+            framing: head.framing.clone(),
+            continue_pending: head.expect_continue,
+        };
+        let response = api::handle(&ctx, &request, &mut body).await;
+        let mut keep_alive = head.keep_alive;
+        if !body.is_done() && !body.drain(DRAIN_BYTES_MAX).await {
+            keep_alive = false;
+        }
+        let status = response.status;
+        let sent = response.body.len();
+        let is_head = head.method == Method::Head;
+        let written = write_response(&mut stream, is_head, response, keep_alive, &ctx).await;
+        log::info!(
+            "{peer} {} {} {status} {} {:.3}ms",
+            method_name(&head.method),
+            head.target,
+            if is_head { 0 } else { sent },
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        if written.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn method_name(method: &Method) -> &str {
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+        Method::Options => "OPTIONS",
+        Method::Other(name) => name,
+    }
+}
+
+enum HeadFailure {
+    Io,
+    Bad(u16, String),
+}
+
+async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf, ctx: &Ctx) -> Result<Option<RequestHead>, HeadFailure> {
+    loop {
+        if !buf.unread().is_empty() {
+            match parse_request_head(buf.unread(), &ctx.http_limits) {
+                Ok(Some((head, consumed))) => {
+                    buf.consume(consumed);
+                    return Ok(Some(head));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(HeadFailure::Bad(e.status(), e.to_string())),
+            }
+        }
+        match buf.fill(stream).await {
+            Ok(0) if buf.unread().is_empty() => return Ok(None),
+            Ok(0) => return Err(HeadFailure::Io),
+            Ok(_) => {}
+            Err(_) => return Err(HeadFailure::Io),
+        }
+    }
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    is_head: bool,
+    response: response::Response,
+    keep_alive: bool,
+    ctx: &Ctx,
+) -> io::Result<()> {
+    let mut head = ResponseHead::new(response.status);
+    for (name, value) in response.headers {
+        head = head.header(name, value);
+    }
+    head = head.header("Content-Length", response.body.len().to_string());
+    head = head.header("Docker-Distribution-API-Version", "registry/2.0");
+    if !keep_alive {
+        head = head.header("Connection", "close");
+    }
+    let mut out = Vec::with_capacity(512);
+    head.encode(&mut out);
+    match response.body {
+        response::Body::Bytes(bytes) if !is_head => {
+            out.extend_from_slice(&bytes);
+            write_all(stream, out).await
+        }
+        response::Body::Blob(blob) if !is_head => {
+            write_all(stream, out).await?;
+            send_file_range(stream, &blob.file, blob.offset, blob.len, ctx).await
+        }
+        _ => write_all(stream, out).await,
+    }
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: Vec<u8>) -> io::Result<()> {
+    let BufResult(result, _) = stream.write_all(bytes).await;
+    result
+}
+
+/// Sends `len` bytes of `file` from `offset`, one bounded buffer at a time.
+async fn send_file_range(
+    stream: &mut TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    _ctx: &Ctx,
+) -> io::Result<()> {
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; SEND_CHUNK_BYTES.min(len.max(1) as usize)];
+    while sent < len {
+        let want = buf.len().min((len - sent) as usize);
+        buf.resize(want, 0);
+        let n = file.read_at(&mut buf[..want], offset + sent)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than its record"));
+        }
+        buf.truncate(n);
+        let BufResult(result, returned) = stream.write_all(buf).await;
+        result?;
+        buf = returned;
+        sent += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The berth server: configuration, the thread-per-core runtime, the
+//! connection layer and the registry API. The binary (`main.rs`) is a thin
+//! CLI over this library.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod conn;
+pub mod runtime;

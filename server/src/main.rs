@@ -1,0 +1,94 @@
+//! `berth`: the command-line entry point.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use berth::api::ApiSettings;
+use berth::config::Config;
+use berth::runtime::{self, ServeOptions};
+use clap::{Parser, Subcommand};
+
+/// berth: a fast, crash-safe container image registry, drop-in compatible
+/// with registry:2 (Docker Registry HTTP API v2 / OCI Distribution v1.1).
+#[derive(Parser)]
+#[command(name = "berth", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry.
+    ///
+    /// With no CONFIG, berth uses its embedded default: listen on :5000 and
+    /// keep data under /var/lib/registry, like registry:2. Any config key can
+    /// be overridden with a REGISTRY_* variable naming its path, e.g.
+    /// REGISTRY_HTTP_ADDR=127.0.0.1:5000,
+    /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry,
+    /// REGISTRY_STORAGE_DELETE_ENABLED=true, REGISTRY_RUNTIME_DRIVER=poll
+    /// (force the epoll fallback instead of io_uring).
+    Serve {
+        /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
+        /// else the embedded default).
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(config_path.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(config.log_level.as_str()))
+        .format_target(false)
+        .init();
+    for key in &config.unknown_keys {
+        log::warn!("configuration key {key} is not used by berth; ignored");
+    }
+    let engine = match berth_engine::Engine::open(&config.root_directory) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("berth: cannot open the data directory {}: {e}", config.root_directory.display());
+            return ExitCode::from(1);
+        }
+    };
+    let report = engine.open_report();
+    if report.torn_tail_bytes > 0 {
+        log::warn!("metadata log: dropped a torn tail of {} bytes (a write cut short by a crash)", report.torn_tail_bytes);
+    }
+    log::info!("store opened: {} metadata records, {} upload sessions resumed", report.records, report.uploads_resumed);
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let options = ServeOptions {
+        engine: Arc::new(engine),
+        settings: ApiSettings {
+            delete_enabled: config.delete_enabled,
+            host: config.host.clone(),
+            relative_urls: config.relative_urls,
+        },
+        driver: config.driver,
+        threads,
+    };
+    match runtime::serve(config.listen, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
