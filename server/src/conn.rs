@@ -223,7 +223,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
         let written = write_response(&mut stream, is_head, response, keep_alive, &ctx).await;
         log::info!(
             "{peer} {} {} {status} {} {:.3}ms",
-            method_name(&head.method),
+            head.method.as_str(),
             head.target,
             if is_head { 0 } else { sent },
             started.elapsed().as_secs_f64() * 1000.0
@@ -231,19 +231,6 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
         if written.is_err() || !keep_alive {
             return;
         }
-    }
-}
-
-fn method_name(method: &Method) -> &str {
-    match method {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
-        Method::Options => "OPTIONS",
-        Method::Other(name) => name,
     }
 }
 

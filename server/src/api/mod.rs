@@ -76,7 +76,7 @@ async fn dispatch(
                 Method::Get | Method::Head => manifests::get(ctx, &repo, reference, *method == Method::Head),
                 Method::Put => manifests::put(ctx, request, &repo, reference, body).await,
                 Method::Delete => manifests::delete(ctx, &repo, reference).await,
-                other => Err(ApiError::method_not_allowed(method_str(other))),
+                other => Err(ApiError::method_not_allowed(other.as_str())),
             }
         }
         Route::Blob { name, digest } => {
@@ -85,7 +85,7 @@ async fn dispatch(
             match method {
                 Method::Get | Method::Head => blobs::get(ctx, &repo, &digest, *method == Method::Head),
                 Method::Delete => blobs::delete(ctx, &repo, &digest).await,
-                other => Err(ApiError::method_not_allowed(method_str(other))),
+                other => Err(ApiError::method_not_allowed(other.as_str())),
             }
         }
         Route::UploadStart { name } if *method == Method::Post => {
@@ -101,26 +101,13 @@ async fn dispatch(
                 Method::Patch => uploads::patch(ctx, request, &repo, id, body).await,
                 Method::Put => uploads::finish(ctx, request, &repo, id, query, body).await,
                 Method::Delete => uploads::cancel(ctx, &repo, id),
-                other => Err(ApiError::method_not_allowed(method_str(other))),
+                other => Err(ApiError::method_not_allowed(other.as_str())),
             }
         }
         Route::NotFound | Route::Referrers { .. } => {
-            Err(ApiError::no_route(method_str(method), &request.path))
+            Err(ApiError::no_route(method.as_str(), &request.path))
         }
-        _ => Err(ApiError::method_not_allowed(method_str(method))),
-    }
-}
-
-fn method_str(method: &Method) -> &str {
-    match method {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
-        Method::Options => "OPTIONS",
-        Method::Other(m) => m,
+        _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
 }
 

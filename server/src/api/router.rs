@@ -57,7 +57,7 @@ pub enum Route {
 
 fn split_last<'a>(path: &'a str, marker: &str) -> Option<(&'a str, &'a str)> {
     let (name, rest) = path.rsplit_once(marker)?;
-    (!name.is_empty() && !rest.contains('/')).then_some((name, rest))
+    (!name.is_empty() && !rest.is_empty() && !rest.contains('/')).then_some((name, rest))
 }
 
 /// Routes a percent-decoded path (without the query string).
