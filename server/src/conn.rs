@@ -23,6 +23,10 @@ const SEND_CHUNK_BYTES: usize = 256 * 1024;
 /// Leftover request body we read and discard to keep a connection alive
 /// after answering without reading it; beyond this we close instead.
 const DRAIN_BYTES_MAX: u64 = 64 * 1024;
+/// How long, and how many bytes, a closing connection keeps discarding a
+/// request body the client is still sending (see [`linger`]).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Buffered bytes read from the socket and not yet consumed.
 pub struct ReadBuf {
@@ -116,14 +120,19 @@ impl RequestBody<'_> {
             if !self.buf.unread().is_empty() {
                 let input = self.buf.unread();
                 let decoded = self.decoder.decode(input)?;
-                let start = decoded.data.as_ptr() as usize - input.as_ptr() as usize;
+                // `data` is a sub-slice of `input` when non-empty; an empty
+                // one may point anywhere, so only its offset is computed here.
+                let start = (decoded.data.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
                 let (len, consumed, done) = (decoded.data.len(), decoded.consumed, decoded.done);
                 let base = self.buf.pos;
                 self.buf.pos += consumed;
                 if len > 0 {
                     // Reset the buffer lazily: the returned slice borrows it.
-                    let out = &self.buf.data[base + start..base + start + len];
-                    return Ok(Some(out));
+                    let range = base.wrapping_add(start)..base.wrapping_add(start).wrapping_add(len);
+                    return match self.buf.data.get(range) {
+                        Some(out) => Ok(Some(out)),
+                        None => Err(BodyReadError::Io(io::Error::other("body decoder returned a slice outside its input"))),
+                    };
                 }
                 if done {
                     self.buf.consume(0);
@@ -191,7 +200,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
                 let error = ApiError::new(api::error::ErrorCode::Unknown, message);
                 let mut response = response::Response::error(&error);
                 response.status = status;
-                let _ = write_response(&mut stream, false, response, false, &ctx).await;
+                if write_response(&mut stream, false, response, false, &ctx).await.is_ok() {
+                    linger(&mut stream, &mut buf).await;
+                }
                 log::info!("{peer} - - {status} (bad request head)");
                 return;
             }
@@ -214,8 +225,10 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
         };
         let response = api::handle(&ctx, &request, &mut body).await;
         let mut keep_alive = head.keep_alive;
+        let mut body_left_unread = false;
         if !body.is_done() && !body.drain(DRAIN_BYTES_MAX).await {
             keep_alive = false;
+            body_left_unread = true;
         }
         let status = response.status;
         let sent = response.body.len();
@@ -228,8 +241,38 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
             if is_head { 0 } else { sent },
             started.elapsed().as_secs_f64() * 1000.0
         );
-        if written.is_err() || !keep_alive {
+        if written.is_err() {
             return;
+        }
+        if !keep_alive {
+            if body_left_unread {
+                linger(&mut stream, &mut buf).await;
+            }
+            return;
+        }
+    }
+}
+
+/// Half-closes the connection and discards what the client is still
+/// sending, for at most [`LINGER`] and [`LINGER_BYTES_MAX`]. Closing a socket
+/// with unread input makes the kernel send RST, which can destroy the
+/// response before the client reads it (e.g. a 413 for an oversized body).
+async fn linger(stream: &mut TcpStream, buf: &mut ReadBuf) {
+    use compio::io::AsyncWrite;
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0usize;
+    while discarded < LINGER_BYTES_MAX {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        buf.consume(buf.unread().len());
+        match compio::time::timeout(left, buf.fill(stream)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => return,
         }
     }
 }

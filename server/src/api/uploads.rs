@@ -183,7 +183,9 @@ pub async fn finish(
     query: &Query,
     body: &mut RequestBody<'_>,
 ) -> Result<Response, ApiError> {
-    // Refuse a missing or malformed digest before reading any body.
+    // An unknown session is 404 whatever else is wrong; then refuse a
+    // missing or malformed digest before reading any body.
+    ctx.engine.upload_len(repo, id)?;
     let digest_text = query.get("digest");
     match digest_text {
         Some(text) => drop(parse_digest(text)?),
