@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use berth_http::{parse_request_head, BodyDecoder, BodyFraming, Method, RequestHead, ResponseHead};
 use compio::buf::BufResult;
-use compio::io::{AsyncRead, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use crate::api::{self, error::ApiError, response, Ctx};
@@ -62,7 +62,9 @@ impl ReadBuf {
             self.data.reserve(want);
         }
         let buf = std::mem::take(&mut self.data);
-        let BufResult(result, buf) = stream.read(buf).await;
+        // `append` reads into the spare capacity after the unread bytes
+        // (`read` would overwrite the buffer from its start).
+        let BufResult(result, buf) = stream.append(buf).await;
         self.data = buf;
         result
     }

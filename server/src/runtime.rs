@@ -57,7 +57,6 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeEr
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(listen)?;
     socket.set_reuse_address(true).map_err(listen)?;
     socket.set_reuse_port(true).map_err(listen)?;
-    socket.set_nonblocking(true).map_err(listen)?;
     socket.bind(&addr.into()).map_err(listen)?;
     socket.listen(1024).map_err(listen)?;
     Ok(socket.into())
@@ -121,6 +120,11 @@ fn run_loop(
     };
     let driver = runtime.driver_type();
     log::debug!("event loop {core}: driver {driver:?}");
+    // The poll driver needs a non-blocking socket; io_uring wants a blocking one.
+    if let Err(source) = listener.set_nonblocking(driver.is_polling()) {
+        let _ = ready.send(Err(ServeError::Runtime { core, source }));
+        return;
+    }
     runtime.block_on(async move {
         let listener = match compio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,

@@ -343,3 +343,38 @@ fn chunked_body_split_across_reads_at_framing_boundaries() {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     assert_eq!(request("GET", &r.url(&format!("/v2/split/blobs/{digest}")), &[], None).body, data);
 }
+
+/// Regression: a request head that arrives in several reads must be
+/// reassembled, not overwritten by the next read.
+#[test]
+fn request_head_split_across_reads() {
+    use std::io::{Read, Write};
+    let (r, _dir) = start();
+    let mut stream = std::net::TcpStream::connect(r.addr()).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    for part in ["GET /v2/ HT", "TP/1.1\r\nHo", "st: x\r\nConnection: cl", "ose\r\n", "\r\n"] {
+        stream.write_all(part.as_bytes()).expect("write");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+/// The epoll fallback (forced, as under Docker's default seccomp profile)
+/// serves the same protocol, and the start log names the driver.
+#[test]
+fn forced_poll_driver_serves_uploads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return; // a berth setting; the reference registry has no such driver
+    }
+    command.env.push(("REGISTRY_RUNTIME_DRIVER".into(), "poll".into()));
+    let r = Registry::start_with(command, &dir.path().join("data"));
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let digest = push_blob(&r, "poll", &data);
+    assert_eq!(request("GET", &r.url(&format!("/v2/poll/blobs/{digest}")), &[], None).body, data);
+    let log = r.log_tail(50);
+    assert!(log.contains("driver poll"), "start log does not name the poll driver: {log}");
+}
