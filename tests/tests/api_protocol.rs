@@ -25,6 +25,19 @@ fn error_code(response: &HttpResponse) -> String {
     body["errors"][0]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}")).to_owned()
 }
 
+/// The registry's log tail once it contains `needle` (the access log line is
+/// written just after the response), or after 5 s.
+fn log_with(r: &Registry, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = r.log_tail(50);
+        if log.contains(needle) || std::time::Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_api_header(response: &HttpResponse) {
     assert_eq!(response.header("Docker-Distribution-API-Version"), Some("registry/2.0"), "{response:?}");
 }
@@ -375,6 +388,61 @@ fn forced_poll_driver_serves_uploads() {
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
     let digest = push_blob(&r, "poll", &data);
     assert_eq!(request("GET", &r.url(&format!("/v2/poll/blobs/{digest}")), &[], None).body, data);
-    let log = r.log_tail(50);
+    let log = log_with(&r, "via ");
     assert!(log.contains("driver poll"), "start log does not name the poll driver: {log}");
+    assert!(log.contains("via copy"), "the poll driver must send blobs by copy: {log}");
+}
+
+#[test]
+fn blob_ranges_and_conditional_requests() {
+    let (r, _dir) = start();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 239) as u8).collect();
+    let digest = push_blob(&r, "rng", &data);
+    let url = r.url(&format!("/v2/rng/blobs/{digest}"));
+    let whole = request("GET", &url, &[], None);
+    assert_eq!(whole.header("Accept-Ranges"), Some("bytes"));
+    let etag = whole.header("ETag").expect("ETag").to_owned();
+    assert_eq!(etag, format!("\"{digest}\""));
+    for (range, start, end) in [("bytes=0-0", 0, 0), ("bytes=99990-", 99_990, 99_999), ("bytes=-10", 99_990, 99_999), ("bytes=10-19", 10, 19)] {
+        let part = request("GET", &url, &[("Range", range)], None);
+        assert_eq!(part.status, 206, "{range}");
+        assert_eq!(part.header("Content-Range"), Some(format!("bytes {start}-{end}/100000").as_str()), "{range}");
+        assert_eq!(part.body, &data[start..=end], "{range}");
+    }
+    let past = request("GET", &url, &[("Range", "bytes=100000-")], None);
+    assert_eq!((past.status, past.header("Content-Range")), (416, Some("bytes */100000")));
+    let multi = request("GET", &url, &[("Range", "bytes=0-1,5-6")], None);
+    assert_eq!((multi.status, error_code(&multi).as_str()), (416, "RANGE_INVALID"));
+    let cached = request("GET", &url, &[("If-None-Match", &etag)], None);
+    assert_eq!(cached.status, 304);
+    assert!(cached.body.is_empty());
+    let other = request("GET", &url, &[("If-None-Match", "\"sha256:other\"")], None);
+    assert_eq!(other.status, 200);
+
+    let config = push_blob(&r, "rng", b"{}");
+    let body = manifest(&config, &[]);
+    request("PUT", &r.url("/v2/rng/manifests/t"), &[("Content-Type", OCI_MANIFEST)], Some(&body));
+    let m = request("GET", &r.url("/v2/rng/manifests/t"), &[], None);
+    let metag = m.header("ETag").expect("manifest ETag").to_owned();
+    assert_eq!(request("GET", &r.url("/v2/rng/manifests/t"), &[("If-None-Match", &metag)], None).status, 304);
+}
+
+/// Under io_uring blob bodies go socket-ward by splice; under the forced
+/// poll driver by copy. The access log names the path taken.
+#[test]
+fn blob_bodies_are_spliced_under_io_uring() {
+    let (r, _dir) = start();
+    if !RegistryCommand::from_env().is_berth {
+        return;
+    }
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 233) as u8).collect();
+    let digest = push_blob(&r, "zc", &data);
+    let got = request("GET", &r.url(&format!("/v2/zc/blobs/{digest}")), &[], None);
+    assert!(got.body == data, "spliced bytes differ");
+    let part = request("GET", &r.url(&format!("/v2/zc/blobs/{digest}")), &[("Range", "bytes=1000000-")], None);
+    assert!(part.body == data[1_000_000..], "spliced range differs");
+    let log = log_with(&r, "bytes=1000000");
+    if log.contains("driver io_uring") || !log.contains("driver poll") {
+        assert!(log.contains(&format!("GET /v2/zc/blobs/{digest} 200 3000000")) && log.contains("via splice"), "{log}");
+    }
 }

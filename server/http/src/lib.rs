@@ -41,6 +41,7 @@ mod headers;
 mod limits;
 mod list;
 mod method;
+mod range;
 mod response;
 
 pub use body::{
@@ -52,4 +53,5 @@ pub use head::{parse_request_head, RequestHead};
 pub use headers::Headers;
 pub use limits::Limits;
 pub use method::{Method, Version};
+pub use range::{parse_range, RangeRequest};
 pub use response::{reason_phrase, ResponseHead};

@@ -20,14 +20,26 @@ fn parse_reference(text: &str) -> Result<Reference, ApiError> {
 }
 
 /// Serves a manifest's exact bytes (or only its headers for HEAD).
-pub fn get(ctx: &Ctx, repo: &RepositoryName, reference: &str, head_only: bool) -> Result<Response, ApiError> {
+pub fn get(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    reference: &str,
+    head_only: bool,
+) -> Result<Response, ApiError> {
     let reference = parse_reference(reference)?;
     let manifest = ctx.engine.manifest(repo, &reference)?;
+    let etag = format!("\"{}\"", manifest.digest);
+    if super::blobs::if_none_match(request, &etag) {
+        return Ok(Response::new(304)
+            .header("Docker-Content-Digest", manifest.digest.to_string())
+            .header("ETag", etag));
+    }
     let body = if head_only { Body::Sized(manifest.bytes.len() as u64) } else { Body::Bytes(manifest.bytes) };
     let mut response = Response::new(200)
         .header("Content-Type", manifest.media_type)
         .header("Docker-Content-Digest", manifest.digest.to_string())
-        .header("ETag", format!("\"{}\"", manifest.digest));
+        .header("ETag", etag);
     if matches!(reference, Reference::Digest(_)) {
         response = response.header("Cache-Control", "max-age=31536000");
     }

@@ -73,7 +73,7 @@ async fn dispatch(
         Route::Manifest { name, reference } => {
             let repo = repository(name)?;
             match method {
-                Method::Get | Method::Head => manifests::get(ctx, &repo, reference, *method == Method::Head),
+                Method::Get | Method::Head => manifests::get(ctx, request, &repo, reference, *method == Method::Head),
                 Method::Put => manifests::put(ctx, request, &repo, reference, body).await,
                 Method::Delete => manifests::delete(ctx, &repo, reference).await,
                 other => Err(ApiError::method_not_allowed(other.as_str())),
@@ -83,7 +83,7 @@ async fn dispatch(
             let repo = repository(name)?;
             let digest = parse_digest(digest)?;
             match method {
-                Method::Get | Method::Head => blobs::get(ctx, &repo, &digest, *method == Method::Head),
+                Method::Get | Method::Head => blobs::get(ctx, request, &repo, &digest, *method == Method::Head),
                 Method::Delete => blobs::delete(ctx, &repo, &digest).await,
                 other => Err(ApiError::method_not_allowed(other.as_str())),
             }
