@@ -56,6 +56,9 @@ pub struct Config {
     pub driver: DriverChoice,
     /// `runtime.threads` (berth): event loops; 0 means one per core.
     pub threads: usize,
+    /// `http.draintimeout`: how long in-flight requests may finish after
+    /// SIGTERM/SIGINT (a Go-style duration: `30s`, `2m`, `500ms`).
+    pub drain_timeout: std::time::Duration,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -100,6 +103,7 @@ const KNOWN_KEYS: &[&str] = &[
     "http.addr",
     "http.host",
     "http.relativeurls",
+    "http.draintimeout",
     "runtime.driver",
     "runtime.threads",
 ];
@@ -165,6 +169,14 @@ impl Config {
         let root_directory = PathBuf::from(
             string(root, "storage.filesystem.rootdirectory")?.unwrap_or_else(|| "/var/lib/registry".into()),
         );
+        let drain_timeout = match string(root, "http.draintimeout")? {
+            None => std::time::Duration::from_secs(30),
+            Some(text) => parse_duration(&text).ok_or(ConfigError::Invalid {
+                key: "http.draintimeout",
+                expected: "a duration such as 30s, 2m or 500ms",
+                got: text,
+            })?,
+        };
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -176,6 +188,7 @@ impl Config {
             log_level,
             driver,
             threads,
+            drain_timeout,
             unknown_keys,
         })
     }
@@ -275,6 +288,38 @@ fn collect_unknown(v: &Value, prefix: String, out: &mut Vec<String>) {
     }
 }
 
+/// Parses a Go-style duration: one or more `<number><unit>` terms with units
+/// `h`, `m`, `s`, `ms`, `us`, `ns` (e.g. `1m30s`), or `0`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
+}
+
 /// Parses `:PORT`, `HOST:PORT` or `[V6]:PORT`.
 fn parse_listen(text: &str) -> Option<SocketAddr> {
     if let Some(port) = text.strip_prefix(':') {
@@ -328,6 +373,21 @@ mod tests {
         assert_eq!(c.listen.port(), 7000);
         assert!(c.delete_enabled);
         assert_eq!(c.unknown_keys, vec!["http.secret".to_string()]);
+    }
+
+    #[test]
+    fn durations_follow_go_syntax() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "30", "s", "1x", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        let c = Config::load(None, env(&[("REGISTRY_HTTP_DRAINTIMEOUT", "5s")])).unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert!(Config::load(None, env(&[("REGISTRY_HTTP_DRAINTIMEOUT", "soon")])).is_err());
     }
 
     #[test]

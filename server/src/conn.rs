@@ -29,6 +29,39 @@ const DRAIN_BYTES_MAX: u64 = 64 * 1024;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the process as shutting down: every response from now on closes
+/// its connection.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+}
+
+/// Requests being handled on one event loop (between a complete head and
+/// the end of the response), so shutdown can wait for them.
+#[derive(Clone, Default)]
+pub struct BusyCount(Rc<std::cell::Cell<usize>>);
+
+impl BusyCount {
+    /// Requests in flight.
+    pub fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn enter(&self) -> BusyGuard {
+        self.0.set(self.0.get() + 1);
+        BusyGuard(self.0.clone())
+    }
+}
+
+struct BusyGuard(Rc<std::cell::Cell<usize>>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 /// Buffered bytes read from the socket and not yet consumed.
 pub struct ReadBuf {
     data: Vec<u8>,
@@ -191,7 +224,7 @@ pub struct Request<'h> {
 
 /// Serves one connection until the client closes it, an error occurs, or
 /// keep-alive ends.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount) {
     let _ = stream.set_nodelay(true);
     let mut buf = ReadBuf::new();
     let mut sender = BlobSender::new();
@@ -212,6 +245,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
             }
         };
         let started = Instant::now();
+        let _busy = busy.enter();
         let Some(path) = api::query::percent_decode(head.path()) else {
             let error = ApiError::new(api::error::ErrorCode::Unknown, "request path has a malformed %-escape");
             let mut response = response::Response::error(&error);
@@ -228,7 +262,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>) {
             continue_pending: head.expect_continue,
         };
         let response = api::handle(&ctx, &request, &mut body).await;
-        let mut keep_alive = head.keep_alive;
+        let mut keep_alive = head.keep_alive && !SHUTTING_DOWN.load(Ordering::SeqCst);
         let mut body_left_unread = false;
         if !body.is_done() && !body.drain(DRAIN_BYTES_MAX).await {
             keep_alive = false;

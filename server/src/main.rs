@@ -83,6 +83,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         driver: config.driver,
         threads,
+        drain_timeout: config.drain_timeout,
     };
     match runtime::serve(config.listen, options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,9 @@ pub struct ServeOptions {
     pub driver: DriverChoice,
     /// Number of event loops (>= 1).
     pub threads: usize,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take to finish
+    /// (`http.draintimeout`).
+    pub drain_timeout: Duration,
 }
 
 /// Binds one SO_REUSEPORT listener for `addr`.
@@ -62,22 +65,29 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeEr
     Ok(socket.into())
 }
 
-/// Starts `options.threads` event loops on `addr` and blocks until they end
-/// (they run until the process is stopped). Listeners are all bound before
-/// any loop starts, so a busy port fails the start cleanly.
+/// Starts `options.threads` event loops on `addr` and blocks until they end.
+/// Listeners are all bound before any loop starts, so a busy port fails the
+/// start cleanly. SIGTERM or SIGINT starts a graceful shutdown: every loop
+/// stops accepting, in-flight requests finish (for at most
+/// `drain_timeout`), idle connections are closed, and `serve` returns. A
+/// second signal exits at once.
 pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> {
     let listeners = (0..options.threads).map(|_| bind_reuseport(addr)).collect::<Result<Vec<_>, _>>()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
+    let mut stops = Vec::new();
     for (core, listener) in listeners.into_iter().enumerate() {
         let options = options.clone();
         let ready = ready_tx.clone();
+        let (stop_tx, stop_rx) = flume::bounded(1);
+        stops.push(stop_tx);
         let handle = std::thread::Builder::new()
             .name(format!("berth-core-{core}"))
-            .spawn(move || run_loop(core, listener, options, ready))
+            .spawn(move || run_loop(core, listener, options, ready, stop_rx))
             .map_err(|source| ServeError::Runtime { core, source })?;
         handles.push(handle);
     }
+    watch_signals(stops, options.drain_timeout)?;
     drop(ready_tx);
     let mut drivers = Vec::new();
     for started in ready_rx {
@@ -92,6 +102,34 @@ pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> 
     for handle in handles {
         let _ = handle.join();
     }
+    log::info!("berth stopped");
+    Ok(())
+}
+
+/// Turns the first SIGTERM/SIGINT into a stop message for every loop; a
+/// second one exits immediately.
+fn watch_signals(stops: Vec<flume::Sender<()>>, drain_timeout: Duration) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|source| ServeError::Runtime { core: 0, source })?;
+    std::thread::Builder::new()
+        .name("berth-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    log::warn!("signal {signal} again: exiting without draining");
+                    std::process::exit(1);
+                }
+                log::info!("signal {signal}: stopping; draining in-flight requests for up to {drain_timeout:?}");
+                crate::conn::begin_shutdown();
+                for stop in &stops {
+                    let _ = stop.try_send(());
+                }
+            }
+        })
+        .map_err(|source| ServeError::Runtime { core: 0, source })?;
     Ok(())
 }
 
@@ -100,6 +138,7 @@ fn run_loop(
     listener: std::net::TcpListener,
     options: ServeOptions,
     ready: std::sync::mpsc::Sender<Result<DriverType, ServeError>>,
+    stop: flume::Receiver<()>,
 ) {
     let mut proactor = ProactorBuilder::new();
     match options.driver {
@@ -136,17 +175,43 @@ fn run_loop(
         let _ = ready.send(Ok(driver));
         drop(ready);
         let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: Default::default() });
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    compio::runtime::spawn(crate::conn::serve(stream, peer, ctx.clone())).detach();
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::warn!("event loop {core}: accept failed: {e}");
-                    compio::time::sleep(Duration::from_millis(50)).await;
+        let busy = crate::conn::BusyCount::default();
+        let listener = Rc::new(listener);
+        let (accept_busy, accept_listener) = (busy.clone(), listener.clone());
+        let accept_loop = Box::pin(async move {
+            let (busy, listener) = (accept_busy, accept_listener);
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        compio::runtime::spawn(crate::conn::serve(stream, peer, ctx.clone(), busy.clone())).detach();
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        log::warn!("event loop {core}: accept failed: {e}");
+                        compio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
+        });
+        let stopped = Box::pin(stop.recv_async());
+        drop(futures_util::future::select(accept_loop, stopped).await);
+        // Close the listener now (not when the loop ends) so new connections
+        // are refused while in-flight requests drain.
+        match Rc::try_unwrap(listener) {
+            Ok(listener) => {
+                if let Err(e) = listener.close().await {
+                    log::warn!("event loop {core}: closing the listener failed: {e}");
+                }
+            }
+            Err(_) => log::warn!("event loop {core}: listener still shared; it closes after the drain"),
+        }
+        let deadline = std::time::Instant::now() + options.drain_timeout;
+        while busy.get() > 0 {
+            if std::time::Instant::now() >= deadline {
+                log::warn!("event loop {core}: {} requests still running after the drain timeout; closing them", busy.get());
+                break;
+            }
+            compio::time::sleep(Duration::from_millis(10)).await;
         }
     });
 }
