@@ -59,6 +59,10 @@ pub struct Config {
     /// `http.draintimeout`: how long in-flight requests may finish after
     /// SIGTERM/SIGINT (a Go-style duration: `30s`, `2m`, `500ms`).
     pub drain_timeout: std::time::Duration,
+    /// `http.limits.*` (berth): timeouts and the per-loop connection cap.
+    pub conn_limits: crate::conn::ConnLimits,
+    /// `http.limits.headbytesmax` (berth): largest request head (431 past it).
+    pub head_bytes_max: usize,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -104,6 +108,11 @@ const KNOWN_KEYS: &[&str] = &[
     "http.host",
     "http.relativeurls",
     "http.draintimeout",
+    "http.limits.headbytesmax",
+    "http.limits.headreadtimeoutms",
+    "http.limits.idletimeoutms",
+    "http.limits.bodyprogresstimeoutms",
+    "http.limits.connectionsperloopmax",
     "runtime.driver",
     "runtime.threads",
 ];
@@ -177,6 +186,32 @@ impl Config {
                 got: text,
             })?,
         };
+        let defaults = crate::conn::ConnLimits::default();
+        let millis = |key: &'static str, default: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
+            Ok(match lookup(root, key) {
+                None => default,
+                Some(v) => std::time::Duration::from_millis(v.as_u64().filter(|n| *n > 0 && *n <= 86_400_000).ok_or_else(|| {
+                    ConfigError::Invalid { key, expected: "milliseconds from 1 to 86400000", got: describe(v) }
+                })?),
+            })
+        };
+        let count = |key: &'static str, default: usize, max: u64| -> Result<usize, ConfigError> {
+            Ok(match lookup(root, key) {
+                None => default,
+                Some(v) => v.as_u64().filter(|n| *n > 0 && *n <= max).ok_or_else(|| ConfigError::Invalid {
+                    key,
+                    expected: "a positive integer within its limit",
+                    got: describe(v),
+                })? as usize,
+            })
+        };
+        let conn_limits = crate::conn::ConnLimits {
+            head_read_timeout: millis("http.limits.headreadtimeoutms", defaults.head_read_timeout)?,
+            idle_timeout: millis("http.limits.idletimeoutms", defaults.idle_timeout)?,
+            body_progress_timeout: millis("http.limits.bodyprogresstimeoutms", defaults.body_progress_timeout)?,
+            connections_per_loop_max: count("http.limits.connectionsperloopmax", defaults.connections_per_loop_max, 1 << 20)?,
+        };
+        let head_bytes_max = count("http.limits.headbytesmax", berth_http::Limits::default().head_bytes_max, 1 << 20)?;
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -189,6 +224,8 @@ impl Config {
             driver,
             threads,
             drain_timeout,
+            conn_limits,
+            head_bytes_max,
             unknown_keys,
         })
     }

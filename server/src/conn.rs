@@ -37,6 +37,31 @@ pub fn begin_shutdown() {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
 }
 
+/// Per-connection limits, from the `http.limits.*` configuration.
+#[derive(Clone, Debug)]
+pub struct ConnLimits {
+    /// A request head must arrive completely within this time of its first
+    /// byte (slowloris defence); past it the client gets 408.
+    pub head_read_timeout: std::time::Duration,
+    /// An idle keep-alive connection is closed after this long.
+    pub idle_timeout: std::time::Duration,
+    /// A request body that makes no progress for this long is cut off.
+    pub body_progress_timeout: std::time::Duration,
+    /// Open connections per event loop; beyond it new ones are closed at once.
+    pub connections_per_loop_max: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            head_read_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(120),
+            body_progress_timeout: std::time::Duration::from_secs(60),
+            connections_per_loop_max: 16_384,
+        }
+    }
+}
+
 /// Requests being handled on one event loop (between a complete head and
 /// the end of the response), so shutdown can wait for them.
 #[derive(Clone, Default)]
@@ -113,6 +138,9 @@ pub enum BodyReadError {
     /// The client closed the connection mid-body.
     #[error("connection closed before the request body was complete")]
     Truncated,
+    /// No body bytes arrived within the body-progress timeout.
+    #[error("the request body stalled: no bytes for {0:?}")]
+    Stalled(std::time::Duration),
     /// Reading the socket failed.
     #[error("reading the request body failed: {0}")]
     Io(#[from] io::Error),
@@ -122,6 +150,7 @@ pub enum BodyReadError {
 /// more than one read buffer of it in memory.
 pub struct RequestBody<'c> {
     stream: &'c mut TcpStream,
+    progress_timeout: std::time::Duration,
     buf: &'c mut ReadBuf,
     decoder: BodyDecoder,
     framing: BodyFraming,
@@ -183,8 +212,11 @@ impl RequestBody<'_> {
                 let BufResult(result, _) = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
                 result?;
             }
-            if self.buf.fill(self.stream).await? == 0 {
-                return Err(BodyReadError::Truncated);
+            match compio::time::timeout(self.progress_timeout, self.buf.fill(self.stream)).await {
+                Err(_) => return Err(BodyReadError::Stalled(self.progress_timeout)),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) => return Err(BodyReadError::Truncated),
+                Ok(Ok(_)) => {}
             }
         }
     }
@@ -224,12 +256,12 @@ pub struct Request<'h> {
 
 /// Serves one connection until the client closes it, an error occurs, or
 /// keep-alive ends.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount) {
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnLimits>) {
     let _ = stream.set_nodelay(true);
     let mut buf = ReadBuf::new();
     let mut sender = BlobSender::new();
     loop {
-        let head = match read_head(&mut stream, &mut buf, &ctx).await {
+        let head = match read_head(&mut stream, &mut buf, &ctx, &limits).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(HeadFailure::Io) => return,
@@ -256,6 +288,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: 
         let request = Request { head: &head, path, peer };
         let mut body = RequestBody {
             stream: &mut stream,
+            progress_timeout: limits.body_progress_timeout,
             buf: &mut buf,
             decoder: BodyDecoder::new(&head.framing),
             framing: head.framing.clone(),
@@ -323,7 +356,16 @@ enum HeadFailure {
     Bad(u16, String),
 }
 
-async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf, ctx: &Ctx) -> Result<Option<RequestHead>, HeadFailure> {
+/// Reads the next request head. `Ok(None)`: the client closed (or idled out)
+/// cleanly between requests.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut ReadBuf,
+    ctx: &Ctx,
+    limits: &ConnLimits,
+) -> Result<Option<RequestHead>, HeadFailure> {
+    // Set when the head's first byte is seen; the whole head must follow in time.
+    let mut head_deadline = (!buf.unread().is_empty()).then(|| Instant::now() + limits.head_read_timeout);
     loop {
         if !buf.unread().is_empty() {
             match parse_request_head(buf.unread(), &ctx.http_limits) {
@@ -335,11 +377,19 @@ async fn read_head(stream: &mut TcpStream, buf: &mut ReadBuf, ctx: &Ctx) -> Resu
                 Err(e) => return Err(HeadFailure::Bad(e.status(), e.to_string())),
             }
         }
-        match buf.fill(stream).await {
-            Ok(0) if buf.unread().is_empty() => return Ok(None),
-            Ok(0) => return Err(HeadFailure::Io),
-            Ok(_) => {}
-            Err(_) => return Err(HeadFailure::Io),
+        let wait = match head_deadline {
+            None => limits.idle_timeout,
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        };
+        match compio::time::timeout(wait, buf.fill(stream)).await {
+            Err(_) if head_deadline.is_none() => return Ok(None),
+            Err(_) => return Err(HeadFailure::Bad(408, "the request head did not arrive in time".into())),
+            Ok(Ok(0)) if buf.unread().is_empty() => return Ok(None),
+            Ok(Ok(0)) => return Err(HeadFailure::Io),
+            Ok(Ok(_)) => {
+                head_deadline.get_or_insert_with(|| Instant::now() + limits.head_read_timeout);
+            }
+            Ok(Err(_)) => return Err(HeadFailure::Io),
         }
     }
 }

@@ -84,6 +84,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         driver: config.driver,
         threads,
         drain_timeout: config.drain_timeout,
+        conn_limits: config.conn_limits.clone(),
+        http_limits: berth_http::Limits { head_bytes_max: config.head_bytes_max, ..Default::default() },
     };
     match runtime::serve(config.listen, options) {
         Ok(()) => ExitCode::SUCCESS,

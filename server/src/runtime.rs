@@ -52,6 +52,10 @@ pub struct ServeOptions {
     /// After SIGTERM/SIGINT, how long in-flight requests may take to finish
     /// (`http.draintimeout`).
     pub drain_timeout: Duration,
+    /// Timeouts and the connection cap (`http.limits.*`).
+    pub conn_limits: crate::conn::ConnLimits,
+    /// Request-head parsing limits.
+    pub http_limits: berth_http::Limits,
 }
 
 /// Binds one SO_REUSEPORT listener for `addr`.
@@ -174,16 +178,29 @@ fn run_loop(
         };
         let _ = ready.send(Ok(driver));
         drop(ready);
-        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: Default::default() });
+        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits.clone() });
         let busy = crate::conn::BusyCount::default();
         let listener = Rc::new(listener);
         let (accept_busy, accept_listener) = (busy.clone(), listener.clone());
+        let limits = Rc::new(options.conn_limits.clone());
+        let open = Rc::new(std::cell::Cell::new(0usize));
         let accept_loop = Box::pin(async move {
             let (busy, listener) = (accept_busy, accept_listener);
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        compio::runtime::spawn(crate::conn::serve(stream, peer, ctx.clone(), busy.clone())).detach();
+                        if open.get() >= limits.connections_per_loop_max {
+                            log::warn!("event loop {core}: {} connections open; refusing {peer}", open.get());
+                            drop(stream);
+                            continue;
+                        }
+                        open.set(open.get() + 1);
+                        let (ctx, busy, limits, open) = (ctx.clone(), busy.clone(), limits.clone(), open.clone());
+                        compio::runtime::spawn(async move {
+                            crate::conn::serve(stream, peer, ctx, busy, limits).await;
+                            open.set(open.get().saturating_sub(1));
+                        })
+                        .detach();
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
