@@ -63,6 +63,8 @@ pub struct Config {
     pub conn_limits: crate::conn::ConnLimits,
     /// `http.limits.headbytesmax` (berth): largest request head (431 past it).
     pub head_bytes_max: usize,
+    /// `http.tls.*`: serve HTTPS when a certificate is configured.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -109,6 +111,12 @@ const KNOWN_KEYS: &[&str] = &[
     "http.relativeurls",
     "http.draintimeout",
     "http.limits.headbytesmax",
+    "http.tls.certificate",
+    "http.tls.key",
+    "http.tls.clientcas",
+    "http.tls.clientauth",
+    "http.tls.minimumtls",
+    "http.tls.ciphersuites",
     "http.limits.headreadtimeoutms",
     "http.limits.idletimeoutms",
     "http.limits.bodyprogresstimeoutms",
@@ -212,6 +220,7 @@ impl Config {
             connections_per_loop_max: count("http.limits.connectionsperloopmax", defaults.connections_per_loop_max, 1 << 20)?,
         };
         let head_bytes_max = count("http.limits.headbytesmax", berth_http::Limits::default().head_bytes_max, 1 << 20)?;
+        let tls = tls_settings(root)?;
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -226,9 +235,79 @@ impl Config {
             drain_timeout,
             conn_limits,
             head_bytes_max,
+            tls,
             unknown_keys,
         })
     }
+}
+
+/// A list of strings: a YAML sequence, or (from `REGISTRY_..._0`-style
+/// environment overrides) a map whose keys are indexes.
+fn string_list(root: &Value, key: &'static str) -> Result<Vec<String>, ConfigError> {
+    let invalid = |got: &Value| ConfigError::Invalid { key, expected: "a list of strings", got: describe(got) };
+    match lookup(root, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Sequence(items)) => {
+            items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(v))).collect()
+        }
+        Some(Value::Mapping(map)) => {
+            let mut indexed = Vec::new();
+            for (k, v) in map {
+                let index = k.as_str().and_then(|k| k.parse::<usize>().ok()).ok_or_else(|| invalid(k))?;
+                indexed.push((index, v.as_str().map(str::to_owned).ok_or_else(|| invalid(v))?));
+            }
+            indexed.sort();
+            Ok(indexed.into_iter().map(|(_, v)| v).collect())
+        }
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(other) => Err(invalid(other)),
+    }
+}
+
+fn tls_settings(root: &Value) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+    use crate::tls::{ClientAuth, MinimumVersion, TlsSettings};
+    let certificate = string(root, "http.tls.certificate")?.filter(|s| !s.is_empty());
+    let key = string(root, "http.tls.key")?.filter(|s| !s.is_empty());
+    let (certificate, key) = match (certificate, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid { key: "http.tls.key", expected: "a PEM key file (http.tls.certificate is set)", got: "nothing".into() })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid { key: "http.tls.certificate", expected: "a PEM certificate file (http.tls.key is set)", got: "nothing".into() })
+        }
+    };
+    let client_auth = match string(root, "http.tls.clientauth")?.as_deref() {
+        None | Some("") | Some("require-and-verify-client-cert") => ClientAuth::RequireAndVerify,
+        Some("verify-client-cert-if-given") => ClientAuth::VerifyIfGiven,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "http.tls.clientauth",
+                expected: "require-and-verify-client-cert or verify-client-cert-if-given",
+                got: other.to_owned(),
+            })
+        }
+    };
+    let minimum = match string(root, "http.tls.minimumtls")?.as_deref() {
+        None | Some("") | Some("tls1.2") => MinimumVersion::Tls12,
+        Some("tls1.3") => MinimumVersion::Tls13,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "http.tls.minimumtls",
+                expected: "tls1.2 or tls1.3 (older versions are not offered)",
+                got: other.to_owned(),
+            })
+        }
+    };
+    Ok(Some(TlsSettings {
+        certificate,
+        key,
+        client_cas: string_list(root, "http.tls.clientcas")?.into_iter().map(PathBuf::from).collect(),
+        client_auth,
+        minimum,
+        cipher_suites: string_list(root, "http.tls.ciphersuites")?,
+    }))
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
@@ -425,6 +504,30 @@ mod tests {
         let c = Config::load(None, env(&[("REGISTRY_HTTP_DRAINTIMEOUT", "5s")])).unwrap();
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
         assert!(Config::load(None, env(&[("REGISTRY_HTTP_DRAINTIMEOUT", "soon")])).is_err());
+    }
+
+    #[test]
+    fn tls_settings_from_env_with_indexed_lists() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+                ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+                ("REGISTRY_HTTP_TLS_CLIENTCAS_1", "/certs/b.pem"),
+                ("REGISTRY_HTTP_TLS_CLIENTCAS_0", "/certs/a.pem"),
+                ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.3"),
+            ]),
+        )
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.certificate, PathBuf::from("/certs/domain.crt"));
+        assert_eq!(tls.client_cas, vec![PathBuf::from("/certs/a.pem"), PathBuf::from("/certs/b.pem")]);
+        assert_eq!(tls.minimum, crate::tls::MinimumVersion::Tls13);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x")])).unwrap_err();
+        assert!(err.to_string().contains("http.tls.key"), "{err}");
+        let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x"), ("REGISTRY_HTTP_TLS_KEY", "/y"), ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.0")])).unwrap_err();
+        assert!(err.to_string().contains("http.tls.minimumtls"), "{err}");
     }
 
     #[test]

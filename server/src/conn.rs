@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use berth_http::{parse_request_head, BodyDecoder, BodyFraming, Method, RequestHead, ResponseHead};
 use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
-use compio::net::TcpStream;
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use crate::stream::Stream;
 
 use crate::api::{self, error::ApiError, response, Ctx};
 
@@ -111,7 +111,7 @@ impl ReadBuf {
     }
 
     /// Reads more bytes from `stream`; returns how many (0 = peer closed).
-    async fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    async fn fill(&mut self, stream: &mut Stream) -> io::Result<usize> {
         if self.pos > 0 {
             self.data.drain(..self.pos);
             self.pos = 0;
@@ -149,7 +149,7 @@ pub enum BodyReadError {
 /// A request body, decoded as it streams in from the socket. Never holds
 /// more than one read buffer of it in memory.
 pub struct RequestBody<'c> {
-    stream: &'c mut TcpStream,
+    stream: &'c mut Stream,
     progress_timeout: std::time::Duration,
     buf: &'c mut ReadBuf,
     decoder: BodyDecoder,
@@ -209,8 +209,7 @@ impl RequestBody<'_> {
             }
             if self.continue_pending {
                 self.continue_pending = false;
-                let BufResult(result, _) = self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await;
-                result?;
+                write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
             }
             match compio::time::timeout(self.progress_timeout, self.buf.fill(self.stream)).await {
                 Err(_) => return Err(BodyReadError::Stalled(self.progress_timeout)),
@@ -252,12 +251,16 @@ pub struct Request<'h> {
     pub path: String,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Whether the request arrived over TLS (the default scheme for URLs).
+    pub tls: bool,
 }
 
 /// Serves one connection until the client closes it, an error occurs, or
 /// keep-alive ends.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnLimits>) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnLimits>) {
+    if let Some(tcp) = stream.as_plain_tcp() {
+        let _ = tcp.set_nodelay(true);
+    }
     let mut buf = ReadBuf::new();
     let mut sender = BlobSender::new();
     loop {
@@ -285,7 +288,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: 
             let _ = write_response(&mut stream, false, response, false, &mut sender).await;
             return;
         };
-        let request = Request { head: &head, path, peer };
+        let request = Request { head: &head, path, peer, tls: stream.as_plain_tcp().is_none() };
         let mut body = RequestBody {
             stream: &mut stream,
             progress_timeout: limits.body_progress_timeout,
@@ -331,7 +334,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Rc<Ctx>, busy: 
 /// sending, for at most [`LINGER`] and [`LINGER_BYTES_MAX`]. Closing a socket
 /// with unread input makes the kernel send RST, which can destroy the
 /// response before the client reads it (e.g. a 413 for an oversized body).
-async fn linger(stream: &mut TcpStream, buf: &mut ReadBuf) {
+async fn linger(stream: &mut Stream, buf: &mut ReadBuf) {
     use compio::io::AsyncWrite;
     if stream.shutdown().await.is_err() {
         return;
@@ -359,7 +362,7 @@ enum HeadFailure {
 /// Reads the next request head. `Ok(None)`: the client closed (or idled out)
 /// cleanly between requests.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut ReadBuf,
     ctx: &Ctx,
     limits: &ConnLimits,
@@ -395,7 +398,7 @@ async fn read_head(
 }
 
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     is_head: bool,
     response: response::Response,
     keep_alive: bool,
@@ -428,9 +431,11 @@ async fn write_response(
     }
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: Vec<u8>) -> io::Result<()> {
+/// Writes all of `bytes` and flushes (TLS buffers records until flushed).
+async fn write_all(stream: &mut Stream, bytes: Vec<u8>) -> io::Result<()> {
     let BufResult(result, _) = stream.write_all(bytes).await;
-    result
+    result?;
+    stream.flush().await
 }
 
 /// Bytes of blob bodies sent by splice (never copied through the process)
@@ -460,8 +465,12 @@ impl BlobSender {
         BlobSender { zero_copy, last_path: "", pipe: None }
     }
 
-    async fn send(&mut self, stream: &mut TcpStream, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        if self.zero_copy && self.pipe.is_none() {
+    async fn send(&mut self, stream: &mut Stream, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        let Some(tcp) = stream.as_plain_tcp().filter(|_| self.zero_copy) else {
+            self.last_path = "copy";
+            return send_by_copy(stream, &file, offset, len).await;
+        };
+        if self.pipe.is_none() {
             match compio::fs::pipe::anonymous() {
                 Ok((rx, tx)) => {
                     let capacity = rustix::pipe::fcntl_setpipe_size(&tx, PIPE_BYTES).unwrap_or(64 * 1024);
@@ -477,6 +486,7 @@ impl BlobSender {
             self.last_path = "copy";
             return send_by_copy(stream, &file, offset, len).await;
         };
+        let stream = tcp;
         self.last_path = "splice";
         let (capacity, file) = (*capacity, compio::driver::SharedFd::new(file));
         let mut sent = 0u64;
@@ -493,7 +503,7 @@ impl BlobSender {
             };
             let mut drained = 0;
             while drained < n {
-                match compio::fs::pipe::splice(rx, &*stream, n - drained).await {
+                match compio::fs::pipe::splice(rx, stream, n - drained).await {
                     Ok(0) => {
                         self.pipe = None;
                         return Err(io::Error::new(io::ErrorKind::WriteZero, "client stopped reading"));
@@ -514,7 +524,7 @@ impl BlobSender {
 }
 
 /// Sends `len` bytes of `file` from `offset`, one bounded buffer at a time.
-async fn send_by_copy(stream: &mut TcpStream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+async fn send_by_copy(stream: &mut Stream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
     let mut sent = 0u64;
     let mut buf = vec![0u8; SEND_CHUNK_BYTES.min(len.max(1) as usize)];
     while sent < len {
@@ -530,6 +540,7 @@ async fn send_by_copy(stream: &mut TcpStream, file: &std::fs::File, offset: u64,
         buf = returned;
         sent += n as u64;
     }
+    stream.flush().await?;
     BLOB_BYTES_COPIED.fetch_add(len, Ordering::Relaxed);
     Ok(())
 }

@@ -9,3 +9,5 @@ pub mod api;
 pub mod config;
 pub mod conn;
 pub mod runtime;
+pub mod stream;
+pub mod tls;

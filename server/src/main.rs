@@ -74,6 +74,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     } else {
         config.threads
     };
+    let tls = match &config.tls {
+        None => None,
+        Some(settings) => match berth::tls::server_config(settings) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = ServeOptions {
         engine: Arc::new(engine),
         settings: ApiSettings {
@@ -86,6 +96,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         drain_timeout: config.drain_timeout,
         conn_limits: config.conn_limits.clone(),
         http_limits: berth_http::Limits { head_bytes_max: config.head_bytes_max, ..Default::default() },
+        tls,
     };
     match runtime::serve(config.listen, options) {
         Ok(()) => ExitCode::SUCCESS,

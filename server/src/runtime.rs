@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::api::{ApiSettings, Ctx};
 use crate::config::DriverChoice;
+use crate::stream::Stream;
 
 /// Why serving could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub struct ServeOptions {
     pub conn_limits: crate::conn::ConnLimits,
     /// Request-head parsing limits.
     pub http_limits: berth_http::Limits,
+    /// Serve HTTPS with this configuration (`http.tls.*`); `None` = plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Binds one SO_REUSEPORT listener for `addr`.
@@ -99,7 +102,8 @@ pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> 
     }
     let driver = if drivers.iter().all(|d| *d == DriverType::IoUring) { "io_uring" } else { "poll (epoll)" };
     log::info!(
-        "berth listening on {addr} with {} event loops, driver {driver}, data in {}",
+        "berth listening on {addr} ({}) with {} event loops, driver {driver}, data in {}",
+        if options.tls.is_some() { "https" } else { "http" },
         drivers.len(),
         options.engine.root().display()
     );
@@ -113,14 +117,19 @@ pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> 
 /// Turns the first SIGTERM/SIGINT into a stop message for every loop; a
 /// second one exits immediately.
 fn watch_signals(stops: Vec<flume::Sender<()>>, drain_timeout: Duration) -> Result<(), ServeError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|source| ServeError::Runtime { core: 0, source })?;
     std::thread::Builder::new()
         .name("berth-signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    log::info!("SIGHUP: the TLS certificate and key are re-read at the next handshake");
+                    crate::tls::request_reload();
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     log::warn!("signal {signal} again: exiting without draining");
@@ -183,6 +192,7 @@ fn run_loop(
         let listener = Rc::new(listener);
         let (accept_busy, accept_listener) = (busy.clone(), listener.clone());
         let limits = Rc::new(options.conn_limits.clone());
+        let acceptor = options.tls.clone().map(compio::tls::TlsAcceptor::from);
         let open = Rc::new(std::cell::Cell::new(0usize));
         let accept_loop = Box::pin(async move {
             let (busy, listener) = (accept_busy, accept_listener);
@@ -196,8 +206,28 @@ fn run_loop(
                         }
                         open.set(open.get() + 1);
                         let (ctx, busy, limits, open) = (ctx.clone(), busy.clone(), limits.clone(), open.clone());
+                        let acceptor = acceptor.clone();
                         compio::runtime::spawn(async move {
-                            crate::conn::serve(stream, peer, ctx, busy, limits).await;
+                            let stream = match acceptor {
+                                None => Some(Stream::Plain(stream)),
+                                Some(acceptor) => {
+                                    let _ = stream.set_nodelay(true);
+                                    match compio::time::timeout(limits.head_read_timeout, acceptor.accept(stream)).await {
+                                        Ok(Ok(tls)) => Some(Stream::Tls(Box::new(tls))),
+                                        Ok(Err(e)) => {
+                                            log::info!("{peer} TLS handshake failed: {e}");
+                                            None
+                                        }
+                                        Err(_) => {
+                                            log::info!("{peer} TLS handshake timed out");
+                                            None
+                                        }
+                                    }
+                                }
+                            };
+                            if let Some(stream) = stream {
+                                crate::conn::serve(stream, peer, ctx, busy, limits).await;
+                            }
                             open.set(open.get().saturating_sub(1));
                         })
                         .detach();

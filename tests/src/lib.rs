@@ -15,6 +15,7 @@
 //! * [`cmd`]: running programs, signals, log tails.
 
 pub mod api;
+pub mod certs;
 pub mod cmd;
 pub mod docker;
 pub mod dockerd;

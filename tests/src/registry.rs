@@ -47,6 +47,10 @@ pub struct RegistryCommand {
     pub env: Vec<(String, String)>,
     /// True for berth (built from this workspace), false for an override.
     pub is_berth: bool,
+    /// When set, the registry is ready once its log contains this text and
+    /// its port accepts connections, instead of once `GET /v2/` over plain
+    /// HTTP answers 200 (for TLS or authenticated registries).
+    pub ready_log_line: Option<String>,
 }
 
 impl RegistryCommand {
@@ -76,6 +80,7 @@ impl RegistryCommand {
                             .unwrap_or_else(|| vec!["REGISTRY_AUTH=".into()]),
                     ),
                     is_berth: false,
+                    ready_log_line: None,
                 }
             }
             None => RegistryCommand {
@@ -83,6 +88,7 @@ impl RegistryCommand {
                 args: words("BERTH_TEST_REGISTRY_ARGS").unwrap_or_else(|| vec!["serve".into()]),
                 env: pairs(words("BERTH_TEST_REGISTRY_ENV").unwrap_or_default()),
                 is_berth: true,
+                ready_log_line: None,
             },
         }
     }
@@ -281,7 +287,13 @@ impl Registry {
                     tail_file(&self.log_path, 30)
                 ));
             }
-            if let Some(status) = probe_v2(&self.addr()) {
+            if let Some(line) = &self.command.ready_log_line {
+                if tail_file(&self.log_path, 200).contains(line.as_str())
+                    && std::net::TcpStream::connect(self.addr()).is_ok()
+                {
+                    return Ok(());
+                }
+            } else if let Some(status) = probe_v2(&self.addr()) {
                 if status != 200 {
                     self.kill();
                     return Err(format!(

@@ -140,7 +140,8 @@ fn location(ctx: &Ctx, request: &Request<'_>, path: &str) -> String {
     let headers = &request.head.headers;
     let first = |name: &str| headers.get(name).map(|v| v.split(',').next().unwrap_or("").trim().to_owned());
     let host = first("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| first("host"));
-    let scheme = first("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| "http".into());
+    let own_scheme = if request.tls { "https" } else { "http" };
+    let scheme = first("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| own_scheme.into());
     match host {
         Some(host) if !host.is_empty() && !host.contains(['/', ' ', '@']) => format!("{scheme}://{host}{path}"),
         _ => path.to_owned(),
