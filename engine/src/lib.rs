@@ -87,6 +87,22 @@ pub struct StoredManifest {
     pub subject: Option<Digest>,
 }
 
+/// A manifest that refers to another through its `subject`, described as
+/// the referrers API lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Referrer {
+    /// The referring manifest's media type.
+    pub media_type: String,
+    /// The referring manifest's digest.
+    pub digest: Digest,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Its `artifactType`, else (for images) its config media type.
+    pub artifact_type: Option<String>,
+    /// Its top-level annotations, copied from the stored bytes.
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
 /// What happened to a torn or corrupt metadata-log tail on open.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpenReport {
@@ -290,7 +306,53 @@ impl Engine {
         Ok(len)
     }
 
+    /// Links a blob into `repo` from wherever it is already stored, when the
+    /// client names no source repository (automatic cross-mount). Returns its
+    /// length; [`EngineError::BlobUnknown`] if no repository links it.
+    pub fn mount_blob_from_any(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
+        let source = {
+            let state = self.meta.read();
+            state.repos.iter().find(|(_, r)| r.blobs.contains_key(digest)).map(|(name, _)| name.clone())
+        };
+        let source: RepositoryName = source
+            .and_then(|name| name.parse().ok())
+            .ok_or_else(|| EngineError::BlobUnknown(digest.clone()))?;
+        self.mount_blob(repo, &source, digest)
+    }
+
     // ----- manifests and tags ------------------------------------------
+
+    /// Manifests in `repo` whose `subject` is `subject`, optionally only those
+    /// of one artifact type, sorted by digest. An unknown repository or
+    /// subject has no referrers (an empty list, not an error).
+    pub fn referrers(&self, repo: &RepositoryName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let mut found: Vec<(Digest, state::ManifestRecord)> = {
+            let state = self.meta.read();
+            let Some(r) = state.repos.get(repo.as_str()) else { return Ok(Vec::new()) };
+            r.manifests
+                .iter()
+                .filter(|(_, m)| m.subject.as_ref() == Some(subject))
+                .filter(|(_, m)| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)
+                .map(|(d, m)| (d.clone(), m.clone()))
+                .collect()
+        };
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::with_capacity(found.len());
+        for (digest, record) in found {
+            let bytes = fs::read(self.blob_path(&digest)).map_err(|e| self.missing_file(&digest, e))?;
+            let annotations = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("annotations").and_then(|a| a.as_object().cloned()));
+            out.push(Referrer {
+                media_type: record.media_type,
+                digest,
+                size: record.len,
+                artifact_type: record.artifact_type,
+                annotations,
+            });
+        }
+        Ok(out)
+    }
 
     /// Validates and stores a manifest pushed as `reference` with the given
     /// Content-Type. Verifies the body against a digest reference, refuses

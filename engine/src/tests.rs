@@ -210,3 +210,48 @@ fn concurrent_commits_are_all_durable() {
         }
     }
 }
+
+#[test]
+fn referrers_are_listed_by_subject_and_filtered_by_artifact_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let config = push_blob(&engine, &r, b"{}");
+    let layer = push_blob(&engine, &r, b"layer");
+    let subject = engine.put_manifest(&r, &"base".parse().unwrap(), None, &image_manifest(&config, &layer)).unwrap().digest;
+    let referrer = |artifact_type: &str, note: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [],
+            "subject": {"mediaType": manifest::OCI_MANIFEST, "digest": subject.to_string(), "size": 1},
+            "annotations": {"note": note}
+        }))
+        .unwrap()
+    };
+    let sbom = engine.put_manifest(&r, &"sbom".parse().unwrap(), None, &referrer("application/spdx+json", "s")).unwrap();
+    assert_eq!(sbom.subject.as_ref(), Some(&subject));
+    engine.put_manifest(&r, &"sig".parse().unwrap(), None, &referrer("application/vnd.dev.sig", "g")).unwrap();
+    let all = engine.referrers(&r, &subject, None).unwrap();
+    assert_eq!(all.len(), 2);
+    let sboms = engine.referrers(&r, &subject, Some("application/spdx+json")).unwrap();
+    assert_eq!(sboms.len(), 1);
+    assert_eq!(sboms[0].digest, sbom.digest);
+    assert_eq!(sboms[0].annotations.as_ref().unwrap()["note"], "s");
+    assert!(engine.referrers(&repo("other"), &subject, None).unwrap().is_empty());
+    engine.delete_manifest(&r, &sbom.digest).unwrap();
+    assert_eq!(engine.referrers(&r, &subject, None).unwrap().len(), 1);
+}
+
+#[test]
+fn mount_from_any_finds_a_linked_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let d = push_blob(&engine, &repo("a"), b"shared");
+    assert_eq!(engine.mount_blob_from_any(&repo("b"), &d).unwrap(), 6);
+    assert!(engine.blob_len(&repo("b"), &d).is_ok());
+    let missing = Digest::sha256_of(b"nowhere");
+    assert!(matches!(engine.mount_blob_from_any(&repo("b"), &missing), Err(EngineError::BlobUnknown(_))));
+}

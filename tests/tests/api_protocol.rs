@@ -446,3 +446,63 @@ fn blob_bodies_are_spliced_under_io_uring() {
         assert!(log.contains(&format!("GET /v2/zc/blobs/{digest} 200 3000000")) && log.contains("via splice"), "{log}");
     }
 }
+
+#[test]
+fn referrers_list_manifests_by_subject() {
+    let (r, _dir) = start();
+    let config = push_blob(&r, "ref", b"{}");
+    let subject_body = manifest(&config, &[]);
+    let subject = sha256(&subject_body);
+    assert_eq!(request("PUT", &r.url("/v2/ref/manifests/base"), &[("Content-Type", OCI_MANIFEST)], Some(&subject_body)).status, 201);
+    let artifact = |artifact_type: &str, note: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_body.len()},
+            "annotations": {"org.example.note": note}
+        }))
+        .expect("json")
+    };
+    let sbom = artifact("application/spdx+json", "sbom");
+    let put = request("PUT", &r.url(&format!("/v2/ref/manifests/{}", sha256(&sbom))), &[("Content-Type", OCI_MANIFEST)], Some(&sbom));
+    assert_eq!(put.status, 201);
+    assert_eq!(put.header("OCI-Subject"), Some(subject.as_str()));
+    let sig = artifact("application/vnd.example.sig", "sig");
+    request("PUT", &r.url(&format!("/v2/ref/manifests/{}", sha256(&sig))), &[("Content-Type", OCI_MANIFEST)], Some(&sig));
+
+    let all = request("GET", &r.url(&format!("/v2/ref/referrers/{subject}")), &[], None);
+    assert_eq!(all.status, 200);
+    assert_eq!(all.header("Content-Type"), Some("application/vnd.oci.image.index.v1+json"));
+    let index = all.json();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2));
+    let sbom_entry = index["manifests"].as_array().expect("list").iter().find(|m| m["digest"] == sha256(&sbom).as_str()).expect("sbom listed").clone();
+    assert_eq!(sbom_entry["artifactType"], "application/spdx+json");
+    assert_eq!(sbom_entry["size"], sbom.len());
+    assert_eq!(sbom_entry["annotations"]["org.example.note"], "sbom");
+
+    let filtered = request("GET", &r.url(&format!("/v2/ref/referrers/{subject}?artifactType=application/spdx%2Bjson")), &[], None);
+    assert_eq!(filtered.header("OCI-Filters-Applied"), Some("artifactType"));
+    assert_eq!(filtered.json()["manifests"].as_array().map(Vec::len), Some(1));
+
+    let unknown = request("GET", &r.url(&format!("/v2/ref/referrers/{}", sha256(b"nothing"))), &[], None);
+    assert_eq!(unknown.status, 200);
+    assert_eq!(unknown.json()["manifests"], serde_json::json!([]));
+    let bad = request("GET", &r.url("/v2/ref/referrers/sha256:nothex"), &[], None);
+    assert_eq!((bad.status, error_code(&bad).as_str()), (400, "DIGEST_INVALID"));
+}
+
+#[test]
+fn mount_without_from_finds_the_blob() {
+    let (r, _dir) = start();
+    let d = push_blob(&r, "src", b"mount me anywhere");
+    let res = request("POST", &r.url(&format!("/v2/dst/blobs/uploads/?mount={d}")), &[], None);
+    assert_eq!(res.status, 201, "{}", res.text());
+    assert_eq!(res.header("Docker-Content-Digest"), Some(d.as_str()));
+    assert_eq!(request("GET", &r.url(&format!("/v2/dst/blobs/{d}")), &[], None).body, b"mount me anywhere");
+    // Unknown blob: a fresh upload session instead (202).
+    let other = request("POST", &r.url(&format!("/v2/dst/blobs/uploads/?mount={}", sha256(b"absent"))), &[], None);
+    assert_eq!(other.status, 202);
+}

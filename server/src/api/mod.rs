@@ -6,6 +6,7 @@ pub mod error;
 mod blobs;
 mod manifests;
 pub mod query;
+mod referrers;
 pub mod response;
 pub mod router;
 mod tags;
@@ -104,7 +105,10 @@ async fn dispatch(
                 other => Err(ApiError::method_not_allowed(other.as_str())),
             }
         }
-        Route::NotFound | Route::Referrers { .. } => {
+        Route::Referrers { name, digest } if *method == Method::Get => {
+            referrers::list(ctx, &repository(name)?, &parse_digest(digest)?, query)
+        }
+        Route::NotFound => {
             Err(ApiError::no_route(method.as_str(), &request.path))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),

@@ -118,11 +118,17 @@ pub async fn start(
     query: &Query,
     body: &mut RequestBody<'_>,
 ) -> Result<Response, ApiError> {
-    if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
+    if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
-        let from = repository(from)?;
+        // Without `from`, the blob is mounted from any repository that has it
+        // (the spec's automatic cross-mount).
+        let from = query.get("from").filter(|f| !f.is_empty()).map(repository).transpose()?;
         let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
-        match blocking(move || engine.mount_blob(&repo_owned, &from, &digest_owned)).await {
+        let mounted = blocking(move || match from {
+            Some(from) => engine.mount_blob(&repo_owned, &from, &digest_owned),
+            None => engine.mount_blob_from_any(&repo_owned, &digest_owned),
+        });
+        match mounted.await {
             Ok(_) => {
                 return Ok(Response::new(201)
                     .header("Location", location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")))
