@@ -52,6 +52,10 @@ pub struct Config {
     pub delete_enabled: bool,
     /// `log.level`: error, warn, info or debug.
     pub log_level: String,
+    /// `log.formatter`: text or json.
+    pub log_formatter: crate::logging::Formatter,
+    /// Not `log.accesslog.disabled`: one line per request.
+    pub access_log: bool,
     /// `runtime.driver` (berth): auto, io_uring or poll.
     pub driver: DriverChoice,
     /// `runtime.threads` (berth): event loops; 0 means one per core.
@@ -104,6 +108,8 @@ pub enum ConfigError {
 const KNOWN_KEYS: &[&str] = &[
     "version",
     "log.level",
+    "log.formatter",
+    "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
     "storage.delete.enabled",
     "http.addr",
@@ -171,6 +177,14 @@ impl Config {
                 })
             }
         };
+        let log_formatter = match string(root, "log.formatter")?.as_deref() {
+            None | Some("") | Some("text") => crate::logging::Formatter::Text,
+            Some("json") | Some("logstash") => crate::logging::Formatter::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid { key: "log.formatter", expected: "text or json", got: other.to_owned() })
+            }
+        };
+        let access_log = !boolean(root, "log.accesslog.disabled")?.unwrap_or(false);
         let log_level = string(root, "log.level")?.unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(ConfigError::Invalid { key: "log.level", expected: "error, warn, info or debug", got: log_level });
@@ -230,6 +244,8 @@ impl Config {
             root_directory,
             delete_enabled: boolean(root, "storage.delete.enabled")?.unwrap_or(false),
             log_level,
+            log_formatter,
+            access_log,
             driver,
             threads,
             drain_timeout,

@@ -275,7 +275,17 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
                 if write_response(&mut stream, false, response, false, &mut sender).await.is_ok() {
                     linger(&mut stream, &mut buf).await;
                 }
-                log::info!("{peer} - - {status} (bad request head)");
+                crate::logging::AccessRecord {
+                    peer,
+                    user: None,
+                    method: "-",
+                    target: "-",
+                    status,
+                    bytes: 0,
+                    duration: std::time::Duration::ZERO,
+                    body_path: "",
+                }
+                .emit();
                 return;
             }
         };
@@ -306,18 +316,21 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
         }
         let status = response.status;
         let sent = response.body.len();
+        let user: Option<&str> = None;
         let is_head = head.method == Method::Head;
         sender.last_path = "";
         let written = write_response(&mut stream, is_head, response, keep_alive, &mut sender).await;
-        log::info!(
-            "{peer} {} {} {status} {} {:.3}ms{}{}",
-            head.method.as_str(),
-            head.target,
-            if is_head { 0 } else { sent },
-            started.elapsed().as_secs_f64() * 1000.0,
-            if sender.last_path.is_empty() { "" } else { " via " },
-            sender.last_path,
-        );
+        crate::logging::AccessRecord {
+            peer,
+            user,
+            method: head.method.as_str(),
+            target: &head.target,
+            status,
+            bytes: if is_head || written.is_err() { 0 } else { sent },
+            duration: started.elapsed(),
+            body_path: sender.last_path,
+        }
+        .emit();
         if written.is_err() {
             return;
         }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod logging;
 pub mod runtime;
 pub mod stream;
 pub mod tls;

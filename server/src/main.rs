@@ -51,9 +51,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(config.log_level.as_str()))
-        .format_target(false)
-        .init();
+    berth::logging::init(&config.log_level, config.log_formatter, config.access_log);
     for key in &config.unknown_keys {
         log::warn!("configuration key {key} is not used by berth; ignored");
     }

@@ -506,3 +506,25 @@ fn mount_without_from_finds_the_blob() {
     let other = request("POST", &r.url(&format!("/v2/dst/blobs/uploads/?mount={}", sha256(b"absent"))), &[], None);
     assert_eq!(other.status, 202);
 }
+
+#[test]
+fn access_log_lines_as_json() {
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return;
+    }
+    command.env.push(("REGISTRY_LOG_FORMATTER".into(), "json".into()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let r = Registry::start_with(command, &dir.path().join("data"));
+    assert_eq!(request("GET", &r.url("/v2/none/tags/list"), &[], None).status, 404);
+    let log = log_with(&r, "/v2/none/tags/list");
+    let line = log.lines().find(|l| l.contains("/v2/none/tags/list")).expect("access line");
+    let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(record["method"], "GET");
+    assert_eq!(record["status"], 404);
+    assert!(record["remote_addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{record}");
+    assert!(record["duration_ms"].is_number() && record["time"].is_string(), "{record}");
+    for other in log.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(other).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {other}"));
+    }
+}
