@@ -43,6 +43,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The secret kept in `<root>/http-secret` (created with 32 random bytes,
+/// mode 0600, on first use), so upload URLs stay valid across restarts.
+fn generated_secret(root: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join("http-secret");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut secret = vec![0u8; 32];
+    getrandom::getrandom(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = root.join("http-secret.tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(&secret)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(secret)
+}
+
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => config,
@@ -72,6 +94,22 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     } else {
         config.threads
     };
+    let secret = match &config.http_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => match generated_secret(&config.root_directory) {
+            Ok(secret) => {
+                log::warn!(
+                    "No HTTP secret provided (http.secret): using one generated and kept in the data directory. \
+                     Behind a load balancer, configure the same http.secret on every node or uploads will fail."
+                );
+                secret
+            }
+            Err(e) => {
+                eprintln!("berth: cannot create the generated http secret in {}: {e}", config.root_directory.display());
+                return ExitCode::from(1);
+            }
+        },
+    };
     let tls = match &config.tls {
         None => None,
         Some(settings) => match berth::tls::server_config(settings) {
@@ -88,6 +126,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             delete_enabled: config.delete_enabled,
             host: config.host.clone(),
             relative_urls: config.relative_urls,
+            upload_state: berth::api::upload_state::UploadStateCodec::new(&secret),
         },
         driver: config.driver,
         threads,

@@ -10,6 +10,7 @@ mod referrers;
 pub mod response;
 pub mod router;
 mod tags;
+pub mod upload_state;
 mod uploads;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct ApiSettings {
     pub host: Option<String>,
     /// Send Location headers as paths only (`http.relativeurls`).
     pub relative_urls: bool,
+    /// Signs upload state in Location URLs (`http.secret`).
+    pub upload_state: upload_state::UploadStateCodec,
 }
 
 /// Everything a connection needs to answer requests: shared by all
@@ -97,6 +100,7 @@ async fn dispatch(
             let id = id
                 .parse()
                 .map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown, "upload id is not a session this registry issued"))?;
+            uploads::check_state(ctx, &repo, id, query)?;
             match method {
                 Method::Get => uploads::status(ctx, request, &repo, id),
                 Method::Patch => uploads::patch(ctx, request, &repo, id, body).await,

@@ -7,6 +7,7 @@ use berth_engine::{EngineError, RepositoryName, UploadId};
 
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
+use super::upload_state::UploadState;
 use super::response::Response;
 use super::{blocking, location, parse_digest, repository, Ctx};
 use crate::conn::{Request, RequestBody};
@@ -17,14 +18,28 @@ fn range_value(len: u64) -> String {
     format!("0-{}", len.saturating_sub(1))
 }
 
-fn session_path(repo: &RepositoryName, id: UploadId) -> String {
-    format!("/v2/{repo}/blobs/uploads/{id}")
+/// The session's URL path with its signed `_state` (as registry:2 sends it).
+fn session_path(ctx: &Ctx, repo: &RepositoryName, id: UploadId, len: u64) -> String {
+    let state = UploadState { name: repo.to_string(), uuid: id.to_string(), offset: len };
+    format!("/v2/{repo}/blobs/uploads/{id}?_state={}", ctx.settings.upload_state.sign(&state))
+}
+
+/// Refuses a `_state` that this registry's secret did not sign, or that
+/// names another session. A request without `_state` is accepted: the
+/// session id alone identifies it on this node.
+pub fn check_state(ctx: &Ctx, repo: &RepositoryName, id: UploadId, query: &Query) -> Result<(), ApiError> {
+    let Some(token) = query.get("_state") else { return Ok(()) };
+    let state = ctx.settings.upload_state.verify(token).map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
+    if state.name != repo.as_str() || state.uuid != id.to_string() {
+        return Err(ApiError::new(ErrorCode::BlobUploadInvalid, "the _state parameter belongs to another upload session"));
+    }
+    Ok(())
 }
 
 /// The 202 (or 204) answer describing an open session.
 fn session_response(ctx: &Ctx, request: &Request<'_>, status: u16, repo: &RepositoryName, id: UploadId, len: u64) -> Response {
     Response::new(status)
-        .header("Location", location(ctx, request, &session_path(repo, id)))
+        .header("Location", location(ctx, request, &session_path(ctx, repo, id, len)))
         .header("Range", range_value(len))
         .header("Docker-Upload-UUID", id.to_string())
 }
@@ -51,7 +66,7 @@ fn content_range(request: &Request<'_>) -> Result<Option<(u64, u64)>, ApiError> 
 fn out_of_order(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId, len: u64, got: u64) -> Response {
     let error = ApiError::new(ErrorCode::RangeInvalid, format!("chunk starts at {got}, but the upload holds {len} bytes"));
     let mut response = Response::error(&error);
-    response.headers.push(("Location", location(ctx, request, &session_path(repo, id))));
+    response.headers.push(("Location", location(ctx, request, &session_path(ctx, repo, id, len))));
     response.headers.push(("Range", range_value(len)));
     response.headers.push(("Docker-Upload-UUID", id.to_string()));
     response
