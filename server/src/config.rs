@@ -331,6 +331,50 @@ fn tls_settings(root: &Value) -> Result<Option<crate::tls::TlsSettings>, ConfigE
     }))
 }
 
+impl Config {
+    /// The effective settings as `key: value` lines in config.yml key
+    /// syntax, secrets masked.
+    pub fn effective(&self) -> String {
+        let mut lines = vec![
+            format!("log.level: {}", self.log_level),
+            format!("log.formatter: {}", match self.log_formatter {
+                crate::logging::Formatter::Text => "text",
+                crate::logging::Formatter::Json => "json",
+            }),
+            format!("log.accesslog.disabled: {}", !self.access_log),
+            format!("storage.filesystem.rootdirectory: {}", self.root_directory.display()),
+            format!("storage.delete.enabled: {}", self.delete_enabled),
+            format!("http.addr: {}", self.listen),
+            format!("http.host: {}", self.host.as_deref().unwrap_or("")),
+            format!("http.relativeurls: {}", self.relative_urls),
+            format!("http.secret: {}", if self.http_secret.is_some() { "********" } else { "(generated, kept in the data directory)" }),
+            format!("http.draintimeout: {:?}", self.drain_timeout),
+            format!("http.limits.headbytesmax: {}", self.head_bytes_max),
+            format!("http.limits.headreadtimeoutms: {}", self.conn_limits.head_read_timeout.as_millis()),
+            format!("http.limits.idletimeoutms: {}", self.conn_limits.idle_timeout.as_millis()),
+            format!("http.limits.bodyprogresstimeoutms: {}", self.conn_limits.body_progress_timeout.as_millis()),
+            format!("http.limits.connectionsperloopmax: {}", self.conn_limits.connections_per_loop_max),
+        ];
+        match &self.tls {
+            None => lines.push("http.tls: (none: plain HTTP)".into()),
+            Some(tls) => {
+                lines.push(format!("http.tls.certificate: {}", tls.certificate.display()));
+                lines.push(format!("http.tls.key: {}", tls.key.display()));
+                let cas: Vec<String> = tls.client_cas.iter().map(|p| p.display().to_string()).collect();
+                lines.push(format!("http.tls.clientcas: [{}]", cas.join(", ")));
+                lines.push(format!("http.tls.clientauth: {:?}", tls.client_auth));
+                lines.push(format!("http.tls.minimumtls: {:?}", tls.minimum));
+                lines.push(format!("http.tls.ciphersuites: [{}]", tls.cipher_suites.join(", ")));
+            }
+        }
+        lines.push(format!("runtime.driver: {:?}", self.driver));
+        lines.push(format!("runtime.threads: {}", self.threads));
+        let mut out = lines.join("\n");
+        out.push('\n');
+        out
+    }
+}
+
 fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
     let value: Value = serde_yaml_ng::from_str(text)
         .map_err(|e| ConfigError::Yaml { path: origin.to_owned(), message: e.to_string() })?;
@@ -550,6 +594,15 @@ mod tests {
         assert!(err.to_string().contains("http.tls.key"), "{err}");
         let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x"), ("REGISTRY_HTTP_TLS_KEY", "/y"), ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.0")])).unwrap_err();
         assert!(err.to_string().contains("http.tls.minimumtls"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_masks_secrets() {
+        let c = Config::load(None, env(&[("REGISTRY_HTTP_SECRET", "hunter2")])).unwrap();
+        let text = c.effective();
+        assert!(text.contains("http.secret: ********"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("http.addr: 0.0.0.0:5000"), "{text}");
     }
 
     #[test]

@@ -34,12 +34,52 @@ enum Command {
         /// else the embedded default).
         config: Option<PathBuf>,
     },
+    /// Inspect configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate a configuration (file, REGISTRY_* variables and defaults
+    /// combined, as `serve` would) and print the effective settings with
+    /// secrets masked. Exits 2 with a message naming the key if invalid.
+    Check {
+        /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
+        /// else the embedded default).
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Config { action: ConfigAction::Check { config } } => check_config(config),
+    }
+}
+
+fn check_config(config_path: Option<PathBuf>) -> ExitCode {
+    match Config::load(config_path.as_deref(), std::env::vars()) {
+        Ok(config) => {
+            print!("{}", config.effective());
+            for key in &config.unknown_keys {
+                eprintln!("berth: warning: configuration key {key} is not used by berth; ignored");
+            }
+            if let Some(tls) = &config.tls {
+                if let Err(e) = berth::tls::server_config(tls) {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

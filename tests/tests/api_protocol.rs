@@ -528,3 +528,14 @@ fn access_log_lines_as_json() {
         serde_json::from_str::<serde_json::Value>(other).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {other}"));
     }
 }
+
+#[test]
+fn health_reports_storage() {
+    let (r, _dir) = start();
+    if !RegistryCommand::from_env().is_berth {
+        return;
+    }
+    let health = request("GET", &r.url("/debug/health"), &[], None);
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["storage"], "ok");
+}

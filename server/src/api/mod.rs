@@ -72,6 +72,7 @@ async fn dispatch(
     match route {
         Route::Root if read => Ok(Response::new(200)),
         Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
+        Route::Health if read => Ok(storage_health(ctx)),
         Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
         Route::Tags { name } if *method == Method::Get => tags::list(ctx, request, &repository(name)?, query),
         Route::Manifest { name, reference } => {
@@ -116,6 +117,24 @@ async fn dispatch(
             Err(ApiError::no_route(method.as_str(), &request.path))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// 200 `{"storage":"ok"}` when the data directory accepts a durable write
+/// and a delete; 503 naming the failure otherwise.
+fn storage_health(ctx: &Ctx) -> Response {
+    let probe = ctx.engine.root().join(format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    let check = (|| -> std::io::Result<()> {
+        let file = std::fs::File::create(&probe)?;
+        file.sync_all()?;
+        std::fs::remove_file(&probe)
+    })();
+    match check {
+        Ok(()) => Response::json(200, &serde_json::json!({"storage": "ok"})),
+        Err(e) => {
+            log::error!("health check: the data directory refused a write: {e}");
+            Response::json(503, &serde_json::json!({"storage": format!("data directory not writable: {e}")}))
+        }
     }
 }
 

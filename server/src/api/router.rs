@@ -11,6 +11,8 @@ pub enum Route {
     Root,
     /// `/v2/` — API version check.
     Base,
+    /// `/debug/health` — storage health for load balancers and monitors.
+    Health,
     /// `/v2/_catalog`.
     Catalog,
     /// `/v2/<name>/tags/list`.
@@ -65,6 +67,9 @@ pub fn route(path: &str) -> Route {
     if path == "/" {
         return Route::Root;
     }
+    if path == "/debug/health" {
+        return Route::Health;
+    }
     let Some(api) = path.strip_prefix("/v2") else {
         return Route::NotFound;
     };
@@ -113,6 +118,7 @@ mod tests {
     #[test]
     fn routes_every_endpoint() {
         assert_eq!(route("/"), Route::Root);
+        assert_eq!(route("/debug/health"), Route::Health);
         assert_eq!(route("/v2/"), Route::Base);
         assert_eq!(route("/v2"), Route::Base);
         assert_eq!(route("/v2/_catalog"), Route::Catalog);
