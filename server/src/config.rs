@@ -67,7 +67,7 @@ pub struct Config {
     /// SIGTERM/SIGINT (a Go-style duration: `30s`, `2m`, `500ms`).
     pub drain_timeout: std::time::Duration,
     /// `http.limits.*` (berth): timeouts and the per-loop connection cap.
-    pub conn_limits: crate::conn::ConnLimits,
+    pub conn_settings: crate::conn::ConnSettings,
     /// `http.limits.headbytesmax` (berth): largest request head (431 past it).
     pub head_bytes_max: usize,
     /// `http.tls.*`: serve HTTPS when a certificate is configured.
@@ -120,6 +120,7 @@ const KNOWN_KEYS: &[&str] = &[
     "http.relativeurls",
     "http.draintimeout",
     "http.secret",
+    "http.trustedproxies",
     "http.limits.headbytesmax",
     "http.tls.certificate",
     "http.tls.key",
@@ -212,7 +213,7 @@ impl Config {
                 got: text,
             })?,
         };
-        let defaults = crate::conn::ConnLimits::default();
+        let defaults = crate::conn::ConnSettings::default();
         let millis = |key: &'static str, default: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
             Ok(match lookup(root, key) {
                 None => default,
@@ -231,7 +232,16 @@ impl Config {
                 })? as usize,
             })
         };
-        let conn_limits = crate::conn::ConnLimits {
+        let mut trusted_proxies = Vec::new();
+        for text in string_list(root, "http.trustedproxies")? {
+            trusted_proxies.push(text.parse().map_err(|_| ConfigError::Invalid {
+                key: "http.trustedproxies",
+                expected: "IP addresses or networks such as 10.0.0.0/8",
+                got: text.clone(),
+            })?);
+        }
+        let conn_settings = crate::conn::ConnSettings {
+            trusted_proxies,
             head_read_timeout: millis("http.limits.headreadtimeoutms", defaults.head_read_timeout)?,
             idle_timeout: millis("http.limits.idletimeoutms", defaults.idle_timeout)?,
             body_progress_timeout: millis("http.limits.bodyprogresstimeoutms", defaults.body_progress_timeout)?,
@@ -254,7 +264,7 @@ impl Config {
             driver,
             threads,
             drain_timeout,
-            conn_limits,
+            conn_settings,
             head_bytes_max,
             tls,
             unknown_keys,
@@ -350,10 +360,10 @@ impl Config {
             format!("http.secret: {}", if self.http_secret.is_some() { "********" } else { "(generated, kept in the data directory)" }),
             format!("http.draintimeout: {:?}", self.drain_timeout),
             format!("http.limits.headbytesmax: {}", self.head_bytes_max),
-            format!("http.limits.headreadtimeoutms: {}", self.conn_limits.head_read_timeout.as_millis()),
-            format!("http.limits.idletimeoutms: {}", self.conn_limits.idle_timeout.as_millis()),
-            format!("http.limits.bodyprogresstimeoutms: {}", self.conn_limits.body_progress_timeout.as_millis()),
-            format!("http.limits.connectionsperloopmax: {}", self.conn_limits.connections_per_loop_max),
+            format!("http.limits.headreadtimeoutms: {}", self.conn_settings.head_read_timeout.as_millis()),
+            format!("http.limits.idletimeoutms: {}", self.conn_settings.idle_timeout.as_millis()),
+            format!("http.limits.bodyprogresstimeoutms: {}", self.conn_settings.body_progress_timeout.as_millis()),
+            format!("http.limits.connectionsperloopmax: {}", self.conn_settings.connections_per_loop_max),
         ];
         match &self.tls {
             None => lines.push("http.tls: (none: plain HTTP)".into()),

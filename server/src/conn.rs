@@ -37,9 +37,13 @@ pub fn begin_shutdown() {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
 }
 
-/// Per-connection limits, from the `http.limits.*` configuration.
+/// Per-connection settings: the `http.limits.*` timeouts and cap, and which
+/// proxies may name the client in `X-Forwarded-For`.
 #[derive(Clone, Debug)]
-pub struct ConnLimits {
+pub struct ConnSettings {
+    /// Peers (proxies, load balancers) whose `X-Forwarded-For` is believed
+    /// for the logged client address (`http.trustedproxies`).
+    pub trusted_proxies: Vec<IpNet>,
     /// A request head must arrive completely within this time of its first
     /// byte (slowloris defence); past it the client gets 408.
     pub head_read_timeout: std::time::Duration,
@@ -51,15 +55,80 @@ pub struct ConnLimits {
     pub connections_per_loop_max: usize,
 }
 
-impl Default for ConnLimits {
+impl Default for ConnSettings {
     fn default() -> Self {
-        ConnLimits {
+        ConnSettings {
+            trusted_proxies: Vec::new(),
             head_read_timeout: std::time::Duration::from_secs(30),
             idle_timeout: std::time::Duration::from_secs(120),
             body_progress_timeout: std::time::Duration::from_secs(60),
             connections_per_loop_max: 16_384,
         }
     }
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<std::net::IpAddr>().map_err(|_| ())?, Some(p.parse::<u8>().map_err(|_| ())?)),
+            None => (s.parse::<std::net::IpAddr>().map_err(|_| ())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(());
+        }
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl IpNet {
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client's address for logs: the peer, or, when the peer is a trusted
+/// proxy, the right-most `X-Forwarded-For` entry that is not itself a
+/// trusted proxy (entries to its left could be forged by the client).
+pub fn client_address(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> String {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer.ip()) {
+        return peer.to_string();
+    }
+    let Some(list) = forwarded_for else { return peer.to_string() };
+    for entry in list.rsplit(',').map(str::trim) {
+        match entry.parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(ip) => continue,
+            Ok(ip) => return ip.to_string(),
+            Err(_) => break,
+        }
+    }
+    peer.to_string()
 }
 
 /// Requests being handled on one event loop (between a complete head and
@@ -257,7 +326,7 @@ pub struct Request<'h> {
 
 /// Serves one connection until the client closes it, an error occurs, or
 /// keep-alive ends.
-pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnLimits>) {
+pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnSettings>) {
     if let Some(tcp) = stream.as_plain_tcp() {
         let _ = tcp.set_nodelay(true);
     }
@@ -276,7 +345,7 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
                     linger(&mut stream, &mut buf).await;
                 }
                 crate::logging::AccessRecord {
-                    peer,
+                    client: &peer.to_string(),
                     user: None,
                     method: "-",
                     target: "-",
@@ -320,8 +389,9 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
         let is_head = head.method == Method::Head;
         sender.last_path = "";
         let written = write_response(&mut stream, is_head, response, keep_alive, &mut sender).await;
+        let client = client_address(peer, head.headers.get("x-forwarded-for"), &limits.trusted_proxies);
         crate::logging::AccessRecord {
-            peer,
+            client: &client,
             user,
             method: head.method.as_str(),
             target: &head.target,
@@ -378,7 +448,7 @@ async fn read_head(
     stream: &mut Stream,
     buf: &mut ReadBuf,
     ctx: &Ctx,
-    limits: &ConnLimits,
+    limits: &ConnSettings,
 ) -> Result<Option<RequestHead>, HeadFailure> {
     // Set when the head's first byte is seen; the whole head must follow in time.
     let mut head_deadline = (!buf.unread().is_empty()).then(|| Instant::now() + limits.head_read_timeout);
@@ -556,4 +626,23 @@ async fn send_by_copy(stream: &mut Stream, file: &std::fs::File, offset: u64, le
     stream.flush().await?;
     BLOB_BYTES_COPIED.fetch_add(len, Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+        let proxy: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let stranger: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+        assert_eq!(client_address(proxy, Some("198.51.100.7"), &proxies), "198.51.100.7");
+        assert_eq!(client_address(proxy, Some("1.1.1.1, 198.51.100.7, 10.0.0.5"), &proxies), "198.51.100.7");
+        assert_eq!(client_address(stranger, Some("198.51.100.7"), &proxies), "203.0.113.9:4000");
+        assert_eq!(client_address(proxy, Some("garbage"), &proxies), "10.1.2.3:4000");
+        assert_eq!(client_address(proxy, None, &proxies), "10.1.2.3:4000");
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("::ffff:10.9.9.9".parse::<std::net::IpAddr>().map(|ip| proxies[0].contains(ip)).unwrap());
+    }
 }

@@ -3,7 +3,6 @@
 //! method, path, status, bytes sent, duration, client address and user.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How log lines are written (`log.formatter`).
@@ -43,8 +42,8 @@ pub fn init(level: &str, formatter: Formatter, access_log: bool) {
 
 /// One request, as the access log records it.
 pub struct AccessRecord<'a> {
-    /// Client address.
-    pub peer: SocketAddr,
+    /// Client address (the peer, or the client a trusted proxy names).
+    pub client: &'a str,
     /// Authenticated user, if any.
     pub user: Option<&'a str>,
     /// Request method.
@@ -73,7 +72,7 @@ impl AccessRecord<'_> {
                 "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
                 "level": "info",
                 "msg": "request",
-                "remote_addr": self.peer.to_string(),
+                "remote_addr": self.client,
                 "user": self.user,
                 "method": self.method,
                 "uri": self.target,
@@ -89,7 +88,7 @@ impl AccessRecord<'_> {
             log::info!(
                 target: "access",
                 "{} {} {} {} {} {} {:.3}ms{}{}",
-                self.peer,
+                self.client,
                 self.user.unwrap_or("-"),
                 self.method,
                 self.target,

@@ -171,7 +171,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         driver: config.driver,
         threads,
         drain_timeout: config.drain_timeout,
-        conn_limits: config.conn_limits.clone(),
+        conn_settings: config.conn_settings.clone(),
         http_limits: berth_http::Limits { head_bytes_max: config.head_bytes_max, ..Default::default() },
         tls,
     };

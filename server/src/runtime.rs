@@ -54,7 +54,7 @@ pub struct ServeOptions {
     /// (`http.draintimeout`).
     pub drain_timeout: Duration,
     /// Timeouts and the connection cap (`http.limits.*`).
-    pub conn_limits: crate::conn::ConnLimits,
+    pub conn_settings: crate::conn::ConnSettings,
     /// Request-head parsing limits.
     pub http_limits: berth_http::Limits,
     /// Serve HTTPS with this configuration (`http.tls.*`); `None` = plain HTTP.
@@ -191,7 +191,7 @@ fn run_loop(
         let busy = crate::conn::BusyCount::default();
         let listener = Rc::new(listener);
         let (accept_busy, accept_listener) = (busy.clone(), listener.clone());
-        let limits = Rc::new(options.conn_limits.clone());
+        let limits = Rc::new(options.conn_settings.clone());
         let acceptor = options.tls.clone().map(compio::tls::TlsAcceptor::from);
         let open = Rc::new(std::cell::Cell::new(0usize));
         let accept_loop = Box::pin(async move {
