@@ -72,8 +72,24 @@ pub struct Config {
     pub head_bytes_max: usize,
     /// `http.tls.*`: serve HTTPS when a certificate is configured.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// `auth.*`: who may use the API.
+    pub auth: AuthConfig,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
+}
+
+/// The `auth` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// No `auth` section: anonymous access, as registry:2.
+    None,
+    /// `auth.htpasswd`: basic auth against a bcrypt htpasswd file.
+    Htpasswd {
+        /// `auth.htpasswd.realm`.
+        realm: String,
+        /// `auth.htpasswd.path`.
+        path: PathBuf,
+    },
 }
 
 /// Why the configuration cannot be used. Every message names the key.
@@ -122,6 +138,8 @@ const KNOWN_KEYS: &[&str] = &[
     "http.secret",
     "http.trustedproxies",
     "http.limits.headbytesmax",
+    "auth.htpasswd.realm",
+    "auth.htpasswd.path",
     "http.tls.certificate",
     "http.tls.key",
     "http.tls.clientcas",
@@ -249,6 +267,7 @@ impl Config {
         };
         let head_bytes_max = count("http.limits.headbytesmax", berth_http::Limits::default().head_bytes_max, 1 << 20)?;
         let tls = tls_settings(root)?;
+        let auth = auth_config(root)?;
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -267,6 +286,7 @@ impl Config {
             conn_settings,
             head_bytes_max,
             tls,
+            auth,
             unknown_keys,
         })
     }
@@ -292,6 +312,40 @@ fn string_list(root: &Value, key: &'static str) -> Result<Vec<String>, ConfigErr
         }
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(other) => Err(invalid(other)),
+    }
+}
+
+fn auth_config(root: &Value) -> Result<AuthConfig, ConfigError> {
+    let section = match lookup(root, "auth") {
+        None => return Ok(AuthConfig::None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(AuthConfig::None),
+        Some(Value::Mapping(m)) if m.is_empty() => return Ok(AuthConfig::None),
+        Some(Value::Mapping(m)) => m,
+        Some(other) => {
+            return Err(ConfigError::Invalid { key: "auth", expected: "a section naming one method (htpasswd)", got: describe(other) })
+        }
+    };
+    let kinds: Vec<String> = section.keys().map(|k| k.as_str().unwrap_or("?").to_owned()).collect();
+    match kinds.as_slice() {
+        [kind] if kind == "htpasswd" => {
+            let realm = string(root, "auth.htpasswd.realm")?.filter(|r| !r.is_empty()).ok_or(ConfigError::Invalid {
+                key: "auth.htpasswd.realm",
+                expected: "the realm for the login challenge (REGISTRY_AUTH_HTPASSWD_REALM)",
+                got: "nothing".into(),
+            })?;
+            let path = string(root, "auth.htpasswd.path")?.filter(|p| !p.is_empty()).ok_or(ConfigError::Invalid {
+                key: "auth.htpasswd.path",
+                expected: "the htpasswd file (REGISTRY_AUTH_HTPASSWD_PATH)",
+                got: "nothing".into(),
+            })?;
+            Ok(AuthConfig::Htpasswd { realm, path: PathBuf::from(path) })
+        }
+        [kind] => Err(ConfigError::Invalid {
+            key: "auth",
+            expected: "htpasswd (other methods are not supported by berth yet; refusing to run unprotected)",
+            got: kind.clone(),
+        }),
+        _ => Err(ConfigError::Invalid { key: "auth", expected: "exactly one method", got: kinds.join(", ") }),
     }
 }
 
@@ -377,6 +431,13 @@ impl Config {
                 lines.push(format!("http.tls.ciphersuites: [{}]", tls.cipher_suites.join(", ")));
             }
         }
+        match &self.auth {
+            AuthConfig::None => lines.push("auth: (none: anonymous access)".into()),
+            AuthConfig::Htpasswd { realm, path } => {
+                lines.push(format!("auth.htpasswd.realm: {realm}"));
+                lines.push(format!("auth.htpasswd.path: {}", path.display()));
+            }
+        }
         lines.push(format!("runtime.driver: {:?}", self.driver));
         lines.push(format!("runtime.threads: {}", self.threads));
         let mut out = lines.join("\n");
@@ -420,6 +481,18 @@ fn lowercase_key(k: &Value) -> Value {
 /// `REGISTRY_AUTH=htpasswd` then `REGISTRY_AUTH_HTPASSWD_PATH=...` both work).
 fn set_path(root: &mut Value, keys: &[String], value: Value) {
     let Some((first, rest)) = keys.split_first() else {
+        // A non-empty scalar set on a section selects its type
+        // (`REGISTRY_AUTH=htpasswd`): keep that type's settings, whatever
+        // order the variables are applied in. An empty one clears it.
+        if let (Value::Mapping(map), Value::String(kind)) = (&mut *root, &value) {
+            if !kind.is_empty() {
+                let key = Value::String(kind.clone());
+                let settings = map.remove(&key).unwrap_or_else(|| Value::Mapping(Mapping::new()));
+                map.clear();
+                map.insert(key, settings);
+                return;
+            }
+        }
         *root = value;
         return;
     };
@@ -604,6 +677,29 @@ mod tests {
         assert!(err.to_string().contains("http.tls.key"), "{err}");
         let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x"), ("REGISTRY_HTTP_TLS_KEY", "/y"), ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.0")])).unwrap_err();
         assert!(err.to_string().contains("http.tls.minimumtls"), "{err}");
+    }
+
+    #[test]
+    fn auth_section_from_env_in_any_order() {
+        let vars = [
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+        ];
+        let expected = AuthConfig::Htpasswd { realm: "Registry Realm".into(), path: PathBuf::from("/auth/htpasswd") };
+        for order in [[0, 1, 2], [1, 0, 2], [2, 0, 1], [1, 2, 0]] {
+            let c = Config::load(None, order.iter().map(|&i| (vars[i].0.to_string(), vars[i].1.to_string()))).unwrap();
+            assert_eq!(c.auth, expected, "{order:?}");
+            assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        }
+        let err = Config::load(None, env(&[("REGISTRY_AUTH", "htpasswd"), ("REGISTRY_AUTH_HTPASSWD_PATH", "/x")])).unwrap_err();
+        assert!(err.to_string().contains("auth.htpasswd.realm"), "{err}");
+        let err = Config::load(None, env(&[("REGISTRY_AUTH", "silly")])).unwrap_err();
+        assert!(err.to_string().contains("auth"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        std::fs::write(&path, "auth:\n  htpasswd:\n    realm: r\n    path: /p\n").unwrap();
+        assert_eq!(Config::load(Some(&path), env(&[("REGISTRY_AUTH", "")])).unwrap().auth, AuthConfig::None);
     }
 
     #[test]

@@ -385,7 +385,8 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
         }
         let status = response.status;
         let sent = response.body.len();
-        let user: Option<&str> = None;
+        let user_name = response.user.clone();
+        let user = user_name.as_deref();
         let is_head = head.method == Method::Head;
         sender.last_path = "";
         let written = write_response(&mut stream, is_head, response, keep_alive, &mut sender).await;

@@ -34,6 +34,14 @@ enum Command {
         /// else the embedded default).
         config: Option<PathBuf>,
     },
+    /// Print an htpasswd line: `berth htpasswd -Bbn USER PASSWORD` (also
+    /// runs as `htpasswd` when invoked under that name).
+    #[command(disable_help_flag = true)]
+    Htpasswd {
+        /// Apache htpasswd flags and arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -54,10 +62,72 @@ enum ConfigAction {
 }
 
 fn main() -> ExitCode {
+    // Invoked as `htpasswd` (the image links it), behave like Apache's
+    // htpasswd for the registry:2 guide's `--entrypoint htpasswd ... -Bbn`.
+    let mut args: Vec<String> = std::env::args().collect();
+    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("");
+    if invoked_as == "htpasswd" {
+        return htpasswd(&args[1..]);
+    }
+    if args.get(1).map(String::as_str) == Some("htpasswd") {
+        args.remove(0);
+        return htpasswd(&args[1..]);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Config { action: ConfigAction::Check { config } } => check_config(config),
+        Command::Htpasswd { args } => htpasswd(&args),
+    }
+}
+
+const HTPASSWD_USAGE: &str = "usage: htpasswd -Bbn [-C COST] USER PASSWORD
+  -B  bcrypt (the only hash registry:2 and berth accept)
+  -b  take the password from the command line
+  -n  print the line instead of updating a file
+  -C  bcrypt cost, 4 to 17 (default 5, as Apache)";
+
+/// The `htpasswd -Bbn USER PASSWORD` subset registry deployments use.
+fn htpasswd(args: &[String]) -> ExitCode {
+    let mut flags = std::collections::BTreeSet::new();
+    let mut cost = 5u32;
+    let mut positional = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "-C" {
+            match iter.next().and_then(|c| c.parse::<u32>().ok()).filter(|c| (4..=17).contains(c)) {
+                Some(c) => cost = c,
+                None => {
+                    eprintln!("htpasswd: -C needs a bcrypt cost from 4 to 17\n{HTPASSWD_USAGE}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else if let Some(letters) = arg.strip_prefix('-').filter(|l| !l.is_empty() && positional.is_empty()) {
+            for letter in letters.chars() {
+                if !"Bbn".contains(letter) {
+                    eprintln!("htpasswd: unsupported option -{letter}\n{HTPASSWD_USAGE}");
+                    return ExitCode::from(2);
+                }
+                flags.insert(letter);
+            }
+        } else {
+            positional.push(arg.clone());
+        }
+    }
+    if flags.len() != 3 || positional.len() != 2 {
+        eprintln!("htpasswd: berth supports exactly -B -b -n with USER and PASSWORD\n{HTPASSWD_USAGE}");
+        return ExitCode::from(2);
+    }
+    match berth::auth::htpasswd::hash_line(&positional[0], &positional[1], cost) {
+        Ok(line) => {
+            // Apache prints the line followed by an empty line.
+            println!("{line}\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("htpasswd: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -160,6 +230,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             }
         },
     };
+    let auth = match &config.auth {
+        berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,
+        berth::config::AuthConfig::Htpasswd { realm, path } => match berth::auth::htpasswd::Htpasswd::open(path, realm) {
+            Ok(store) => berth::auth::Auth::Htpasswd(store),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = ServeOptions {
         engine: Arc::new(engine),
         settings: ApiSettings {
@@ -174,6 +254,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         conn_settings: config.conn_settings.clone(),
         http_limits: berth_http::Limits { head_bytes_max: config.head_bytes_max, ..Default::default() },
         tls,
+        auth,
     };
     match runtime::serve(config.listen, options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,8 @@ pub struct ServeOptions {
     pub http_limits: berth_http::Limits,
     /// Serve HTTPS with this configuration (`http.tls.*`); `None` = plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Who may use the API.
+    pub auth: crate::auth::Auth,
 }
 
 /// Binds one SO_REUSEPORT listener for `addr`.
@@ -187,7 +189,7 @@ fn run_loop(
         };
         let _ = ready.send(Ok(driver));
         drop(ready);
-        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits.clone() });
+        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits, auth: options.auth.clone() });
         let busy = crate::conn::BusyCount::default();
         let listener = Rc::new(listener);
         let (accept_busy, accept_listener) = (busy.clone(), listener.clone());

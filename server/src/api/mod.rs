@@ -47,17 +47,26 @@ pub struct Ctx {
     pub settings: ApiSettings,
     /// HTTP parsing limits.
     pub http_limits: Limits,
+    /// Who may use the API.
+    pub auth: crate::auth::Auth,
 }
 
 /// Answers one request. Never panics on client input; every failure becomes
 /// an error response.
 pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
     let route = router::route(&request.path);
+    let open = matches!(route, Route::Root | Route::Health);
+    let user = match ctx.auth.authenticate(request, open).await {
+        Ok(user) => user,
+        Err(challenge) => return challenge,
+    };
     let query = Query::parse(request.head.query());
-    match dispatch(ctx, request, &route, &query, body).await {
+    let mut response = match dispatch(ctx, request, &route, &query, body).await {
         Ok(response) => response,
         Err(error) => Response::error(&error),
-    }
+    };
+    response.user = user;
+    response
 }
 
 async fn dispatch(

@@ -44,12 +44,14 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: Body,
+    /// The authenticated user, for the access log.
+    pub user: Option<String>,
 }
 
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::Empty }
+        Response { status, headers: Vec::new(), body: Body::Empty, user: None }
     }
 
     /// Adds a header.

@@ -1,0 +1,170 @@
+//! htpasswd basic auth configured with the deployment guide's variables:
+//! challenges, wrong and missing credentials, the open load-balancer probe,
+//! reload on file change, `berth htpasswd` output, skopeo with credentials,
+//! and docker login/push/pull over TLS with htpasswd (dockerd trusting the
+//! test CA through /etc/docker/certs.d).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use berth_tests::certs::{KeyKind, Pki};
+use berth_tests::cmd;
+use berth_tests::http::request;
+use berth_tests::registry::{berth_binary, Registry, RegistryCommand};
+
+fn htpasswd_line(user: &str, password: &str) -> String {
+    let out = Command::new(berth_binary()).args(["htpasswd", "-Bbn", user, password]).output().expect("berth htpasswd");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.starts_with(&format!("{user}:$2y$05$")), "{text}");
+    text
+}
+
+fn start(dir: &Path, htpasswd: &Path, tls: Option<(&Path, &Path)>) -> Option<Registry> {
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return None;
+    }
+    for (k, v) in [
+        ("REGISTRY_AUTH", "htpasswd".to_string()),
+        ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm".to_string()),
+        ("REGISTRY_AUTH_HTPASSWD_PATH", htpasswd.display().to_string()),
+    ] {
+        command.env.push((k.into(), v));
+    }
+    if let Some((chain, key)) = tls {
+        command.env.push(("REGISTRY_HTTP_TLS_CERTIFICATE".into(), chain.display().to_string()));
+        command.env.push(("REGISTRY_HTTP_TLS_KEY".into(), key.display().to_string()));
+    }
+    command.ready_log_line = Some("berth listening".into());
+    Some(Registry::start_with(command, &dir.join("data")))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[test]
+fn challenges_credentials_and_reload() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, htpasswd_line("testuser", "testpassword")).expect("write");
+    let Some(r) = start(dir.path(), &file, None) else { return };
+
+    let anonymous = request("GET", &r.url("/v2/"), &[], None);
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header("WWW-Authenticate"), Some("Basic realm=\"Registry Realm\""));
+    assert_eq!(anonymous.header("Docker-Distribution-API-Version"), Some("registry/2.0"));
+    assert_eq!(anonymous.json()["errors"][0]["code"], "UNAUTHORIZED");
+    assert_eq!(request("GET", &r.url("/"), &[], None).status, 200, "the load-balancer probe must stay open");
+
+    let wrong = basic("testuser", "nope");
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &wrong)], None).status, 401);
+    let nobody = basic("nobody", "testpassword");
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &nobody)], None).status, 401);
+    let good = basic("testuser", "testpassword");
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &good)], None).status, 200);
+
+    // A refused push changes nothing.
+    let refused = request("POST", &r.url("/v2/x/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"), &[], Some(b"hello"));
+    assert_eq!(refused.status, 401);
+    let catalog = request("GET", &r.url("/v2/_catalog"), &[("Authorization", &good)], None);
+    assert_eq!(catalog.json()["repositories"], serde_json::json!([]));
+
+    // The file changes: the old password stops working, the new one works.
+    std::fs::write(&file, htpasswd_line("testuser", "rotated")).expect("rewrite");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request("GET", &r.url("/v2/"), &[("Authorization", &good)], None).status != 401 {
+        assert!(Instant::now() < deadline, "the old password still works after the file changed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rotated = basic("testuser", "rotated");
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &rotated)], None).status, 200);
+    let log = r.log_tail(50);
+    assert!(log.contains(" testuser GET /v2/ 200"), "the access log names the user: {log}");
+}
+
+#[test]
+fn a_bad_htpasswd_file_stops_the_start_with_its_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
+    let out = Command::new(berth_binary())
+        .arg("serve")
+        .env("REGISTRY_AUTH", "htpasswd")
+        .env("REGISTRY_AUTH_HTPASSWD_REALM", "r")
+        .env("REGISTRY_AUTH_HTPASSWD_PATH", &file)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path().join("data"))
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
+        .output()
+        .expect("berth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 1") && stderr.contains("bcrypt"), "{stderr}");
+}
+
+#[test]
+fn skopeo_with_and_without_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, htpasswd_line("testuser", "testpassword")).expect("write");
+    let Some(r) = start(dir.path(), &file, None) else { return };
+    let layout = berth_tests::images::index(&dir.path().join("images/index"), "latest");
+    let dest = format!("docker://{}/auth/index:latest", r.addr());
+    let skopeo = || {
+        let mut c = Command::new(cmd::require_tool("skopeo"));
+        c.env("REGISTRY_AUTH_FILE", dir.path().join("auth.json"));
+        c
+    };
+    std::fs::write(dir.path().join("auth.json"), "{}").expect("auth file");
+    let anonymous = skopeo().args(["copy", "--all", "--dest-tls-verify=false", &layout.oci_ref(), &dest]).output().expect("skopeo");
+    assert!(!anonymous.status.success(), "anonymous push succeeded");
+    cmd::run(skopeo().args(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", "testuser:testpassword", &layout.oci_ref(), &dest]));
+    let tags = cmd::run(skopeo().args(["list-tags", "--tls-verify=false", "--creds", "testuser:testpassword", &dest.replace(":latest", "")]));
+    assert!(String::from_utf8_lossy(&tags.stdout).contains("latest"));
+}
+
+/// Removes /etc/docker/certs.d/<host> on drop (dockerd reads trust from there).
+struct CertsDir(PathBuf);
+
+impl Drop for CertsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn docker_login_push_pull_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, htpasswd_line("testuser", "testpassword")).expect("write");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (chain, key) = pki.server("registry", KeyKind::RsaPkcs8);
+    let Some(r) = start(dir.path(), &file, Some((&chain, &key))) else { return };
+    let certs = CertsDir(PathBuf::from(format!("/etc/docker/certs.d/{}", r.addr())));
+    std::fs::create_dir_all(&certs.0).expect("certs.d");
+    std::fs::copy(&pki.root_cert, certs.0.join("ca.crt")).expect("ca.crt");
+
+    let layout = berth_tests::images::multi(&dir.path().join("images/multi"), "latest");
+    let archive = dir.path().join("multi.tar");
+    berth_tests::skopeo::Skopeo::new().to_docker_archive(&layout, &archive, "berth-tests/auth-multi:latest");
+    let dockerd = berth_tests::dockerd::Dockerd::start();
+    let docker = dockerd.cli();
+    docker.load(&archive);
+    let reference = format!("{}/auth/multi:latest", r.addr());
+    docker.tag("berth-tests/auth-multi:latest", &reference);
+    let denied = docker.command().args(["push", &reference]).output().expect("docker push");
+    assert!(!denied.status.success(), "push without login succeeded");
+    let wrong = docker.command().args(["login", "-u", "testuser", "-p", "wrong", &r.addr()]).output().expect("docker login");
+    assert!(!wrong.status.success(), "login with a wrong password succeeded");
+    docker.run(&["login", "-u", "testuser", "-p", "testpassword", &r.addr()]);
+    docker.push(&reference);
+    let id = docker.image_id(&reference);
+    docker.rmi(&[&reference, "berth-tests/auth-multi:latest"]);
+    docker.pull(&reference);
+    assert_eq!(docker.image_id(&reference), id);
+    let log = r.log_tail(200);
+    assert!(log.contains("(https)"), "not served over TLS: {log}");
+}
