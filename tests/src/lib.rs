@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod certs;
+pub mod containerd;
 pub mod cmd;
 pub mod docker;
 pub mod dockerd;
