@@ -83,6 +83,8 @@ pub struct Config {
 pub enum AuthConfig {
     /// No `auth` section: anonymous access, as registry:2.
     None,
+    /// `auth.token`: bearer tokens from an external token service.
+    Token(crate::auth::token::TokenSettings),
     /// `auth.htpasswd`: basic auth against a bcrypt htpasswd file.
     Htpasswd {
         /// `auth.htpasswd.realm`.
@@ -140,6 +142,12 @@ const KNOWN_KEYS: &[&str] = &[
     "http.limits.headbytesmax",
     "auth.htpasswd.realm",
     "auth.htpasswd.path",
+    "auth.token.realm",
+    "auth.token.service",
+    "auth.token.issuer",
+    "auth.token.rootcertbundle",
+    "auth.token.jwks",
+    "auth.token.signingalgorithms",
     "http.tls.certificate",
     "http.tls.key",
     "http.tls.clientcas",
@@ -340,9 +348,30 @@ fn auth_config(root: &Value) -> Result<AuthConfig, ConfigError> {
             })?;
             Ok(AuthConfig::Htpasswd { realm, path: PathBuf::from(path) })
         }
+        [kind] if kind == "token" => {
+            let required = |key: &'static str, what: &'static str| -> Result<String, ConfigError> {
+                string(root, key)?.filter(|v| !v.is_empty()).ok_or(ConfigError::Invalid { key, expected: what, got: "nothing".into() })
+            };
+            let settings = crate::auth::token::TokenSettings {
+                realm: required("auth.token.realm", "the token service URL")?,
+                service: required("auth.token.service", "this registry's service name")?,
+                issuer: required("auth.token.issuer", "the token issuer")?,
+                root_cert_bundle: string(root, "auth.token.rootcertbundle")?.filter(|v| !v.is_empty()).map(PathBuf::from),
+                jwks: string(root, "auth.token.jwks")?.filter(|v| !v.is_empty()).map(PathBuf::from),
+                signing_algorithms: string_list(root, "auth.token.signingalgorithms")?,
+            };
+            if settings.root_cert_bundle.is_none() && settings.jwks.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.token.rootcertbundle",
+                    expected: "a PEM certificate bundle (or auth.token.jwks) with the token signing keys",
+                    got: "nothing".into(),
+                });
+            }
+            Ok(AuthConfig::Token(settings))
+        }
         [kind] => Err(ConfigError::Invalid {
             key: "auth",
-            expected: "htpasswd (other methods are not supported by berth yet; refusing to run unprotected)",
+            expected: "htpasswd or token (other methods are not supported; refusing to run unprotected)",
             got: kind.clone(),
         }),
         _ => Err(ConfigError::Invalid { key: "auth", expected: "exactly one method", got: kinds.join(", ") }),
@@ -433,6 +462,13 @@ impl Config {
         }
         match &self.auth {
             AuthConfig::None => lines.push("auth: (none: anonymous access)".into()),
+            AuthConfig::Token(t) => {
+                lines.push(format!("auth.token.realm: {}", t.realm));
+                lines.push(format!("auth.token.service: {}", t.service));
+                lines.push(format!("auth.token.issuer: {}", t.issuer));
+                lines.push(format!("auth.token.rootcertbundle: {}", t.root_cert_bundle.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+                lines.push(format!("auth.token.jwks: {}", t.jwks.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+            }
             AuthConfig::Htpasswd { realm, path } => {
                 lines.push(format!("auth.htpasswd.realm: {realm}"));
                 lines.push(format!("auth.htpasswd.path: {}", path.display()));

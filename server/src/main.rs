@@ -232,6 +232,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let auth = match &config.auth {
         berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,
+        berth::config::AuthConfig::Token(settings) => match berth::auth::token::TokenAuth::new(settings.clone()) {
+            Ok(tokens) => berth::auth::Auth::Token(Arc::new(tokens)),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        },
         berth::config::AuthConfig::Htpasswd { realm, path } => match berth::auth::htpasswd::Htpasswd::open(path, realm) {
             Ok(store) => berth::auth::Auth::Htpasswd(store),
             Err(e) => {

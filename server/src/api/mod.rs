@@ -56,11 +56,12 @@ pub struct Ctx {
 pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
     let route = router::route(&request.path);
     let open = matches!(route, Route::Root | Route::Health);
-    let user = match ctx.auth.authenticate(request, open).await {
+    let query = Query::parse(request.head.query());
+    let scopes = required_scopes(&route, &request.head.method, &query);
+    let user = match ctx.auth.authenticate(request, &scopes, open).await {
         Ok(user) => user,
         Err(challenge) => return challenge,
     };
-    let query = Query::parse(request.head.query());
     let mut response = match dispatch(ctx, request, &route, &query, body).await {
         Ok(response) => response,
         Err(error) => Response::error(&error),
@@ -126,6 +127,38 @@ async fn dispatch(
             Err(ApiError::no_route(method.as_str(), &request.path))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// The accesses a request needs, in token-scope terms: reads need `pull`,
+/// writes `pull,push`, deletes `delete`, a mount also `pull` on its source,
+/// the catalog `registry:catalog:*`; `/v2/` only a valid token.
+fn required_scopes(route: &Route, method: &Method, query: &Query) -> Vec<crate::auth::token::Scope> {
+    use crate::auth::token::Scope;
+    let read = matches!(method, Method::Get | Method::Head);
+    match route {
+        Route::Catalog => vec![Scope::catalog()],
+        Route::Tags { name } | Route::Referrers { name, .. } => vec![Scope::repository(name, &["pull"])],
+        Route::Manifest { name, .. } | Route::Blob { name, .. } => {
+            if read {
+                vec![Scope::repository(name, &["pull"])]
+            } else if *method == Method::Delete {
+                vec![Scope::repository(name, &["delete"])]
+            } else {
+                vec![Scope::repository(name, &["pull", "push"])]
+            }
+        }
+        Route::UploadStart { name } => {
+            let mut scopes = vec![Scope::repository(name, &["pull", "push"])];
+            if let (Some(_), Some(from)) = (query.get("mount"), query.get("from")) {
+                if from != name {
+                    scopes.push(Scope::repository(from, &["pull"]));
+                }
+            }
+            scopes
+        }
+        Route::Upload { name, .. } => vec![Scope::repository(name, &["pull", "push"])],
+        Route::Root | Route::Base | Route::Health | Route::NotFound => Vec::new(),
     }
 }
 

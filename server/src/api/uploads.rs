@@ -138,10 +138,14 @@ pub async fn start(
         // Without `from`, the blob is mounted from any repository that has it
         // (the spec's automatic cross-mount).
         let from = query.get("from").filter(|f| !f.is_empty()).map(repository).transpose()?;
+        // With token auth a caller may only read what its token names, so no
+        // blob is discovered in repositories it was not granted.
+        let automatic_allowed = !matches!(ctx.auth, crate::auth::Auth::Token(_));
         let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
         let mounted = blocking(move || match from {
             Some(from) => engine.mount_blob(&repo_owned, &from, &digest_owned),
-            None => engine.mount_blob_from_any(&repo_owned, &digest_owned),
+            None if automatic_allowed => engine.mount_blob_from_any(&repo_owned, &digest_owned),
+            None => Err(berth_engine::EngineError::BlobUnknown(digest_owned)),
         });
         match mounted.await {
             Ok(_) => {

@@ -1,9 +1,12 @@
-//! Authentication: who may use the API. Today htpasswd basic auth;
-//! `GET /` and `/debug/health` stay open for load balancers. A request
-//! without valid credentials gets 401 with a `WWW-Authenticate` challenge
-//! and the handler never runs, so nothing changes.
+//! Authentication and authorization: who may use the API. htpasswd basic
+//! auth (any valid user may do anything) or bearer tokens (each request
+//! needs the scopes it touches). `GET /` and `/debug/health` stay open for
+//! load balancers. A request without valid credentials gets 401 with a
+//! `WWW-Authenticate` challenge and the handler never runs, so nothing
+//! changes.
 
 pub mod htpasswd;
+pub mod token;
 
 use std::sync::Arc;
 
@@ -22,6 +25,8 @@ pub enum Auth {
     Anonymous,
     /// htpasswd basic auth.
     Htpasswd(Arc<Htpasswd>),
+    /// Bearer tokens from an external token service.
+    Token(Arc<token::TokenAuth>),
 }
 
 /// The `Basic` credentials of a request, if well-formed.
@@ -43,17 +48,64 @@ fn challenge(realm: &str) -> Response {
     Response::error(&error).header("WWW-Authenticate", format!("Basic realm=\"{realm}\""))
 }
 
+/// The Bearer challenge for `scopes`, with `error` when a token was sent.
+fn bearer_challenge(tokens: &token::TokenAuth, scopes: &[token::Scope], error: Option<&str>) -> Response {
+    let settings = tokens.settings();
+    let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", settings.realm, settings.service);
+    if !scopes.is_empty() {
+        let joined: Vec<String> = scopes.iter().map(token::Scope::to_challenge).collect();
+        value.push_str(&format!(",scope=\"{}\"", joined.join(" ")));
+    }
+    if let Some(error) = error {
+        value.push_str(&format!(",error=\"{error}\""));
+    }
+    let detail: Vec<serde_json::Value> = scopes
+        .iter()
+        .flat_map(|s| s.actions.iter().map(move |a| serde_json::json!({"Type": s.kind, "Name": s.name, "Action": a})))
+        .collect();
+    let message = match error {
+        Some("insufficient_scope") => "authentication required: the token does not grant this access",
+        _ => "authentication required",
+    };
+    let body = ApiError::new(ErrorCode::Unauthorized, message).with_detail(serde_json::Value::Array(detail));
+    Response::error(&body).header("WWW-Authenticate", value)
+}
+
+fn bearer_token<'r>(request: &'r Request<'_>) -> Option<&'r str> {
+    let value = request.head.headers.get("authorization")?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 impl Auth {
     /// The authenticated user (`None` when anonymous access is configured),
-    /// or the 401 response to send instead of running the request.
-    pub async fn authenticate(&self, request: &Request<'_>, path_is_open: bool) -> Result<Option<String>, Response> {
-        let store = match self {
-            Auth::Anonymous => return Ok(None),
-            Auth::Htpasswd(store) => store,
-        };
+    /// or the 401 response to send instead of running the request. `scopes`
+    /// are the accesses the request needs (checked for token auth).
+    pub async fn authenticate(&self, request: &Request<'_>, scopes: &[token::Scope], path_is_open: bool) -> Result<Option<String>, Response> {
         if path_is_open {
             return Ok(None);
         }
+        let store = match self {
+            Auth::Anonymous => return Ok(None),
+            Auth::Htpasswd(store) => store,
+            Auth::Token(tokens) => {
+                let Some(token) = bearer_token(request) else {
+                    return Err(bearer_challenge(tokens, scopes, None));
+                };
+                let grants = match tokens.verify(token) {
+                    Ok(grants) => grants,
+                    Err(e) => {
+                        log::info!("{}: bearer token refused: {e}", request.peer);
+                        return Err(bearer_challenge(tokens, scopes, Some("invalid_token")));
+                    }
+                };
+                if let Some(missing) = scopes.iter().find(|s| !grants.allows(s)) {
+                    log::info!("{}: token lacks {}", request.peer, missing.to_challenge());
+                    return Err(bearer_challenge(tokens, scopes, Some("insufficient_scope")));
+                }
+                return Ok(Some(grants.subject.unwrap_or_else(|| "token".into())));
+            }
+        };
         let Some((user, password)) = basic_credentials(request) else {
             return Err(challenge(store.realm()));
         };

@@ -1,0 +1,223 @@
+//! Bearer-token auth (`auth.token`) with tokens this test mints: RS256,
+//! ES256 and EdDSA keys from a root-certificate bundle (matched by the
+//! libtrust key id registry:2 uses) and from a JWK set; scopes per request;
+//! 401 challenges naming the scope; expired, foreign-signed, wrong-audience
+//! and under-scoped tokens refused with nothing changed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use berth_tests::cmd;
+use berth_tests::http::request;
+use berth_tests::registry::{Registry, RegistryCommand};
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use sha2::{Digest as _, Sha256};
+
+const SERVICE: &str = "berth-test";
+const ISSUER: &str = "test-token-issuer";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut c = Command::new(cmd::require_tool("openssl"));
+    c.current_dir(dir).args(args);
+    cmd::run(&mut c);
+}
+
+/// A signing key with its certificate, PKCS#8 DER and libtrust key id.
+struct Signer {
+    alg: &'static str,
+    pkcs8: Vec<u8>,
+    cert: PathBuf,
+    kid: String,
+}
+
+fn libtrust_kid(spki: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let hash = Sha256::digest(spki);
+    let (mut out, mut buffer, mut bits) = (String::new(), 0u32, 0);
+    for &b in &hash[..30] {
+        buffer = (buffer << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    out.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
+}
+
+fn signer(dir: &Path, name: &str, alg: &'static str, genpkey: &[&str]) -> Signer {
+    let key = dir.join(format!("{name}.key"));
+    let k = key.to_str().expect("utf-8");
+    let mut args = vec!["genpkey"];
+    args.extend_from_slice(genpkey);
+    args.extend_from_slice(&["-out", k]);
+    openssl(dir, &args);
+    let der = dir.join(format!("{name}.p8.der"));
+    openssl(dir, &["pkcs8", "-topk8", "-nocrypt", "-in", k, "-outform", "DER", "-out", der.to_str().expect("utf-8")]);
+    let spki = dir.join(format!("{name}.spki.der"));
+    openssl(dir, &["pkey", "-in", k, "-pubout", "-outform", "DER", "-out", spki.to_str().expect("utf-8")]);
+    let cert = dir.join(format!("{name}.crt"));
+    openssl(dir, &["req", "-x509", "-new", "-key", k, "-subj", &format!("/CN={name}"), "-days", "2", "-out", cert.to_str().expect("utf-8")]);
+    Signer {
+        alg,
+        pkcs8: std::fs::read(&der).expect("pkcs8"),
+        cert,
+        kid: libtrust_kid(&std::fs::read(&spki).expect("spki")),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn mint(s: &Signer, kid: &str, access: serde_json::Value, audience: &str, expires: u64) -> String {
+    let header = serde_json::json!({"typ": "JWT", "alg": s.alg, "kid": kid});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": "alice", "aud": audience, "exp": expires, "nbf": now() - 10, "iat": now() - 10,
+        "jti": "t", "access": access
+    });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json")),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json"))
+    );
+    let rng = SystemRandom::new();
+    let sig = match s.alg {
+        "RS256" => {
+            let key = RsaKeyPair::from_pkcs8(&s.pkcs8).expect("rsa key");
+            let mut sig = vec![0u8; key.public().modulus_len()];
+            key.sign(&signature::RSA_PKCS1_SHA256, &rng, signing_input.as_bytes(), &mut sig).expect("sign");
+            sig
+        }
+        "ES256" => {
+            let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &s.pkcs8, &rng).expect("ec key");
+            key.sign(&rng, signing_input.as_bytes()).expect("sign").as_ref().to_vec()
+        }
+        _ => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&s.pkcs8).expect("ed25519 key").sign(signing_input.as_bytes()).as_ref().to_vec(),
+    };
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn start(dir: &Path, bundle: &Path, jwks: Option<&Path>) -> Option<Registry> {
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return None;
+    }
+    let mut env = vec![
+        ("REGISTRY_AUTH", "token".to_string()),
+        ("REGISTRY_AUTH_TOKEN_REALM", "https://auth.example.com/token".to_string()),
+        ("REGISTRY_AUTH_TOKEN_SERVICE", SERVICE.to_string()),
+        ("REGISTRY_AUTH_TOKEN_ISSUER", ISSUER.to_string()),
+        ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", bundle.display().to_string()),
+    ];
+    if let Some(jwks) = jwks {
+        env.push(("REGISTRY_AUTH_TOKEN_JWKS", jwks.display().to_string()));
+    }
+    for (k, v) in env {
+        command.env.push((k.into(), v));
+    }
+    command.ready_log_line = Some("berth listening".into());
+    Some(Registry::start_with(command, &dir.join("data")))
+}
+
+fn pull_push(repo: &str) -> serde_json::Value {
+    serde_json::json!([{"type": "repository", "name": repo, "actions": ["pull", "push"]}])
+}
+
+const BLOB_DIGEST: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+fn push(r: &Registry, repo: &str, token: &str) -> berth_tests::http::HttpResponse {
+    let auth = format!("Bearer {token}");
+    request("POST", &r.url(&format!("/v2/{repo}/blobs/uploads/?digest={BLOB_DIGEST}")), &[("Authorization", &auth)], Some(b"hello"))
+}
+
+#[test]
+fn tokens_from_every_algorithm_and_their_scopes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    let rsa = signer(&keys, "rsa", "RS256", &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    let ec = signer(&keys, "ec", "ES256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let ed = signer(&keys, "ed", "EdDSA", &["-algorithm", "ed25519"]);
+    let foreign = signer(&keys, "foreign", "ES256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let bundle = dir.path().join("bundle.pem");
+    let text: String = [&rsa, &ec, &ed].iter().map(|s| std::fs::read_to_string(&s.cert).expect("cert")).collect();
+    std::fs::write(&bundle, text).expect("bundle");
+    let Some(r) = start(dir.path(), &bundle, None) else { return };
+    let later = now() + 300;
+
+    let anonymous = request("GET", &r.url("/v2/"), &[], None);
+    assert_eq!(anonymous.status, 401);
+    let challenge = anonymous.header("WWW-Authenticate").expect("challenge").to_owned();
+    assert!(challenge.starts_with("Bearer realm=\"https://auth.example.com/token\",service=\"berth-test\""), "{challenge}");
+    assert_eq!(anonymous.header("Docker-Distribution-API-Version"), Some("registry/2.0"));
+    let needs_scope = request("GET", &r.url("/v2/team/app/tags/list"), &[], None);
+    assert!(needs_scope.header("WWW-Authenticate").unwrap_or("").contains("scope=\"repository:team/app:pull\""));
+
+    for (i, s) in [&rsa, &ec, &ed].into_iter().enumerate() {
+        let repo = format!("team/app{i}");
+        let token = mint(s, &s.kid, pull_push(&repo), SERVICE, later);
+        let res = push(&r, &repo, &token);
+        assert_eq!(res.status, 201, "{} token refused: {}", s.alg, res.text());
+        let auth = format!("Bearer {token}");
+        assert_eq!(request("GET", &r.url(&format!("/v2/{repo}/blobs/{BLOB_DIGEST}")), &[("Authorization", &auth)], None).status, 200);
+        // The same token does not reach another repository.
+        let other = request("GET", &r.url("/v2/elsewhere/tags/list"), &[("Authorization", &auth)], None);
+        assert_eq!(other.status, 401);
+        assert!(other.header("WWW-Authenticate").unwrap_or("").contains("error=\"insufficient_scope\""));
+    }
+
+    let pull_only = mint(&ec, &ec.kid, serde_json::json!([{"type": "repository", "name": "ro", "actions": ["pull"]}]), SERVICE, later);
+    let refused = push(&r, "ro", &pull_only);
+    assert_eq!(refused.status, 401);
+    let challenge = refused.header("WWW-Authenticate").unwrap_or("").to_owned();
+    assert!(challenge.contains("scope=\"repository:ro:pull,push\"") && challenge.contains("insufficient_scope"), "{challenge}");
+    assert_eq!(refused.json()["errors"][0]["code"], "UNAUTHORIZED");
+
+    for (what, token) in [
+        ("expired", mint(&rsa, &rsa.kid, pull_push("x"), SERVICE, now() - 3600)),
+        ("foreign-signed", mint(&foreign, &foreign.kid, pull_push("x"), SERVICE, later)),
+        ("foreign key under a trusted kid", mint(&foreign, &ec.kid, pull_push("x"), SERVICE, later)),
+        ("wrong audience", mint(&rsa, &rsa.kid, pull_push("x"), "another-registry", later)),
+    ] {
+        let res = push(&r, "x", &token);
+        assert_eq!(res.status, 401, "{what} token accepted");
+        assert!(res.header("WWW-Authenticate").unwrap_or("").contains("invalid_token"), "{what}");
+    }
+    let tampered = {
+        let token = mint(&rsa, &rsa.kid, pull_push("x"), SERVICE, later);
+        let parts: Vec<&str> = token.split('.').collect();
+        let claims = URL_SAFE_NO_PAD.encode(br#"{"iss":"test-token-issuer","aud":"berth-test","exp":99999999999,"access":[{"type":"registry","name":"catalog","actions":["*"]}]}"#);
+        format!("{}.{}.{}", parts[0], claims, parts[2])
+    };
+    assert_eq!(request("GET", &r.url("/v2/_catalog"), &[("Authorization", &format!("Bearer {tampered}"))], None).status, 401);
+
+    let catalog = mint(&ed, &ed.kid, serde_json::json!([{"type": "registry", "name": "catalog", "actions": ["*"]}]), SERVICE, later);
+    let listing = request("GET", &r.url("/v2/_catalog"), &[("Authorization", &format!("Bearer {catalog}"))], None);
+    assert_eq!(listing.status, 200);
+    assert_eq!(listing.json()["repositories"], serde_json::json!(["team/app0", "team/app1", "team/app2"]), "refused requests changed nothing");
+}
+
+#[test]
+fn jwks_keys_are_matched_by_kid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    let bundled = signer(&keys, "bundled", "ES256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    let ed = signer(&keys, "jwk-ed", "EdDSA", &["-algorithm", "ed25519"]);
+    let public = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&ed.pkcs8).expect("key").public_key().as_ref().to_vec();
+    let jwks = dir.path().join("jwks.json");
+    let set = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "signing-key-1", "x": URL_SAFE_NO_PAD.encode(public)}]});
+    std::fs::write(&jwks, serde_json::to_vec(&set).expect("json")).expect("jwks");
+    let bundle = dir.path().join("bundle.pem");
+    std::fs::copy(&bundled.cert, &bundle).expect("bundle");
+    let Some(r) = start(dir.path(), &bundle, Some(&jwks)) else { return };
+    let token = mint(&ed, "signing-key-1", pull_push("jw"), SERVICE, now() + 300);
+    assert_eq!(push(&r, "jw", &token).status, 201);
+    let unknown_kid = mint(&ed, "signing-key-2", pull_push("jw"), SERVICE, now() + 300);
+    assert_eq!(push(&r, "jw", &unknown_kid).status, 401);
+}
