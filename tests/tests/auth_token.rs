@@ -221,3 +221,51 @@ fn jwks_keys_are_matched_by_kid() {
     let unknown_kid = mint(&ed, "signing-key-2", pull_push("jw"), SERVICE, now() + 300);
     assert_eq!(push(&r, "jw", &unknown_kid).status, 401);
 }
+
+/// A token whose header carries an `x5c` chain: its leaf certificate is
+/// signed by a CA in the bundle (the leaf itself is not in the bundle).
+#[test]
+fn x5c_chains_to_a_bundle_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    let pki = berth_tests::certs::Pki::new(&keys.join("pki"));
+    let leaf = signer(&keys, "leaf", "ES256", &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
+    // Re-issue the leaf's key under the test root CA.
+    let csr = keys.join("leaf.csr");
+    let issued = keys.join("leaf-issued.crt");
+    let ext = keys.join("leaf.ext");
+    std::fs::write(&ext, "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n").expect("ext");
+    openssl(&keys, &["req", "-new", "-key", "leaf.key", "-subj", "/CN=token-leaf", "-out", csr.to_str().expect("utf-8")]);
+    openssl(&keys, &[
+        "x509", "-req", "-in", csr.to_str().expect("utf-8"), "-CA", pki.root_cert.to_str().expect("utf-8"),
+        "-CAkey", keys.join("pki/root.key").to_str().expect("utf-8"), "-CAcreateserial", "-days", "2",
+        "-extfile", ext.to_str().expect("utf-8"), "-out", issued.to_str().expect("utf-8"),
+    ]);
+    let der = keys.join("leaf-issued.der");
+    openssl(&keys, &["x509", "-in", issued.to_str().expect("utf-8"), "-outform", "DER", "-out", der.to_str().expect("utf-8")]);
+    let chain = vec![base64::engine::general_purpose::STANDARD.encode(std::fs::read(&der).expect("der"))];
+    let Some(r) = start(dir.path(), &pki.root_cert, None) else { return };
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": chain});
+    let claims = serde_json::json!({"iss": ISSUER, "aud": SERVICE, "exp": now() + 300, "access": pull_push("x5")});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json")),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json"))
+    );
+    let rng = SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &leaf.pkcs8, &rng).expect("key");
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(&rng, input.as_bytes()).expect("sign").as_ref()));
+    assert_eq!(push(&r, "x5", &token).status, 201, "{}", r.log_tail(10));
+    // The same chain without a trusted issuer: a self-signed leaf.
+    let self_signed = base64::engine::general_purpose::STANDARD.encode(
+        std::fs::read(keys.join("leaf.crt")).map(|pem| {
+            let body: String = String::from_utf8_lossy(&pem).lines().filter(|l| !l.starts_with("-----")).collect();
+            base64::engine::general_purpose::STANDARD.decode(body).expect("pem body")
+        }).expect("leaf cert"),
+    );
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [self_signed]});
+    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json")), input.split('.').nth(1).expect("claims"));
+    let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(key.sign(&rng, input.as_bytes()).expect("sign").as_ref()));
+    assert_eq!(push(&r, "x5", &token).status, 401, "an untrusted x5c chain was accepted");
+}
