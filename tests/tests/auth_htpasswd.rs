@@ -168,3 +168,63 @@ fn docker_login_push_pull_over_tls() {
     let log = r.log_tail(200);
     assert!(log.contains("(https)"), "not served over TLS: {log}");
 }
+
+/// skopeo and podman log in over TLS with `--cert-dir` (a directory holding
+/// the CA as ca.crt), then pull with the stored credentials.
+#[test]
+fn skopeo_and_podman_login_with_cert_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    std::fs::write(&file, htpasswd_line("testuser", "testpassword")).expect("write");
+    let pki = Pki::new(&dir.path().join("pki"));
+    let (chain, key) = pki.server("registry", KeyKind::EcSec1);
+    let Some(r) = start(dir.path(), &file, Some((&chain, &key))) else { return };
+    let cert_dir = dir.path().join("certs.d");
+    std::fs::create_dir_all(&cert_dir).expect("mkdir");
+    std::fs::copy(&pki.root_cert, cert_dir.join("ca.crt")).expect("ca.crt");
+    let cd = cert_dir.to_str().expect("utf-8");
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, "{}").expect("auth file");
+
+    // podman with private storage (vfs) and config, as root without systemd.
+    let p = dir.path().join("podman");
+    std::fs::create_dir_all(p.join("tmp")).expect("mkdir");
+    std::fs::write(
+        p.join("storage.conf"),
+        format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n", p.display()),
+    )
+    .expect("storage.conf");
+    std::fs::write(
+        p.join("containers.conf"),
+        format!("[engine]\nevents_logger = \"file\"\nevents_logfile_path = \"{0}/events.log\"\ncgroup_manager = \"cgroupfs\"\ntmp_dir = \"{0}/tmp\"\n", p.display()),
+    )
+    .expect("containers.conf");
+    std::fs::write(p.join("registries.conf"), "unqualified-search-registries = []\nshort-name-mode = \"permissive\"\n").expect("registries.conf");
+    let tool = |name: &str| {
+        let mut c = Command::new(cmd::require_tool(name));
+        c.env("REGISTRY_AUTH_FILE", &auth_file)
+            .env("CONTAINERS_STORAGE_CONF", p.join("storage.conf"))
+            .env("CONTAINERS_CONF", p.join("containers.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", p.join("registries.conf"));
+        c
+    };
+    let addr = r.addr();
+    let wrong = tool("skopeo").args(["login", "--cert-dir", cd, "-u", "testuser", "-p", "wrong", &addr]).output().expect("skopeo");
+    assert!(!wrong.status.success(), "skopeo login with a wrong password succeeded");
+    cmd::run(tool("skopeo").args(["login", "--cert-dir", cd, "-u", "testuser", "-p", "testpassword", &addr]));
+    let layout = berth_tests::images::multi(&dir.path().join("images/multi"), "latest");
+    let reference = format!("{addr}/login/multi:latest");
+    cmd::run(tool("skopeo").args(["copy", "--dest-cert-dir", cd, &layout.oci_ref(), &format!("docker://{reference}")]));
+    cmd::run(tool("skopeo").args(["logout", &addr]));
+    std::fs::write(&auth_file, "{}").expect("auth file");
+
+    let wrong = tool("podman").args(["login", "--cert-dir", cd, "-u", "testuser", "-p", "wrong", &addr]).output().expect("podman");
+    assert!(!wrong.status.success(), "podman login with a wrong password succeeded");
+    cmd::run(tool("podman").args(["login", "--cert-dir", cd, "-u", "testuser", "-p", "testpassword", &addr]));
+    cmd::run(tool("podman").args(["pull", "-q", "--cert-dir", cd, &reference]));
+    let id = cmd::run(tool("podman").args(["image", "inspect", "--format", "{{.Id}}", &reference]));
+    let config = layout.config_digest.clone().expect("single image");
+    assert_eq!(format!("sha256:{}", String::from_utf8_lossy(&id.stdout).trim()), config);
+    cmd::run(tool("podman").args(["logout", &addr]));
+    let _ = tool("podman").args(["rmi", "-af"]).output();
+}
