@@ -40,6 +40,30 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm's code in segment records (see `segment`).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Algorithm::Sha256 => 1,
+            Algorithm::Sha512 => 2,
+            Algorithm::Blake3 => 3,
+        }
+    }
+
+    /// The algorithm with segment-record code `code`.
+    pub(crate) fn from_code(code: u8) -> Option<Algorithm> {
+        match code {
+            1 => Some(Algorithm::Sha256),
+            2 => Some(Algorithm::Sha512),
+            3 => Some(Algorithm::Blake3),
+            _ => None,
+        }
+    }
+
+    /// Length of the raw (binary) hash in bytes.
+    pub(crate) fn raw_len(self) -> usize {
+        self.hex_len() / 2
+    }
+
     fn from_name(name: &str) -> Option<Algorithm> {
         match name {
             "sha256" => Some(Algorithm::Sha256),
@@ -92,6 +116,17 @@ impl Digest {
         let mut hasher = Hasher::new(algorithm);
         hasher.update(data);
         hasher.finish()
+    }
+
+    /// The raw hash bytes (the hex part decoded).
+    pub(crate) fn raw(&self) -> Vec<u8> {
+        hex::decode(&self.hex).unwrap_or_default()
+    }
+
+    /// A digest from its algorithm and raw hash bytes; `None` if the length
+    /// is wrong for the algorithm.
+    pub(crate) fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Option<Digest> {
+        (raw.len() == algorithm.raw_len()).then(|| Digest { algorithm, hex: hex::encode(raw) })
     }
 
     /// Computes the sha256 digest of `data`.

@@ -1,27 +1,39 @@
 //! berth's storage engine: content-addressed blobs, repositories, tags,
 //! manifests and upload sessions under one data directory. No network code:
-//! the server translates HTTP into calls on [`Engine`].
+//! the server translates HTTP into calls on [`Engine`]. The full design
+//! (byte layouts, commit protocol, recovery, GC) is
+//! `docs/design/segment-store.md`.
 //!
 //! Layout under the root directory:
 //!
 //! ```text
-//! blobs/<alg>/<hex[0..2]>/<hex>   one file per blob or manifest, named by digest
-//! meta/log                        the metadata log (see `metalog`)
-//! uploads/<uuid>/{data,repo}      open upload sessions
-//! tmp/                            files being written, removed on open
+//! segments/<n>.seg                 append-only segment files of blob records (`segment`)
+//! blobs/<alg>/<hex[0..2]>/<hex>    one file per large blob (> small_blob_max), named by digest
+//! meta/log                         the metadata log (`metalog`)
+//! uploads/<uuid>/{data,repo}       open upload sessions
+//! tmp/                             files being written, removed on open
 //! ```
 //!
 //! Invariants:
-//! - A blob file's bytes hash to its name: files are written elsewhere,
-//!   verified, fsynced and renamed into place.
-//! - The log names only blob files that are already durable.
-//! - A caller is answered only after its metadata record is durable
-//!   (group commit); in-memory state never runs ahead of the log.
+//! - Content is self-describing: a segment record carries its digest,
+//!   length and crc32c, so the digest index is rebuilt from the segments on
+//!   open; a torn tail of the active segment is truncated, a damaged record
+//!   elsewhere is isolated and reported ([`OpenReport`]), never served.
+//! - Stored bytes hash to their digest: verified before anything is written.
+//!   Small blobs are appended to the active segment (group commit: one
+//!   fdatasync for all concurrent appends); large ones are fdatasynced and
+//!   renamed into `blobs/` (no second copy). A blob is stored once.
+//! - Content is durable before the metadata record naming it; a caller is
+//!   answered only after its metadata record is durable (group commit); the
+//!   in-memory state never runs ahead of the log.
 //! - Blobs are visible only in repositories that link them.
+//! - [`Engine::garbage_collect`] deletes only what no live metadata names and
+//!   keeps links younger than its grace period; [`Engine::scrub`] re-reads
+//!   and verifies everything.
 //!
 //! Blocking: write operations fsync and block the calling thread; call them
 //! from a blocking pool, never from an event loop. Reads only take a
-//! read lock and open files.
+//! read lock and open (or `dup`) files.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,27 +42,35 @@ mod commit;
 pub mod digest;
 mod error;
 mod fsutil;
+pub mod gc;
 pub mod manifest;
 pub mod metalog;
 pub mod names;
+pub mod scrub;
+pub mod segment;
 pub mod state;
+mod store;
 mod uploads;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use uploads::{UploadId, UploadIdError};
+pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
+pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
+pub use store::{DamagedRecord, EngineOptions};
 
 use commit::Committer;
 use metalog::{LogFile, Op};
 use state::State;
+use store::BlobStore;
 use uploads::Upload;
 
 /// A byte range of a file holding one blob. With the file-per-blob layout
@@ -112,6 +132,16 @@ pub struct OpenReport {
     pub torn_tail_bytes: u64,
     /// Upload sessions resumed from an earlier run.
     pub uploads_resumed: usize,
+    /// Segment files found.
+    pub segments: usize,
+    /// Valid segment records found (including superseded copies).
+    pub segment_records: usize,
+    /// Bytes dropped from the active segment's tail (an append cut short by
+    /// a crash; never acknowledged).
+    pub segment_torn_tail_bytes: u64,
+    /// Damaged segment ranges isolated (skipped, never served); details in
+    /// [`Engine::damaged_records`].
+    pub damaged_records: usize,
 }
 
 /// The storage engine. Shared by all event loops (`Arc<Engine>`); every
@@ -119,8 +149,21 @@ pub struct OpenReport {
 pub struct Engine {
     root: PathBuf,
     meta: Committer,
+    store: BlobStore,
     uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
     report: OpenReport,
+    damaged: Vec<DamagedRecord>,
+    /// Writes that add references (finish_upload, mounts, put_manifest) hold
+    /// this shared; garbage collection holds it exclusively while it decides
+    /// what is garbage and commits that decision, so no push can link a blob
+    /// it is about to delete.
+    gate: RwLock<()>,
+    /// One garbage collection at a time.
+    gc_lock: Mutex<()>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,15 +171,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Opens (creating if needed) the store under `root`: replays the
-    /// metadata log, truncating a torn tail, and resumes upload sessions.
+    /// Opens (creating if needed) the store under `root` with default
+    /// options: scans the segments (rebuilding the blob index, truncating a
+    /// torn tail of the active segment, isolating damaged records), replays
+    /// the metadata log (truncating a torn tail), and resumes upload sessions.
     pub fn open(root: &Path) -> Result<Engine> {
-        for dir in ["blobs", "meta", "uploads", "tmp"] {
+        Engine::open_with(root, EngineOptions::default())
+    }
+
+    /// [`Engine::open`] with explicit options.
+    pub fn open_with(root: &Path, options: EngineOptions) -> Result<Engine> {
+        let mut options = options;
+        options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
+        for dir in ["blobs", "meta", "uploads", "tmp", "segments"] {
             fsutil::create_dir_durable(&root.join(dir))?;
         }
         for entry in fs::read_dir(root.join("tmp"))? {
             let _ = fs::remove_file(entry?.path());
         }
+        let (store, opened) = BlobStore::open(root, options)?;
         let (log, batches, torn_tail_bytes) = LogFile::open(&root.join("meta/log"))?;
         let mut state = State::default();
         for op in batches.iter().flatten() {
@@ -155,8 +208,25 @@ impl Engine {
                 }
             }
         }
-        let report = OpenReport { records: batches.len(), torn_tail_bytes, uploads_resumed: uploads.len() };
-        Ok(Engine { root: root.to_owned(), meta: Committer::new(log, state), uploads: Mutex::new(uploads), report })
+        let report = OpenReport {
+            records: batches.len(),
+            torn_tail_bytes,
+            uploads_resumed: uploads.len(),
+            segments: opened.segments,
+            segment_records: opened.records,
+            segment_torn_tail_bytes: opened.torn_tail_bytes,
+            damaged_records: opened.damaged.len(),
+        };
+        Ok(Engine {
+            root: root.to_owned(),
+            meta: Committer::new(log, state),
+            store,
+            uploads: Mutex::new(uploads),
+            report,
+            damaged: opened.damaged,
+            gate: RwLock::new(()),
+            gc_lock: Mutex::new(()),
+        })
     }
 
     /// What opening the store found.
@@ -164,14 +234,23 @@ impl Engine {
         self.report
     }
 
+    /// The damaged segment ranges isolated when the store was opened.
+    pub fn damaged_records(&self) -> &[DamagedRecord] {
+        &self.damaged
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> EngineOptions {
+        self.store.opts
+    }
+
+    fn gate_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root.join("blobs").join(digest.algorithm().name()).join(&hex[..2]).join(hex)
     }
 
     // ----- reads -------------------------------------------------------
@@ -196,19 +275,25 @@ impl Engine {
             .ok_or_else(|| EngineError::BlobUnknown(digest.clone()))
     }
 
+    /// Whether the store holds the bytes of `digest` (in a segment or as a
+    /// file), whatever repository links it. A lookup in the in-memory index,
+    /// then at most one `stat`.
+    pub fn blob_stored(&self, digest: &Digest) -> bool {
+        self.store.contains(digest)
+    }
+
     /// Opens a blob linked into `repo` for reading.
     pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobRead> {
         let len = self.blob_len(repo, digest)?;
-        let file = File::open(self.blob_path(digest)).map_err(|e| self.missing_file(digest, e))?;
-        Ok(BlobRead { file, offset: 0, len })
+        let (file, offset, stored_len) = self.store.open_blob(digest)?.ok_or_else(|| missing(digest))?;
+        if stored_len != len {
+            return Err(EngineError::Corrupt(format!("{digest} is stored with {stored_len} bytes, recorded as {len}")));
+        }
+        Ok(BlobRead { file, offset, len })
     }
 
-    fn missing_file(&self, digest: &Digest, e: io::Error) -> EngineError {
-        if e.kind() == io::ErrorKind::NotFound {
-            EngineError::Corrupt(format!("blob file for {digest} is missing"))
-        } else {
-            EngineError::Io(e)
-        }
+    fn read_stored(&self, digest: &Digest) -> Result<Vec<u8>> {
+        self.store.read(digest)?.ok_or_else(|| missing(digest))
     }
 
     fn resolve(&self, repo: &RepositoryName, reference: &Reference) -> Result<(Digest, String)> {
@@ -225,7 +310,7 @@ impl Engine {
     /// A manifest by tag or digest, with its exact bytes.
     pub fn manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Manifest> {
         let (digest, media_type) = self.resolve(repo, reference)?;
-        let bytes = fs::read(self.blob_path(&digest)).map_err(|e| self.missing_file(&digest, e))?;
+        let bytes = self.read_stored(&digest)?;
         Ok(Manifest { digest, media_type, bytes })
     }
 
@@ -273,14 +358,27 @@ impl Engine {
     /// and the session stays open. Blocks for fsync.
     pub fn finish_upload(&self, repo: &RepositoryName, id: UploadId, expected: &Digest) -> Result<u64> {
         let session = self.session(repo, id)?;
+        let _gate = self.gate_shared();
         let mut upload = lock(&session);
-        let actual = upload.digest_and_sync(expected.algorithm())?;
-        if actual != *expected {
-            return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
-        }
         let len = upload.len();
-        fsutil::install_file(&upload.data_path(), &self.blob_path(expected))?;
-        self.meta.commit(vec![Op::LinkBlob { repo: repo.to_string(), digest: expected.clone(), len }])?;
+        if len <= self.store.opts.small_blob_max {
+            // Small: copied into the active segment (group commit); the
+            // session file itself never needs an fsync.
+            let bytes = upload.read_all()?;
+            let actual = upload.streamed_digest(expected.algorithm()).unwrap_or_else(|| Digest::of(expected.algorithm(), &bytes));
+            if actual != *expected {
+                return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
+            }
+            self.store.put_small(expected, &bytes)?;
+        } else {
+            // Large: the session file is the blob; committed by rename.
+            let actual = upload.digest_and_sync(expected.algorithm())?;
+            if actual != *expected {
+                return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
+            }
+            self.store.install_large(expected, &upload.data_path())?;
+        }
+        self.meta.commit(vec![Op::LinkBlob { repo: repo.to_string(), digest: expected.clone(), len, at: Some(unix_now()) }])?;
         let _ = fs::remove_dir_all(upload.dir());
         drop(upload);
         lock(&self.uploads).remove(&id);
@@ -299,9 +397,15 @@ impl Engine {
     /// Links a blob already stored in `from` into `repo` without moving bytes.
     /// Returns its length; [`EngineError::BlobUnknown`] if `from` lacks it.
     pub fn mount_blob(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<u64> {
+        let _gate = self.gate_shared();
+        self.mount_blob_locked(repo, from, digest)
+    }
+
+    fn mount_blob_locked(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<u64> {
         let len = self.blob_len(from, digest)?;
         if self.blob_len(repo, digest).is_err() {
-            self.meta.commit(vec![Op::LinkBlob { repo: repo.to_string(), digest: digest.clone(), len }])?;
+            let op = Op::LinkBlob { repo: repo.to_string(), digest: digest.clone(), len, at: Some(unix_now()) };
+            self.meta.commit(vec![op])?;
         }
         Ok(len)
     }
@@ -310,6 +414,7 @@ impl Engine {
     /// client names no source repository (automatic cross-mount). Returns its
     /// length; [`EngineError::BlobUnknown`] if no repository links it.
     pub fn mount_blob_from_any(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
+        let _gate = self.gate_shared();
         let source = {
             let state = self.meta.read();
             state.repos.iter().find(|(_, r)| r.blobs.contains_key(digest)).map(|(name, _)| name.clone())
@@ -317,7 +422,7 @@ impl Engine {
         let source: RepositoryName = source
             .and_then(|name| name.parse().ok())
             .ok_or_else(|| EngineError::BlobUnknown(digest.clone()))?;
-        self.mount_blob(repo, &source, digest)
+        self.mount_blob_locked(repo, &source, digest)
     }
 
     // ----- manifests and tags ------------------------------------------
@@ -339,7 +444,7 @@ impl Engine {
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::with_capacity(found.len());
         for (digest, record) in found {
-            let bytes = fs::read(self.blob_path(&digest)).map_err(|e| self.missing_file(&digest, e))?;
+            let bytes = self.read_stored(&digest)?;
             let annotations = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("annotations").and_then(|a| a.as_object().cloned()));
@@ -377,6 +482,7 @@ impl Engine {
             }
             Reference::Tag(_) => Digest::sha256_of(body),
         };
+        let _gate = self.gate_shared();
         {
             let state = self.meta.read();
             let r = state.repos.get(repo.as_str());
@@ -391,12 +497,13 @@ impl Engine {
                 }
             }
         }
-        let path = self.blob_path(&digest);
-        if !path.exists() {
+        if body.len() as u64 <= self.store.opts.small_blob_max {
+            self.store.put_small(&digest, body)?;
+        } else if !self.store.contains(&digest) {
             let tmp = self.root.join("tmp").join(UploadId::random().to_string());
             fs::write(&tmp, body)?;
             File::open(&tmp)?.sync_data()?;
-            fsutil::install_file(&tmp, &path)?;
+            self.store.install_large(&digest, &tmp)?;
         }
         let mut references = parsed.blobs.clone();
         references.extend(parsed.children.iter().cloned());
@@ -408,6 +515,7 @@ impl Engine {
             references,
             subject: parsed.subject.clone(),
             artifact_type: parsed.artifact_type,
+            at: Some(unix_now()),
         }];
         if let Reference::Tag(tag) = reference {
             ops.push(Op::SetTag { repo: repo.to_string(), tag: tag.to_string(), digest: digest.clone() });
@@ -440,5 +548,11 @@ impl Engine {
     }
 }
 
+fn missing(digest: &Digest) -> EngineError {
+    EngineError::Corrupt(format!("the bytes of {digest} are missing from the store"))
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_store;

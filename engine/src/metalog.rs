@@ -46,6 +46,11 @@ pub enum Op {
         digest: Digest,
         /// Blob length in bytes.
         len: u64,
+        /// When the link was made (Unix seconds); garbage collection keeps
+        /// unreferenced links younger than its grace period. Absent in
+        /// records written before format 1.1 (treated as old).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// Remove a blob's link from a repository.
     UnlinkBlob {
@@ -70,6 +75,9 @@ pub enum Op {
         subject: Option<Digest>,
         /// Its artifact type, for referrers.
         artifact_type: Option<String>,
+        /// When it was pushed (Unix seconds); see `LinkBlob::at`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
     },
     /// Remove a manifest (and every tag pointing at it) from a repository.
     DeleteManifest {

@@ -20,6 +20,8 @@ pub struct ManifestRecord {
     pub subject: Option<Digest>,
     /// Its artifact type, if any.
     pub artifact_type: Option<String>,
+    /// When it was pushed (Unix seconds; 0 if unknown).
+    pub at: u64,
 }
 
 /// One repository's links, manifests and tags.
@@ -31,6 +33,8 @@ pub struct Repository {
     pub manifests: HashMap<Digest, ManifestRecord>,
     /// Tags, sorted, each naming a manifest in `manifests`.
     pub tags: BTreeMap<String, Digest>,
+    /// When each blob link was made (Unix seconds; absent if unknown).
+    pub linked_at: HashMap<Digest, u64>,
 }
 
 impl Repository {
@@ -51,21 +55,28 @@ impl State {
     /// never fails.
     pub fn apply(&mut self, op: &Op) {
         match op {
-            Op::LinkBlob { repo, digest, len } => {
-                self.repos.entry(repo.clone()).or_default().blobs.insert(digest.clone(), *len);
+            Op::LinkBlob { repo, digest, len, at } => {
+                let r = self.repos.entry(repo.clone()).or_default();
+                r.blobs.insert(digest.clone(), *len);
+                match at {
+                    Some(at) => r.linked_at.insert(digest.clone(), *at),
+                    None => r.linked_at.remove(digest),
+                };
             }
             Op::UnlinkBlob { repo, digest } => {
                 self.edit(repo, |r| {
                     r.blobs.remove(digest);
+                    r.linked_at.remove(digest);
                 });
             }
-            Op::PutManifest { repo, digest, len, media_type, references, subject, artifact_type } => {
+            Op::PutManifest { repo, digest, len, media_type, references, subject, artifact_type, at } => {
                 let record = ManifestRecord {
                     len: *len,
                     media_type: media_type.clone(),
                     references: references.clone(),
                     subject: subject.clone(),
                     artifact_type: artifact_type.clone(),
+                    at: at.unwrap_or(0),
                 };
                 self.repos.entry(repo.clone()).or_default().manifests.insert(digest.clone(), record);
             }
@@ -112,6 +123,7 @@ mod tests {
             references: vec![],
             subject: None,
             artifact_type: None,
+            at: None,
         });
         s.apply(&Op::SetTag { repo: "r".into(), tag: "a".into(), digest: d.clone() });
         s.apply(&Op::SetTag { repo: "r".into(), tag: "b".into(), digest: d.clone() });

@@ -1,6 +1,5 @@
 //! Engine behaviour tests against a real temporary directory.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use super::*;
@@ -20,11 +19,11 @@ fn push_blob(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
     digest
 }
 
+/// Reads a blob the way the server sends it: `len` bytes at `offset`.
 fn read_all(b: BlobRead) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut f = b.file;
-    f.read_to_end(&mut out).unwrap();
-    assert_eq!(out.len() as u64, b.len);
+    use std::os::unix::fs::FileExt;
+    let mut out = vec![0u8; b.len as usize];
+    b.file.read_exact_at(&mut out, b.offset).unwrap();
     out
 }
 

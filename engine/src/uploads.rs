@@ -124,6 +124,22 @@ impl Upload {
         Ok(())
     }
 
+    /// The digest computed while the bytes streamed in, if it is for
+    /// `algorithm` and still available (not after a restart).
+    pub fn streamed_digest(&self, algorithm: Algorithm) -> Option<Digest> {
+        match &self.hasher {
+            Some(h) if algorithm == Algorithm::Sha256 => Some(h.clone().finish()),
+            _ => None,
+        }
+    }
+
+    /// All received bytes (for small blobs, which are copied into a segment).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
     /// The digest of the received bytes with `algorithm`, and fsyncs them.
     pub fn digest_and_sync(&mut self, algorithm: Algorithm) -> io::Result<Digest> {
         let digest = match &self.hasher {
