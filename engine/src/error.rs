@@ -48,6 +48,9 @@ pub enum EngineError {
     /// the engine refuses further writes until it is reopened.
     #[error("an earlier write failed; restart the server to recover the store")]
     PreviousIo,
+    /// Another process (a running server, a GC) has the data directory open.
+    #[error("the data directory {} is in use by another berth process", .0.display())]
+    Locked(std::path::PathBuf),
     /// The operating system refused an I/O operation (disk full, permissions, ...).
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -160,6 +160,9 @@ pub struct Engine {
     gate: RwLock<()>,
     /// One garbage collection at a time.
     gc_lock: Mutex<()>,
+    /// Exclusive lock on `<root>/lock`, held while the engine is open: one
+    /// process at a time owns a data directory.
+    _dir_lock: File,
 }
 
 fn unix_now() -> u64 {
@@ -183,6 +186,13 @@ impl Engine {
     pub fn open_with(root: &Path, options: EngineOptions) -> Result<Engine> {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
+        fsutil::create_dir_durable(root)?;
+        let dir_lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("lock"))?;
+        match dir_lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(EngineError::Locked(root.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(EngineError::Io(e)),
+        }
         for dir in ["blobs", "meta", "uploads", "tmp", "segments"] {
             fsutil::create_dir_durable(&root.join(dir))?;
         }
@@ -226,6 +236,7 @@ impl Engine {
             damaged: opened.damaged,
             gate: RwLock::new(()),
             gc_lock: Mutex::new(()),
+            _dir_lock: dir_lock,
         })
     }
 

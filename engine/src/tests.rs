@@ -254,3 +254,12 @@ fn mount_from_any_finds_a_linked_blob() {
     let missing = Digest::sha256_of(b"nowhere");
     assert!(matches!(engine.mount_blob_from_any(&repo("b"), &missing), Err(EngineError::BlobUnknown(_))));
 }
+
+#[test]
+fn one_process_at_a_time_owns_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Engine::open(dir.path()).unwrap();
+    assert!(matches!(Engine::open(dir.path()), Err(EngineError::Locked(_))));
+    drop(first);
+    assert!(Engine::open(dir.path()).is_ok());
+}

@@ -53,6 +53,12 @@ pub struct Config {
     pub root_directory: PathBuf,
     /// `storage.delete.enabled`.
     pub delete_enabled: bool,
+    /// `storage.gc.interval` (berth): run the online GC this often; `None` = never.
+    pub gc_interval: Option<std::time::Duration>,
+    /// `storage.gc.graceperiod` (berth): unreferenced blobs younger than this are kept.
+    pub gc_grace_period: std::time::Duration,
+    /// `storage.gc.deleteuntagged` (berth): the online GC also deletes untagged manifests.
+    pub gc_delete_untagged: bool,
     /// `log.level`: error, warn, info or debug.
     pub log_level: String,
     /// `log.formatter`: text or json.
@@ -133,6 +139,9 @@ const KNOWN_KEYS: &[&str] = &[
     "log.accesslog.disabled",
     "storage.filesystem.rootdirectory",
     "storage.delete.enabled",
+    "storage.gc.interval",
+    "storage.gc.graceperiod",
+    "storage.gc.deleteuntagged",
     "http.addr",
     "http.host",
     "http.relativeurls",
@@ -274,6 +283,17 @@ impl Config {
             connections_per_loop_max: count("http.limits.connectionsperloopmax", defaults.connections_per_loop_max, 1 << 20)?,
         };
         let head_bytes_max = count("http.limits.headbytesmax", berth_http::Limits::default().head_bytes_max, 1 << 20)?;
+        let duration = |key: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
+            match string(root, key)? {
+                None => Ok(None),
+                Some(text) => parse_duration(&text)
+                    .map(Some)
+                    .ok_or(ConfigError::Invalid { key, expected: "a duration such as 24h or 30m", got: text }),
+            }
+        };
+        let gc_interval = duration("storage.gc.interval")?.filter(|d| !d.is_zero());
+        let gc_grace_period = duration("storage.gc.graceperiod")?.unwrap_or(std::time::Duration::from_secs(3600));
+        let gc_delete_untagged = boolean(root, "storage.gc.deleteuntagged")?.unwrap_or(false);
         let tls = tls_settings(root)?;
         let auth = auth_config(root)?;
         let mut unknown_keys = Vec::new();
@@ -285,6 +305,9 @@ impl Config {
             http_secret: string(root, "http.secret")?.filter(|s| !s.is_empty()),
             root_directory,
             delete_enabled: boolean(root, "storage.delete.enabled")?.unwrap_or(false),
+            gc_interval,
+            gc_grace_period,
+            gc_delete_untagged,
             log_level,
             log_formatter,
             access_log,
@@ -437,6 +460,9 @@ impl Config {
             format!("log.accesslog.disabled: {}", !self.access_log),
             format!("storage.filesystem.rootdirectory: {}", self.root_directory.display()),
             format!("storage.delete.enabled: {}", self.delete_enabled),
+            format!("storage.gc.interval: {}", self.gc_interval.map(|d| format!("{d:?}")).unwrap_or_else(|| "off".into())),
+            format!("storage.gc.graceperiod: {:?}", self.gc_grace_period),
+            format!("storage.gc.deleteuntagged: {}", self.gc_delete_untagged),
             format!("http.addr: {}", self.listen),
             format!("http.host: {}", self.host.as_deref().unwrap_or("")),
             format!("http.relativeurls: {}", self.relative_urls),

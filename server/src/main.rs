@@ -42,6 +42,26 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Delete blobs no manifest references and compact storage (registry:2's
+    /// command; run it with the server stopped, or configure the online GC
+    /// with storage.gc.interval).
+    GarbageCollect {
+        /// Report what would be deleted; change nothing.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+        /// Also delete manifests that no tag names (and what only they reference).
+        #[arg(short = 'm', long)]
+        delete_untagged: bool,
+        /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
+        /// else the embedded default).
+        config: Option<PathBuf>,
+    },
+    /// Verify every stored blob's checksum and digest; report damage with the
+    /// repositories and tags it affects. Exits 1 if anything is damaged.
+    Scrub {
+        /// A registry:2-style config.yml.
+        config: Option<PathBuf>,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -78,6 +98,106 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Config { action: ConfigAction::Check { config } } => check_config(config),
         Command::Htpasswd { args } => htpasswd(&args),
+        Command::GarbageCollect { dry_run, delete_untagged, config } => garbage_collect(config, dry_run, delete_untagged),
+        Command::Scrub { config } => scrub(config),
+    }
+}
+
+/// Opens the store a maintenance command works on, or explains why not.
+fn open_store(config_path: Option<PathBuf>) -> Result<(Config, berth_engine::Engine), ExitCode> {
+    let config = Config::load(config_path.as_deref(), std::env::vars()).map_err(|e| {
+        eprintln!("berth: {e}");
+        ExitCode::from(2)
+    })?;
+    let engine = berth_engine::Engine::open(&config.root_directory).map_err(|e| {
+        eprintln!("berth: cannot open the data directory {}: {e}", config.root_directory.display());
+        if matches!(e, berth_engine::EngineError::Locked(_)) {
+            eprintln!("berth: stop the server first, or use its online GC (storage.gc.interval)");
+        }
+        ExitCode::from(1)
+    })?;
+    Ok((config, engine))
+}
+
+fn garbage_collect(config_path: Option<PathBuf>, dry_run: bool, delete_untagged: bool) -> ExitCode {
+    let (config, engine) = match open_store(config_path) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    eprintln!("berth: garbage-collecting {}{}", config.root_directory.display(), if dry_run { " (dry run)" } else { "" });
+    let options = berth_engine::GcOptions { dry_run, delete_untagged, grace_period: config.gc_grace_period, ..Default::default() };
+    match engine.garbage_collect(&options) {
+        Ok(report) => {
+            for m in &report.manifests_deleted {
+                println!("{}manifest {}@{}", if dry_run { "would delete " } else { "deleted " }, m.repo, m.digest);
+            }
+            for b in &report.blobs_deleted {
+                println!("{}blob {b}", if dry_run { "would delete " } else { "deleted " });
+            }
+            println!(
+                "{} manifests, {} repository links, {} blobs ({} bytes) {}; {} links kept within the grace period; {} segments compacted, {} bytes reclaimed",
+                report.manifests_deleted.len(),
+                report.links_removed.len(),
+                report.blobs_deleted.len(),
+                report.bytes_deleted,
+                if dry_run { "would be deleted" } else { "deleted" },
+                report.links_kept_in_grace.len(),
+                report.segments_compacted.len(),
+                report.bytes_reclaimed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("berth: garbage collection failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn scrub(config_path: Option<PathBuf>) -> ExitCode {
+    let (config, engine) = match open_store(config_path) {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    eprintln!("berth: scrubbing {}", config.root_directory.display());
+    match engine.scrub() {
+        Ok(report) => {
+            for problem in &report.problems {
+                let digest = problem.digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "(unreadable digest)".into());
+                println!("DAMAGED {digest}: {:?} at {:?}{}", problem.kind, problem.location, if problem.intact_copy { " (an intact copy remains)" } else { "" });
+                for r in &problem.references {
+                    println!("  repository {}: tags [{}], manifests [{}]", r.repo, r.tags.join(", "),
+                        r.manifests.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "));
+                }
+            }
+            println!(
+                "checked {} segments, {} records, {} files, {} bytes: {} problems",
+                report.segments_checked, report.records_checked, report.files_checked, report.bytes_checked, report.problems.len()
+            );
+            if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("berth: scrub failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the online GC every `interval` on its own thread.
+fn schedule_gc(engine: Arc<berth_engine::Engine>, interval: std::time::Duration, grace_period: std::time::Duration, delete_untagged: bool) {
+    let spawned = std::thread::Builder::new().name("berth-gc".into()).spawn(move || loop {
+        std::thread::sleep(interval);
+        let options = berth_engine::GcOptions { delete_untagged, grace_period, ..Default::default() };
+        match engine.garbage_collect(&options) {
+            Ok(r) => log::info!(
+                "online GC: {} blobs ({} bytes) deleted, {} segments compacted, {} bytes reclaimed",
+                r.blobs_deleted.len(), r.bytes_deleted, r.segments_compacted.len(), r.bytes_reclaimed
+            ),
+            Err(e) => log::error!("online GC failed: {e}"),
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the online GC thread: {e}");
     }
 }
 
@@ -247,8 +367,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             }
         },
     };
+    let engine = Arc::new(engine);
+    if let Some(interval) = config.gc_interval {
+        log::info!("online GC every {interval:?} (grace period {:?})", config.gc_grace_period);
+        schedule_gc(engine.clone(), interval, config.gc_grace_period, config.gc_delete_untagged);
+    }
     let options = ServeOptions {
-        engine: Arc::new(engine),
+        engine,
         settings: ApiSettings {
             delete_enabled: config.delete_enabled,
             host: config.host.clone(),

@@ -168,7 +168,7 @@ impl From<EngineError> for ApiError {
             EngineError::ManifestInvalid(_) => ApiError::new(ErrorCode::ManifestInvalid, message),
             EngineError::ManifestBlobUnknown(d) => ApiError::new(ErrorCode::ManifestBlobUnknown, message)
                 .with_detail(serde_json::json!({"digest": d})),
-            EngineError::Corrupt(_) | EngineError::PreviousIo | EngineError::Io(_) => {
+            EngineError::Corrupt(_) | EngineError::PreviousIo | EngineError::Io(_) | EngineError::Locked(_) => {
                 log::error!("storage error: {message}");
                 ApiError::new(ErrorCode::Unknown, message)
             }
