@@ -365,12 +365,13 @@ fn obtain(settings: &LetsEncryptSettings, resolver: &AcmeResolver, provider: &Cr
         params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&Sha256::digest(key_authorization.as_bytes()))];
         let challenge_key = rcgen::KeyPair::generate().map_err(|e| AcmeError::Setup(e.to_string()))?;
         let challenge_cert = params.self_signed(&challenge_key).map_err(|e| AcmeError::Setup(e.to_string()))?;
-        let certified = CertifiedKey::from_der(
-            vec![challenge_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(challenge_key.serialize_der())),
-            provider,
-        )
-        .map_err(|e| AcmeError::Setup(e.to_string()))?;
+        // `CertifiedKey::new`, not `from_der`: webpki cannot parse the critical
+        // acmeIdentifier extension, and the validator checks it, not us.
+        let signing_key = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(challenge_key.serialize_der())))
+            .map_err(|e| AcmeError::Setup(e.to_string()))?;
+        let certified = CertifiedKey::new(vec![challenge_cert.der().clone()], signing_key);
         if let Ok(mut challenges) = resolver.challenges.write() {
             challenges.insert(host.clone(), Arc::new(certified));
         }

@@ -80,6 +80,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// `auth.*`: who may use the API.
     pub auth: AuthConfig,
+    /// `http.tls.letsencrypt.*`: certificates obtained over ACME.
+    pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -163,6 +165,11 @@ const KNOWN_KEYS: &[&str] = &[
     "http.tls.clientauth",
     "http.tls.minimumtls",
     "http.tls.ciphersuites",
+    "http.tls.letsencrypt.cachefile",
+    "http.tls.letsencrypt.email",
+    "http.tls.letsencrypt.hosts",
+    "http.tls.letsencrypt.directoryurl",
+    "http.tls.letsencrypt.directoryca",
     "http.limits.headreadtimeoutms",
     "http.limits.idletimeoutms",
     "http.limits.bodyprogresstimeoutms",
@@ -295,6 +302,42 @@ impl Config {
         let gc_grace_period = duration("storage.gc.graceperiod")?.unwrap_or(std::time::Duration::from_secs(3600));
         let gc_delete_untagged = boolean(root, "storage.gc.deleteuntagged")?.unwrap_or(false);
         let tls = tls_settings(root)?;
+        let letsencrypt = match string(root, "http.tls.letsencrypt.cachefile")?.filter(|c| !c.is_empty()) {
+            None if lookup(root, "http.tls.letsencrypt.hosts").is_some() => {
+                return Err(ConfigError::Invalid {
+                    key: "http.tls.letsencrypt.cachefile",
+                    expected: "a file to keep the ACME account and certificate in",
+                    got: "nothing".into(),
+                })
+            }
+            None => None,
+            Some(cache_file) => {
+                if tls.is_some() {
+                    return Err(ConfigError::Invalid {
+                        key: "http.tls.letsencrypt",
+                        expected: "either http.tls.certificate/key or http.tls.letsencrypt, not both",
+                        got: "both".into(),
+                    });
+                }
+                let hosts = string_list(root, "http.tls.letsencrypt.hosts")?;
+                if hosts.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "http.tls.letsencrypt.hosts",
+                        expected: "the DNS names to obtain a certificate for",
+                        got: "nothing".into(),
+                    });
+                }
+                Some(crate::acme::LetsEncryptSettings {
+                    cache_file: PathBuf::from(cache_file),
+                    email: string(root, "http.tls.letsencrypt.email")?.filter(|e| !e.is_empty()),
+                    hosts,
+                    directory_url: string(root, "http.tls.letsencrypt.directoryurl")?
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| crate::acme::LETS_ENCRYPT.to_owned()),
+                    directory_ca: string(root, "http.tls.letsencrypt.directoryca")?.filter(|c| !c.is_empty()).map(PathBuf::from),
+                })
+            }
+        };
         let auth = auth_config(root)?;
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
@@ -318,6 +361,7 @@ impl Config {
             head_bytes_max,
             tls,
             auth,
+            letsencrypt,
             unknown_keys,
         })
     }
@@ -474,7 +518,13 @@ impl Config {
             format!("http.limits.bodyprogresstimeoutms: {}", self.conn_settings.body_progress_timeout.as_millis()),
             format!("http.limits.connectionsperloopmax: {}", self.conn_settings.connections_per_loop_max),
         ];
+        if let Some(le) = &self.letsencrypt {
+            lines.push(format!("http.tls.letsencrypt.cachefile: {}", le.cache_file.display()));
+            lines.push(format!("http.tls.letsencrypt.hosts: [{}]", le.hosts.join(", ")));
+            lines.push(format!("http.tls.letsencrypt.directoryurl: {}", le.directory_url));
+        }
         match &self.tls {
+            None if self.letsencrypt.is_some() => {}
             None => lines.push("http.tls: (none: plain HTTP)".into()),
             Some(tls) => {
                 lines.push(format!("http.tls.certificate: {}", tls.certificate.display()));

@@ -340,15 +340,17 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             }
         },
     };
-    let tls = match &config.tls {
-        None => None,
-        Some(settings) => match berth::tls::server_config(settings) {
-            Ok(tls) => Some(tls),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::from(2);
-            }
-        },
+    let tls = match (&config.tls, &config.letsencrypt) {
+        (Some(settings), _) => Some(berth::tls::server_config(settings).map_err(|e| e.to_string())),
+        (None, Some(letsencrypt)) => Some(berth::acme::start(letsencrypt.clone()).map_err(|e| e.to_string())),
+        (None, None) => None,
+    };
+    let tls = match tls.transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
     };
     let auth = match &config.auth {
         berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,

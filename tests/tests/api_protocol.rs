@@ -202,7 +202,12 @@ fn grammars_are_enforced() {
     assert_eq!((res.status, error_code(&res).as_str()), (400, "NAME_INVALID"));
     let res = request("GET", &r.url("/v2/a/blobs/sha256:xyz"), &[], None);
     assert_eq!((res.status, error_code(&res).as_str()), (400, "DIGEST_INVALID"));
-    let res = request("GET", &r.url("/v2/a/manifests/-bad-tag"), &[], None);
+    // A reference that is not a valid tag names nothing: 404 on reads (as the
+    // conformance suite expects), 400 TAG_INVALID when pushing to it.
+    let res = request("GET", &r.url("/v2/a/manifests/.INVALID_MANIFEST_NAME"), &[], None);
+    assert_eq!((res.status, error_code(&res).as_str()), (404, "MANIFEST_UNKNOWN"));
+    assert_eq!(request("HEAD", &r.url("/v2/a/manifests/-bad-tag"), &[], None).status, 404);
+    let res = request("PUT", &r.url("/v2/a/manifests/-bad-tag"), &[("Content-Type", OCI_MANIFEST)], Some(b"{}"));
     assert_eq!((res.status, error_code(&res).as_str()), (400, "TAG_INVALID"));
     let res = request("GET", &r.url("/v2/a/blobs/uploads/not-a-uuid"), &[], None);
     assert_eq!((res.status, error_code(&res).as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));

@@ -19,6 +19,19 @@ fn parse_reference(text: &str) -> Result<Reference, ApiError> {
     })
 }
 
+/// A reference to look up: a malformed digest is 400 DIGEST_INVALID, but a
+/// string that is not a valid tag names no manifest and can never exist, so
+/// it is 404 MANIFEST_UNKNOWN (the conformance suite probes with one).
+fn existing_reference(text: &str) -> Result<Reference, ApiError> {
+    match text.parse::<Reference>() {
+        Ok(reference) => Ok(reference),
+        Err(berth_engine::ReferenceError::Tag(_)) => {
+            Err(ApiError::new(ErrorCode::ManifestUnknown, format!("no manifest is named {text:?} (not a valid tag)")))
+        }
+        Err(e) => Err(ApiError::new(ErrorCode::DigestInvalid, format!("invalid digest {text:?}: {e}"))),
+    }
+}
+
 /// Serves a manifest's exact bytes (or only its headers for HEAD).
 pub fn get(
     ctx: &Ctx,
@@ -27,7 +40,7 @@ pub fn get(
     reference: &str,
     head_only: bool,
 ) -> Result<Response, ApiError> {
-    let reference = parse_reference(reference)?;
+    let reference = existing_reference(reference)?;
     let manifest = ctx.engine.manifest(repo, &reference)?;
     let etag = format!("\"{}\"", manifest.digest);
     if super::blobs::if_none_match(request, &etag) {
@@ -97,7 +110,7 @@ pub async fn delete(ctx: &Ctx, repo: &RepositoryName, reference: &str) -> Result
     if !ctx.settings.delete_enabled {
         return Err(ApiError::new(ErrorCode::Unsupported, "deletes are disabled (storage.delete.enabled is false)"));
     }
-    let reference = parse_reference(reference)?;
+    let reference = existing_reference(reference)?;
     let (engine, repo_owned) = (ctx.engine.clone(), repo.clone());
     blocking(move || match &reference {
         Reference::Tag(tag) => engine.delete_tag(&repo_owned, tag),
