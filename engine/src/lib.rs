@@ -396,6 +396,28 @@ impl Engine {
         Ok(len)
     }
 
+    /// Removes upload sessions untouched (no bytes received) for longer than
+    /// `idle` (registry:2's `storage.maintenance.uploadpurging`). With
+    /// `dry_run` nothing is removed. Returns the sessions (to be) purged.
+    pub fn purge_uploads(&self, idle: std::time::Duration, dry_run: bool) -> Result<Vec<UploadId>> {
+        let now = std::time::SystemTime::now();
+        let sessions: Vec<(UploadId, Arc<Mutex<Upload>>)> = lock(&self.uploads).iter().map(|(id, s)| (*id, s.clone())).collect();
+        let mut purged = Vec::new();
+        for (id, session) in sessions {
+            let upload = lock(&session);
+            let touched = fs::metadata(upload.data_path()).and_then(|m| m.modified()).unwrap_or(now);
+            if now.duration_since(touched).unwrap_or_default() < idle {
+                continue;
+            }
+            purged.push(id);
+            if !dry_run {
+                lock(&self.uploads).remove(&id);
+                let _ = fs::remove_dir_all(upload.dir());
+            }
+        }
+        Ok(purged)
+    }
+
     /// Abandons an upload session and deletes its bytes.
     pub fn cancel_upload(&self, repo: &RepositoryName, id: UploadId) -> Result<()> {
         let session = self.session(repo, id)?;

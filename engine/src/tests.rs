@@ -263,3 +263,24 @@ fn one_process_at_a_time_owns_a_data_directory() {
     drop(first);
     assert!(Engine::open(dir.path()).is_ok());
 }
+
+#[test]
+fn idle_uploads_are_purged_and_active_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let idle = engine.start_upload(&r).unwrap();
+    engine.upload_append(&r, idle, 0, b"abandoned").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let active = engine.start_upload(&r).unwrap();
+    engine.upload_append(&r, active, 0, b"fresh").unwrap();
+    let would = engine.purge_uploads(std::time::Duration::from_millis(200), true).unwrap();
+    assert_eq!(would, vec![idle]);
+    assert!(engine.upload_len(&r, idle).is_ok(), "a dry run removed the session");
+    assert_eq!(engine.purge_uploads(std::time::Duration::from_millis(200), false).unwrap(), vec![idle]);
+    assert!(matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)));
+    assert_eq!(engine.upload_len(&r, active).unwrap(), 5);
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert!(matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)), "purged session came back");
+}

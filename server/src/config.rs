@@ -59,6 +59,9 @@ pub struct Config {
     pub gc_grace_period: std::time::Duration,
     /// `storage.gc.deleteuntagged` (berth): the online GC also deletes untagged manifests.
     pub gc_delete_untagged: bool,
+    /// `storage.maintenance.uploadpurging`: remove idle uploads older than
+    /// `age` every `interval`; `None` when disabled.
+    pub upload_purging: Option<UploadPurging>,
     /// `log.level`: error, warn, info or debug.
     pub log_level: String,
     /// `log.formatter`: text or json.
@@ -84,6 +87,17 @@ pub struct Config {
     pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
+}
+
+/// `storage.maintenance.uploadpurging` (registry:2 defaults: enabled, 168h, 24h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadPurging {
+    /// Sessions idle longer than this are removed.
+    pub age: std::time::Duration,
+    /// How often to look.
+    pub interval: std::time::Duration,
+    /// Only log what would be removed.
+    pub dry_run: bool,
 }
 
 /// The `auth` section.
@@ -142,6 +156,10 @@ const KNOWN_KEYS: &[&str] = &[
     "storage.filesystem.rootdirectory",
     "storage.delete.enabled",
     "storage.gc.interval",
+    "storage.maintenance.uploadpurging.enabled",
+    "storage.maintenance.uploadpurging.age",
+    "storage.maintenance.uploadpurging.interval",
+    "storage.maintenance.uploadpurging.dryrun",
     "storage.gc.graceperiod",
     "storage.gc.deleteuntagged",
     "http.addr",
@@ -301,6 +319,17 @@ impl Config {
         let gc_interval = duration("storage.gc.interval")?.filter(|d| !d.is_zero());
         let gc_grace_period = duration("storage.gc.graceperiod")?.unwrap_or(std::time::Duration::from_secs(3600));
         let gc_delete_untagged = boolean(root, "storage.gc.deleteuntagged")?.unwrap_or(false);
+        let upload_purging = if boolean(root, "storage.maintenance.uploadpurging.enabled")?.unwrap_or(true) {
+            Some(UploadPurging {
+                age: duration("storage.maintenance.uploadpurging.age")?.unwrap_or(std::time::Duration::from_secs(168 * 3600)),
+                interval: duration("storage.maintenance.uploadpurging.interval")?
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
+                dry_run: boolean(root, "storage.maintenance.uploadpurging.dryrun")?.unwrap_or(false),
+            })
+        } else {
+            None
+        };
         let tls = tls_settings(root)?;
         let letsencrypt = match string(root, "http.tls.letsencrypt.cachefile")?.filter(|c| !c.is_empty()) {
             None if lookup(root, "http.tls.letsencrypt.hosts").is_some() => {
@@ -351,6 +380,7 @@ impl Config {
             gc_interval,
             gc_grace_period,
             gc_delete_untagged,
+            upload_purging,
             log_level,
             log_formatter,
             access_log,
@@ -507,6 +537,10 @@ impl Config {
             format!("storage.gc.interval: {}", self.gc_interval.map(|d| format!("{d:?}")).unwrap_or_else(|| "off".into())),
             format!("storage.gc.graceperiod: {:?}", self.gc_grace_period),
             format!("storage.gc.deleteuntagged: {}", self.gc_delete_untagged),
+            match &self.upload_purging {
+                None => "storage.maintenance.uploadpurging.enabled: false".to_string(),
+                Some(p) => format!("storage.maintenance.uploadpurging: age {:?}, interval {:?}, dryrun {}", p.age, p.interval, p.dry_run),
+            },
             format!("http.addr: {}", self.listen),
             format!("http.host: {}", self.host.as_deref().unwrap_or("")),
             format!("http.relativeurls: {}", self.relative_urls),

@@ -183,6 +183,26 @@ fn scrub(config_path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Removes idle upload sessions every `interval` on its own thread.
+fn schedule_upload_purging(engine: Arc<berth_engine::Engine>, purging: berth::config::UploadPurging) {
+    let spawned = std::thread::Builder::new().name("berth-upload-purge".into()).spawn(move || loop {
+        std::thread::sleep(purging.interval);
+        match engine.purge_uploads(purging.age, purging.dry_run) {
+            Ok(purged) if purged.is_empty() => {}
+            Ok(purged) => log::info!(
+                "upload purging: {} {} sessions idle longer than {:?}",
+                if purging.dry_run { "would remove" } else { "removed" },
+                purged.len(),
+                purging.age
+            ),
+            Err(e) => log::error!("upload purging failed: {e}"),
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the upload purging thread: {e}");
+    }
+}
+
 /// Runs the online GC every `interval` on its own thread.
 fn schedule_gc(engine: Arc<berth_engine::Engine>, interval: std::time::Duration, grace_period: std::time::Duration, delete_untagged: bool) {
     let spawned = std::thread::Builder::new().name("berth-gc".into()).spawn(move || loop {
@@ -373,6 +393,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     if let Some(interval) = config.gc_interval {
         log::info!("online GC every {interval:?} (grace period {:?})", config.gc_grace_period);
         schedule_gc(engine.clone(), interval, config.gc_grace_period, config.gc_delete_untagged);
+    }
+    if let Some(purging) = config.upload_purging {
+        schedule_upload_purging(engine.clone(), purging);
     }
     let options = ServeOptions {
         engine,

@@ -62,3 +62,28 @@ fn state_signed_with_another_secret_is_refused() {
     let path_only = moved.split('?').next().expect("path").to_owned();
     assert_eq!(request("GET", &path_only, &[], None).header("Range"), Some("0-0"));
 }
+
+#[test]
+fn idle_uploads_are_purged() {
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return;
+    }
+    for (k, v) in [
+        ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "1s"),
+        ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL", "1s"),
+    ] {
+        command.env.push((k.into(), v.into()));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let r = Registry::start_with(command, dir.path());
+    let started = request("POST", &r.url("/v2/purge/blobs/uploads/"), &[], None);
+    let location = started.header("Location").expect("Location").to_owned();
+    assert_eq!(patch(&location, 0, b"abandoned").status, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while request("GET", &location, &[], None).status != 404 {
+        assert!(std::time::Instant::now() < deadline, "the idle upload was never purged: {}", r.log_tail(10));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(r.log_tail(30).contains("upload purging: removed 1"), "{}", r.log_tail(10));
+}
