@@ -49,6 +49,7 @@ pub mod names;
 pub mod scrub;
 pub mod segment;
 pub mod state;
+mod snapshot;
 mod store;
 mod uploads;
 
@@ -128,6 +129,8 @@ pub struct Referrer {
 pub struct OpenReport {
     /// Metadata records replayed.
     pub records: usize,
+    /// Segment index entries loaded from the index snapshot (not scanned).
+    pub snapshot_entries: usize,
     /// Bytes dropped from the log's tail (a write cut short by a crash).
     pub torn_tail_bytes: u64,
     /// Upload sessions resumed from an earlier run.
@@ -224,6 +227,7 @@ impl Engine {
             uploads_resumed: uploads.len(),
             segments: opened.segments,
             segment_records: opened.records,
+            snapshot_entries: opened.snapshot_entries,
             segment_torn_tail_bytes: opened.torn_tail_bytes,
             damaged_records: opened.damaged.len(),
         };
@@ -394,6 +398,13 @@ impl Engine {
         drop(upload);
         lock(&self.uploads).remove(&id);
         Ok(len)
+    }
+
+    /// Writes the index snapshot so the next open reads it instead of
+    /// scanning every segment record. Also done when the engine is dropped.
+    /// Returns the number of entries written.
+    pub fn write_index_snapshot(&self) -> Result<usize> {
+        self.store.write_snapshot()
     }
 
     /// Removes upload sessions untouched (no bytes received) for longer than
@@ -583,6 +594,13 @@ impl Engine {
 
 fn missing(digest: &Digest) -> EngineError {
     EngineError::Corrupt(format!("the bytes of {digest} are missing from the store"))
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Best effort: a missing or stale snapshot only costs a longer scan.
+        let _ = self.store.write_snapshot();
+    }
 }
 
 #[cfg(test)]

@@ -244,9 +244,15 @@ fn resync<S: Source + ?Sized>(w: &mut Window<'_, S>, from: u64) -> io::Result<Op
 /// payload (scrub); records after a damaged range are always verified, so a
 /// resynchronisation can never index bytes under a digest they do not have.
 pub fn scan<S: Source + ?Sized>(src: &S, size: u64, active: bool, verify_digests: bool) -> io::Result<Scan> {
+    scan_from(src, 0, size, active, verify_digests)
+}
+
+/// As [`scan`], starting at `from`, which must be a record boundary (the end
+/// of the part an index snapshot already covers).
+pub fn scan_from<S: Source + ?Sized>(src: &S, from: u64, size: u64, active: bool, verify_digests: bool) -> io::Result<Scan> {
     let mut w = Window { src, size, buf: Vec::new(), start: 0 };
     let mut out = Scan { valid_len: size, ..Scan::default() };
-    let mut pos = 0u64;
+    let mut pos = from.min(size);
     let mut after_damage = false;
     while pos < size {
         let verify = verify_digests || after_damage;

@@ -16,7 +16,7 @@
 //! fdatasync, then publishes the new index entries and wakes the rest. An
 //! entry is visible only after its bytes are durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -82,6 +82,8 @@ pub struct DamagedRecord {
 pub(crate) struct StoreOpen {
     pub segments: usize,
     pub records: usize,
+    /// Index entries taken from the snapshot instead of a scan.
+    pub snapshot_entries: usize,
     pub torn_tail_bytes: u64,
     pub damaged: Vec<DamagedRecord>,
 }
@@ -89,6 +91,10 @@ pub(crate) struct StoreOpen {
 struct Index {
     map: HashMap<Digest, Loc>,
     files: BTreeMap<u32, Arc<File>>,
+    /// Records indexed from the snapshot whose crc has not been checked in
+    /// this run: each is verified the first time it is opened, so a record
+    /// damaged at rest is never served even though no scan read it.
+    unverified: HashSet<Digest>,
 }
 
 struct Writer {
@@ -153,6 +159,46 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
     Ok(out)
 }
 
+const SNAPSHOT_FILE: &str = "index.snap";
+
+/// Loads the index snapshot into `map` when it agrees with the segment files
+/// (each covered segment still at least as long as covered; removed
+/// segments' entries dropped). Returns how far into each segment it reaches,
+/// so only the rest is scanned. Any disagreement means a full scan.
+fn load_snapshot(
+    seg_dir: &Path,
+    segs: &[u32],
+    map: &mut HashMap<Digest, Loc>,
+    unverified: &mut HashSet<Digest>,
+    report: &mut StoreOpen,
+) -> HashMap<u32, u64> {
+    let Some(snapshot) = std::fs::read(seg_dir.join(SNAPSHOT_FILE)).ok().and_then(|b| crate::snapshot::decode(&b)) else {
+        return HashMap::new();
+    };
+    let mut covered = HashMap::new();
+    for &(seg, len) in &snapshot.covered {
+        if !segs.contains(&seg) {
+            continue; // removed by compaction since
+        }
+        match std::fs::metadata(seg_path(seg_dir, seg)) {
+            Ok(meta) if meta.len() >= len => {
+                covered.insert(seg, len);
+            }
+            _ => return HashMap::new(),
+        }
+    }
+    for (digest, seg, record, len) in snapshot.entries {
+        if covered.contains_key(&seg) {
+            let payload = record + segment::HEADER_BYTES + digest.algorithm().raw_len() as u64;
+            unverified.insert(digest.clone());
+            map.insert(digest, Loc { seg, record, payload, len });
+            report.snapshot_entries += 1;
+        }
+    }
+    report.records += report.snapshot_entries;
+    covered
+}
+
 impl BlobStore {
     pub fn open(root: &Path, opts: EngineOptions) -> Result<(BlobStore, StoreOpen)> {
         let seg_dir = root.join("segments");
@@ -160,21 +206,25 @@ impl BlobStore {
         let segs = list_segments(&seg_dir)?;
         let mut map = HashMap::new();
         let mut files = BTreeMap::new();
-        let mut report = StoreOpen { segments: segs.len(), records: 0, torn_tail_bytes: 0, damaged: Vec::new() };
+        let mut report = StoreOpen { segments: segs.len(), records: 0, snapshot_entries: 0, torn_tail_bytes: 0, damaged: Vec::new() };
         let mut writer = Writer { seg: 0, file: None };
         let (mut tail_seg, mut tail_len) = (1, 0);
+        let mut unverified = HashSet::new();
+        let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut unverified, &mut report);
         for (i, &seg) in segs.iter().enumerate() {
             let active = i + 1 == segs.len();
             let path = seg_path(&seg_dir, seg);
             let file = OpenOptions::new().read(true).write(active).open(&path)?;
             let size = file.metadata()?.len();
-            let scan = segment::scan(&file, size, active, false)?;
+            let from = covered.get(&seg).copied().unwrap_or(0);
+            let scan = segment::scan_from(&file, from, size, active, false)?;
             for Damage { start, end, claimed } in scan.damaged {
                 report.damaged.push(DamagedRecord { segment: seg, start, end, claimed });
             }
             report.records += scan.records.len();
             for r in scan.records {
                 // Later records win: a compaction copy supersedes its original.
+                unverified.remove(&r.digest);
                 map.insert(r.digest, Loc { seg, record: r.offset, payload: r.payload_offset, len: r.len });
             }
             if active {
@@ -204,7 +254,7 @@ impl BlobStore {
             root: root.to_owned(),
             seg_dir,
             opts,
-            index: RwLock::new(Index { map, files }),
+            index: RwLock::new(Index { map, files, unverified }),
             queue: Mutex::new(queue),
             flushed: Condvar::new(),
         };
@@ -265,8 +315,14 @@ impl BlobStore {
     /// store does not hold it.
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<(File, u64, u64)>> {
         if let Some((loc, file)) = self.segment_file(digest) {
-            if self.opts.verify_reads && !segment::record_crc_ok(&Self::read_record(&file, &loc)?) {
-                return Err(self.quarantine(digest, &loc));
+            let unchecked = self.read_index().unverified.contains(digest);
+            if self.opts.verify_reads || unchecked {
+                if !segment::record_crc_ok(&Self::read_record(&file, &loc)?) {
+                    return Err(self.quarantine(digest, &loc));
+                }
+                if unchecked {
+                    self.write_index().unverified.remove(digest);
+                }
             }
             return Ok(Some((file.try_clone()?, loc.payload, loc.len)));
         }
@@ -510,6 +566,42 @@ impl BlobStore {
                 (seg, size)
             })
             .collect()
+    }
+
+    /// Writes the index snapshot (see `snapshot`): every indexed record in
+    /// the durable part of the segments. Atomic (temporary file, fsync,
+    /// rename); a crash leaves the previous snapshot.
+    pub fn write_snapshot(&self) -> Result<usize> {
+        let (dseg, dlen) = {
+            let q = self.lock_queue();
+            (q.durable_seg, q.durable_len)
+        };
+        let bytes = {
+            let index = self.read_index();
+            let mut covered = Vec::new();
+            for (&seg, file) in &index.files {
+                if seg < dseg {
+                    covered.push((seg, file.metadata()?.len()));
+                } else if seg == dseg {
+                    covered.push((seg, dlen));
+                }
+            }
+            let reach: HashMap<u32, u64> = covered.iter().copied().collect();
+            let entries: Vec<(&Digest, u32, u64, u64)> = index
+                .map
+                .iter()
+                .filter(|(_, loc)| reach.get(&loc.seg).is_some_and(|&len| loc.payload + loc.len <= len))
+                .map(|(d, loc)| (d, loc.seg, loc.record, loc.len))
+                .collect();
+            (crate::snapshot::encode(&covered, entries.iter().copied()), entries.len())
+        };
+        let (bytes, count) = bytes;
+        let tmp = self.seg_dir.join("index.snap.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.seg_dir.join(SNAPSHOT_FILE))?;
+        fsutil::sync_dir(&self.seg_dir)?;
+        Ok(count)
     }
 
     /// Live bytes (whole records the index points at) per segment.

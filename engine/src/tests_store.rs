@@ -245,6 +245,16 @@ fn a_flipped_bit_in_a_middle_record_is_isolated_reported_and_never_served() {
         d3 = push(&engine, &r, b"last record");
         flip_payload_bit(&engine, &d2);
     }
+    // With the index snapshot (written at close) the damaged record is
+    // indexed unchecked and refused on its first read...
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        assert!(engine.open_report().snapshot_entries >= 3);
+        assert!(matches!(read(&engine, &r, &d2), Err(EngineError::Corrupt(_))));
+        assert!(matches!(engine.open_blob(&r, &d2), Err(_)), "a damaged record was handed out for sending");
+    }
+    // ...and without it, the open-time scan isolates and reports it.
+    std::fs::remove_file(dir.path().join("segments/index.snap")).unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     let report = engine.open_report();
     assert_eq!((report.damaged_records, report.segment_torn_tail_bytes), (1, 0));
@@ -257,6 +267,7 @@ fn a_flipped_bit_in_a_middle_record_is_isolated_reported_and_never_served() {
     // A new push of the damaged blob stores a good copy.
     push(&engine, &r, b"middle record");
     drop(engine);
+    std::fs::remove_file(dir.path().join("segments/index.snap")).unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.open_report().damaged_records, 1);
     assert_eq!(read(&engine, &r, &d4).unwrap(), b"after the damage");
@@ -493,4 +504,48 @@ fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
         }
     }
     assert!(engine.scrub().unwrap().problems.is_empty());
+}
+
+#[test]
+fn index_snapshot_restarts_without_rescanning_and_falls_back_when_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("snap");
+    let mut digests = Vec::new();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        for i in 0..50u32 {
+            digests.push(push(&engine, &r, format!("blob {i}").as_bytes()));
+        }
+    } // dropped: snapshot written
+    let after: Vec<Digest>;
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        assert_eq!(engine.open_report().snapshot_entries, 50);
+        for d in &digests {
+            assert!(engine.open_blob(&r, d).is_ok());
+        }
+        // Written after the snapshot: found by scanning the tail. Keep the
+        // old snapshot to put back, as if the process had crashed.
+        let snap = dir.path().join("segments/index.snap");
+        let old = std::fs::read(&snap).unwrap();
+        after = (0..5u32).map(|i| push(&engine, &r, format!("later {i}").as_bytes())).collect();
+        drop(engine);
+        std::fs::write(&snap, old).unwrap();
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().snapshot_entries, 50);
+    for d in digests.iter().chain(after.iter()) {
+        assert_eq!(&Digest::sha256_of(&read(&engine, &r, d).unwrap()), d);
+    }
+    drop(engine);
+    // A damaged snapshot is ignored: full scan, same answers.
+    let snap = dir.path().join("segments/index.snap");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&snap, bytes).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().snapshot_entries, 0);
+    for d in digests.iter().chain(after.iter()) {
+        assert!(engine.open_blob(&r, d).is_ok());
+    }
 }

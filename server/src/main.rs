@@ -183,6 +183,20 @@ fn scrub(config_path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Writes the index snapshot every ten minutes, so a restart after a crash
+/// scans at most ten minutes of writes.
+fn schedule_index_snapshots(engine: Arc<berth_engine::Engine>) {
+    let spawned = std::thread::Builder::new().name("berth-snapshot".into()).spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        if let Err(e) = engine.write_index_snapshot() {
+            log::warn!("index snapshot failed: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start the index snapshot thread: {e}");
+    }
+}
+
 /// Removes idle upload sessions every `interval` on its own thread.
 fn schedule_upload_purging(engine: Arc<berth_engine::Engine>, purging: berth::config::UploadPurging) {
     let spawned = std::thread::Builder::new().name("berth-upload-purge".into()).spawn(move || loop {
@@ -394,6 +408,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         log::info!("online GC every {interval:?} (grace period {:?})", config.gc_grace_period);
         schedule_gc(engine.clone(), interval, config.gc_grace_period, config.gc_delete_untagged);
     }
+    let engine_at_exit = engine.clone();
+    schedule_index_snapshots(engine.clone());
     if let Some(purging) = config.upload_purging {
         schedule_upload_purging(engine.clone(), purging);
     }
@@ -414,7 +430,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         auth,
     };
     match runtime::serve(config.listen, options) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Drained: save the segment index so the next start skips the scan.
+            match engine_at_exit.write_index_snapshot() {
+                Ok(entries) => log::info!("index snapshot written ({entries} entries)"),
+                Err(e) => log::warn!("index snapshot not written ({e}); the next start scans the segments"),
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::from(1)

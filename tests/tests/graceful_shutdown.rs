@@ -55,6 +55,7 @@ fn sigterm_finishes_an_upload_in_flight_then_exits() {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     assert!(response.contains("Connection: close"), "{response}");
     assert!(wait_for_log(&r, "berth stopped", Duration::from_secs(10)), "{}", r.log_tail(20));
+    assert!(wait_for_log(&r, "index snapshot written", Duration::from_secs(5)), "{}", r.log_tail(20));
 
     r.restart(); // reaps the exited process, starts again on the same data
     let blob = request("GET", &r.url(&format!("/v2/drain/blobs/{digest}")), &[], None);
