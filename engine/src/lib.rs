@@ -45,6 +45,8 @@ mod fsutil;
 pub mod gc;
 pub mod manifest;
 pub mod metalog;
+#[doc(hidden)]
+pub mod model_check;
 pub mod names;
 pub mod scrub;
 pub mod segment;

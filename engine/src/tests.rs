@@ -284,3 +284,22 @@ fn idle_uploads_are_purged_and_active_ones_kept() {
     let engine = Engine::open(dir.path()).unwrap();
     assert!(matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)), "purged session came back");
 }
+
+#[test]
+fn random_operation_sequences_match_the_model() {
+    let mut state = 0x2545f4914f6cdd1du64;
+    for run in 0..40 {
+        let ops: Vec<u8> = (0..300)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        if let Err(e) = model_check::run(dir.path(), &ops) {
+            panic!("run {run} diverged from the model: {e}\nops: {ops:?}");
+        }
+    }
+}
