@@ -250,6 +250,11 @@ impl Registry {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot dup log file handle: {e}"));
         let mut c = Command::new(&self.command.program);
+        if self.command.is_berth {
+            // Never pick up a machine-wide /etc/docker/registry/config.yml
+            // (Debian's docker-registry installs one): start from berth's default.
+            c.env("REGISTRY_CONFIGURATION_PATH", "/dev/null");
+        }
         c.args(&self.command.args)
             .env("REGISTRY_HTTP_ADDR", self.addr())
             .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &self.data_dir)

@@ -93,6 +93,7 @@ fn a_bad_htpasswd_file_stops_the_start_with_its_line() {
     std::fs::write(&file, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
     let out = Command::new(berth_binary())
         .arg("serve")
+        .env("REGISTRY_CONFIGURATION_PATH", "/dev/null")
         .env("REGISTRY_AUTH", "htpasswd")
         .env("REGISTRY_AUTH_HTPASSWD_REALM", "r")
         .env("REGISTRY_AUTH_HTPASSWD_PATH", &file)

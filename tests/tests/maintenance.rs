@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 fn berth(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(berth_binary());
-    c.args(args).env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data);
+    c.args(args).env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data).env("REGISTRY_CONFIGURATION_PATH", "/dev/null");
     for (k, v) in env {
         c.env(k, v);
     }

@@ -56,3 +56,28 @@ fn systemd_unit_sets_limits_and_reload() {
         }
     }
 }
+
+/// Like registry:2, `berth` reads /etc/docker/registry/config.yml when no
+/// file is named (CI installs Debian's docker-registry, which ships one).
+#[test]
+fn the_registry2_default_config_path_is_read() {
+    let default = std::path::Path::new("/etc/docker/registry/config.yml");
+    assert!(default.is_file(), "{} is missing: run scripts/install-test-deps (docker-registry ships it)", default.display());
+    let out = Command::new(berth_binary())
+        .args(["config", "check"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .expect("berth runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("# effective configuration: /etc/docker/registry/config.yml"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let expected_root = std::fs::read_to_string(default)
+        .expect("read")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rootdirectory:").map(|v| v.trim().to_string()))
+        .expect("Debian's config names a rootdirectory");
+    assert!(text.contains(&format!("storage.filesystem.rootdirectory: {expected_root}")), "{text}");
+    // REGISTRY_CONFIGURATION_PATH wins over the default path.
+    let out = Command::new(berth_binary()).args(["config", "check"]).env("REGISTRY_CONFIGURATION_PATH", "/dev/null").output().expect("berth runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("storage.filesystem.rootdirectory: /var/lib/registry"));
+}
