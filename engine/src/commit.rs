@@ -7,7 +7,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{EngineError, Result};
-use crate::metalog::{encode_record, LogFile, Op};
+use crate::metalog::{encode_record, AppendError, LogFile, Op};
 use crate::state::State;
 
 struct Queue {
@@ -21,6 +21,10 @@ struct Queue {
     durable_seq: u64,
     /// A write failed: the log's tail is unknown, refuse further commits.
     failed: bool,
+    /// Sequence ranges `(after, upto]` whose write failed (disk full) and
+    /// was undone, with the error: those callers fail, later ones go on.
+    /// Kept short: a caller looks right after its batch is decided.
+    refused: Vec<(u64, u64, String)>,
 }
 
 /// The metadata state and the log that makes it durable.
@@ -41,6 +45,7 @@ impl Committer {
                 queued_seq: 0,
                 durable_seq: 0,
                 failed: false,
+                refused: Vec::new(),
             }),
             flushed: Condvar::new(),
             state: RwLock::new(state),
@@ -71,6 +76,9 @@ impl Committer {
         queue.queued_seq += 1;
         let mine = queue.queued_seq;
         loop {
+            if let Some((_, _, message)) = queue.refused.iter().find(|(after, upto, _)| *after < mine && mine <= *upto) {
+                return Err(EngineError::Io(std::io::Error::other(message.clone())));
+            }
             if queue.durable_seq >= mine {
                 return Ok(());
             }
@@ -97,7 +105,19 @@ impl Committer {
             queue.log = Some(log);
             match written {
                 Ok(()) => queue.durable_seq = upto,
-                Err(e) => {
+                Err(AppendError::Write(e)) => {
+                    // Undone: these commits fail, the log stays usable. The
+                    // sequence moves past them so later batches can succeed.
+                    let after = queue.durable_seq;
+                    queue.refused.push((after, upto, e.to_string()));
+                    if queue.refused.len() > 64 {
+                        queue.refused.remove(0);
+                    }
+                    queue.durable_seq = upto;
+                    self.flushed.notify_all();
+                    return Err(EngineError::Io(e));
+                }
+                Err(AppendError::Sync(e)) => {
                     queue.failed = true;
                     self.flushed.notify_all();
                     return Err(EngineError::Io(e));

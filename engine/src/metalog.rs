@@ -158,6 +158,19 @@ pub fn decode_log(image: &[u8]) -> Replay {
 /// The open log file, positioned at its end.
 pub struct LogFile {
     file: File,
+    /// Length of the durable, valid prefix: where the next record goes.
+    len: u64,
+}
+
+/// How an append failed.
+#[derive(Debug)]
+pub enum AppendError {
+    /// Writing failed (disk full, quota): the partial record was cut off
+    /// again and the log is as before; later appends may succeed.
+    Write(io::Error),
+    /// fdatasync (or undoing a failed write) failed: what is on disk is
+    /// unknown, so the log must not be written again in this process.
+    Sync(io::Error),
 }
 
 impl LogFile {
@@ -175,13 +188,20 @@ impl LogFile {
             file.sync_data()?;
         }
         file.seek(SeekFrom::Start(replay.valid_bytes))?;
-        Ok((LogFile { file }, replay.batches, discarded))
+        Ok((LogFile { file, len: replay.valid_bytes }, replay.batches, discarded))
     }
 
     /// Appends already-encoded records and makes them durable.
-    pub fn append_durable(&mut self, records: &[u8]) -> io::Result<()> {
-        self.file.write_all(records)?;
-        self.file.sync_data()
+    pub fn append_durable(&mut self, records: &[u8]) -> Result<(), AppendError> {
+        if let Err(e) = self.file.write_all(records) {
+            // Nothing of this record is acknowledged: cut it off again.
+            self.file.set_len(self.len).map_err(AppendError::Sync)?;
+            self.file.seek(SeekFrom::Start(self.len)).map_err(AppendError::Sync)?;
+            return Err(AppendError::Write(e));
+        }
+        self.file.sync_data().map_err(AppendError::Sync)?;
+        self.len += records.len() as u64;
+        Ok(())
     }
 }
 

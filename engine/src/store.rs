@@ -130,6 +130,18 @@ struct Queue {
     queued_seq: u64,
     durable_seq: u64,
     failed: bool,
+    /// Sequence ranges `(after, upto]` whose write failed (disk full) and
+    /// was rolled back, with the error: those callers fail, later ones go on.
+    refused: Vec<(u64, u64, String)>,
+}
+
+/// How writing a batch of groups failed.
+enum WriteFail {
+    /// A write (or file creation) failed, e.g. the disk is full: nothing of
+    /// the batch is acknowledged and it can be rolled back.
+    Write(io::Error),
+    /// An fsync failed: what is on disk is unknown, the store stops writing.
+    Sync(io::Error),
 }
 
 pub(crate) struct BlobStore {
@@ -249,6 +261,7 @@ impl BlobStore {
             queued_seq: 0,
             durable_seq: 0,
             failed: false,
+            refused: Vec::new(),
         };
         let store = BlobStore {
             root: root.to_owned(),
@@ -424,6 +437,9 @@ impl BlobStore {
             wait_for = seq;
         }
         loop {
+            if let Some((_, _, message)) = queue.refused.iter().find(|(after, upto, _)| *after < wait_for && wait_for <= *upto) {
+                return Err(EngineError::Io(io::Error::other(message.clone())));
+            }
             if queue.durable_seq >= wait_for {
                 return Ok(());
             }
@@ -470,7 +486,29 @@ impl BlobStore {
                     queue.durable_seq = upto;
                     self.flushed.notify_all();
                 }
-                Err(e) => {
+                Err(WriteFail::Write(e)) => {
+                    // Roll back to the durable end; this batch and anything
+                    // queued behind it (whose offsets assumed it) fail, and
+                    // the store takes writes again (e.g. once space is freed).
+                    match self.roll_back(&mut writer, queue.durable_seg, queue.durable_len) {
+                        Ok(()) => {
+                            let (after, upto) = (queue.durable_seq, queue.queued_seq);
+                            queue.refused.push((after, upto, e.to_string()));
+                            if queue.refused.len() > 64 {
+                                queue.refused.remove(0);
+                            }
+                            queue.groups.clear();
+                            queue.inflight.retain(|_, seq| *seq <= after);
+                            (queue.tail_seg, queue.tail_len) = (queue.durable_seg, queue.durable_len);
+                            queue.durable_seq = upto;
+                        }
+                        Err(_) => queue.failed = true,
+                    }
+                    queue.writer = Some(writer);
+                    self.flushed.notify_all();
+                    return Err(EngineError::Io(e));
+                }
+                Err(WriteFail::Sync(e)) => {
                     queue.failed = true;
                     queue.writer = Some(writer);
                     self.flushed.notify_all();
@@ -480,28 +518,49 @@ impl BlobStore {
         }
     }
 
+    /// Undoes a failed write: removes segments created after the durable
+    /// one and cuts the durable segment back to its durable length.
+    fn roll_back(&self, writer: &mut Writer, durable_seg: u32, durable_len: u64) -> io::Result<()> {
+        if writer.seg > durable_seg {
+            for seg in durable_seg + 1..=writer.seg {
+                match fs::remove_file(seg_path(&self.seg_dir, seg)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let path = seg_path(&self.seg_dir, durable_seg);
+            let file = if path.exists() { Some(OpenOptions::new().read(true).write(true).open(&path)?) } else { None };
+            *writer = Writer { seg: durable_seg, file };
+        }
+        if let Some(file) = &writer.file {
+            file.set_len(durable_len)?;
+        }
+        Ok(())
+    }
+
     /// Writes queued groups and makes them durable: one fdatasync per
     /// segment touched, and a directory fsync when a segment was created.
-    fn write_groups(&self, writer: &mut Writer, groups: &[Group]) -> io::Result<Vec<(u32, Arc<File>)>> {
+    fn write_groups(&self, writer: &mut Writer, groups: &[Group]) -> std::result::Result<Vec<(u32, Arc<File>)>, WriteFail> {
         let mut created = Vec::new();
         for g in groups {
             if writer.file.is_none() || writer.seg != g.seg {
                 if let Some(old) = &writer.file {
-                    old.sync_data()?;
+                    old.sync_data().map_err(WriteFail::Sync)?;
                 }
                 let path = seg_path(&self.seg_dir, g.seg);
-                let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-                created.push((g.seg, Arc::new(File::open(&path)?)));
+                let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(WriteFail::Write)?;
+                created.push((g.seg, Arc::new(File::open(&path).map_err(WriteFail::Write)?)));
                 *writer = Writer { seg: g.seg, file: Some(file) };
             }
-            let file = writer.file.as_ref().ok_or(io::ErrorKind::NotFound)?;
-            file.write_all_at(&g.bytes, g.start)?;
+            let file = writer.file.as_ref().ok_or(WriteFail::Write(io::ErrorKind::NotFound.into()))?;
+            file.write_all_at(&g.bytes, g.start).map_err(WriteFail::Write)?;
         }
         if let Some(file) = &writer.file {
-            file.sync_data()?;
+            file.sync_data().map_err(WriteFail::Sync)?;
         }
         if !created.is_empty() {
-            fsutil::sync_dir(&self.seg_dir)?;
+            fsutil::sync_dir(&self.seg_dir).map_err(WriteFail::Sync)?;
         }
         Ok(created)
     }

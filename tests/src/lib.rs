@@ -19,6 +19,7 @@ pub mod certs;
 pub mod containerd;
 pub mod cmd;
 pub mod docker;
+pub mod durability;
 pub mod dockerd;
 pub mod http;
 pub mod images;
