@@ -22,10 +22,10 @@ struct Cli {
 enum Command {
     /// Run the registry.
     ///
-    /// With no CONFIG, berth reads $REGISTRY_CONFIGURATION_PATH, else
-    /// /etc/docker/registry/config.yml if it exists, else its embedded
-    /// default: listen on :5000 and keep data under /var/lib/registry, like
-    /// registry:2. Any config key can
+    /// With no CONFIG, berth reads $REGISTRY_CONFIGURATION_PATH, else its
+    /// embedded default: listen on :5000 and keep data under
+    /// /var/lib/registry, like registry:2. The container image runs
+    /// `berth serve /etc/docker/registry/config.yml`. Any config key can
     /// be overridden with a REGISTRY_* variable naming its path, e.g.
     /// REGISTRY_HTTP_ADDR=127.0.0.1:5000,
     /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry,
@@ -33,8 +33,7 @@ enum Command {
     /// (force the epoll fallback instead of io_uring).
     Serve {
         /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
-        /// else /etc/docker/registry/config.yml if it exists, else the
-        /// embedded default).
+        /// else the embedded default).
         config: Option<PathBuf>,
     },
     /// Print an htpasswd line: `berth htpasswd -Bbn USER PASSWORD` (also
@@ -108,7 +107,6 @@ fn main() -> ExitCode {
 
 /// Opens the store a maintenance command works on, or explains why not.
 fn open_store(config_path: Option<PathBuf>) -> Result<(Config, berth_engine::Engine), ExitCode> {
-    let config_path = config_file(config_path);
     let config = Config::load(config_path.as_deref(), std::env::vars()).map_err(|e| {
         eprintln!("berth: {e}");
         ExitCode::from(2)
@@ -290,7 +288,6 @@ fn htpasswd(args: &[String]) -> ExitCode {
 }
 
 fn check_config(config_path: Option<PathBuf>) -> ExitCode {
-    let config_path = config_file(config_path);
     match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => {
             let source = config_path
@@ -339,23 +336,7 @@ fn generated_secret(root: &std::path::Path) -> std::io::Result<Vec<u8>> {
     Ok(secret)
 }
 
-/// registry:2's configuration file location, read when present and no other
-/// file is named.
-const DEFAULT_CONFIG_PATH: &str = "/etc/docker/registry/config.yml";
-
-/// The configuration file to read: the argument, else
-/// `$REGISTRY_CONFIGURATION_PATH` (resolved by `Config::load`), else
-/// registry:2's default path when that file exists, else none (the
-/// embedded default).
-fn config_file(argument: Option<PathBuf>) -> Option<PathBuf> {
-    argument.or_else(|| {
-        let default = PathBuf::from(DEFAULT_CONFIG_PATH);
-        (std::env::var_os("REGISTRY_CONFIGURATION_PATH").is_none() && default.is_file()).then_some(default)
-    })
-}
-
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
-    let config_path = config_file(config_path);
     let config = match Config::load(config_path.as_deref(), std::env::vars()) {
         Ok(config) => config,
         Err(e) => {
