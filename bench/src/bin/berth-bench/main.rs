@@ -1,0 +1,472 @@
+//! `berth-bench`: a load generator for any registry speaking the
+//! Distribution API (berth, registry:2, or nginx serving the same files as
+//! a ceiling). A thread per connection, blocking sockets, a minimal
+//! HTTP/1.1 keep-alive client; latencies in an HDR histogram.
+//!
+//! ```text
+//! berth-bench manifest-get --url http://127.0.0.1:5000 -c 64 -d 5
+//! berth-bench blob-push --size 4K --mode post-put -c 8 --server-pid 1234
+//! berth-bench report results.jsonl --out report.md
+//! ```
+
+mod fixtures;
+mod http;
+mod procstat;
+mod report;
+mod runner;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use http::{Conn, Target};
+use runner::{Outcome, Plan};
+use scenarios::{
+    BlobGet, BlobHead, BlobPush, ManifestGet, PushMode, PushPayload, Scenario, TagsList,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "berth-bench",
+    version,
+    about = "Load generator for container registries (Distribution API over HTTP/1.1)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// GET a manifest by tag (keep-alive, N connections).
+    ManifestGet(Common),
+    /// HEAD a blob of --size.
+    BlobHead {
+        #[command(flatten)]
+        common: Common,
+        /// Blob size (K/M/G suffixes are powers of 1024).
+        #[arg(long, default_value = "4K", value_parser = parse_size)]
+        size: u64,
+    },
+    /// GET a whole blob of --size on N streams.
+    BlobGet {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "16M", value_parser = parse_size)]
+        size: u64,
+    },
+    /// Push a new blob of --size per operation.
+    BlobPush {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "4K", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, value_enum, default_value = "post-put")]
+        mode: PushMode,
+    },
+    /// Push a new blob per operation as POST, PATCH per chunk, empty PUT.
+    PushChunked {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "8M", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        chunk_size: u64,
+    },
+    /// GET /v2/<repo>/tags/list with --tags tags.
+    TagsList {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        tags: usize,
+    },
+    /// Summarise --json lines of several runs (medians per case and target,
+    /// ratios) as Markdown.
+    Report(report::ReportArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The registry, http://host:port.
+    #[arg(long, default_value = "http://127.0.0.1:5000")]
+    url: String,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Repository the fixtures live in.
+    #[arg(long, default_value = "bench/app")]
+    repo: String,
+    /// Concurrent connections (a thread each).
+    #[arg(short = 'c', long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds to measure (after the warm-up).
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of unmeasured load first (duration mode only).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Run exactly this many operations instead of a duration.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+    /// Check every response's content (digests, lengths), not just its status.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Name of the target in output (e.g. berth, reference, nginx).
+    #[arg(long, default_value = "target")]
+    label: String,
+    /// Name of this case in output (default: the scenario name).
+    #[arg(long)]
+    case: Option<String>,
+    /// The server's PID: report its CPU seconds and peak RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Reset the server's peak-RSS mark before measuring (needs permission).
+    #[arg(long)]
+    reset_peak_rss: bool,
+    /// The target is a static file server rooted here (nginx): write the
+    /// fixtures as files instead of pushing them. Read scenarios only.
+    #[arg(long)]
+    static_root: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(format!("bad size unit in {s:?} (use K, M or G)")),
+    };
+    Ok(n * mult)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (common, scenario_name, size, extra): (Common, &str, Option<u64>, serde_json::Value) =
+        match &cli.command {
+            Command::Report(args) => return report::main(args),
+            Command::ManifestGet(c) => (c.clone(), "manifest-get", None, serde_json::json!({})),
+            Command::BlobHead { common, size } => (
+                common.clone(),
+                "blob-head",
+                Some(*size),
+                serde_json::json!({}),
+            ),
+            Command::BlobGet { common, size } => (
+                common.clone(),
+                "blob-get",
+                Some(*size),
+                serde_json::json!({}),
+            ),
+            Command::BlobPush { common, size, mode } => (
+                common.clone(),
+                "blob-push",
+                Some(*size),
+                serde_json::json!({"mode": format!("{mode:?}")}),
+            ),
+            Command::PushChunked {
+                common,
+                size,
+                chunk_size,
+            } => (
+                common.clone(),
+                "push-chunked",
+                Some(*size),
+                serde_json::json!({"chunk_size": chunk_size}),
+            ),
+            Command::TagsList { common, tags } => (
+                common.clone(),
+                "tags-list",
+                None,
+                serde_json::json!({"tags": tags}),
+            ),
+        };
+    let target = match Target::parse(
+        &common.url,
+        common.user.as_deref(),
+        common.password.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("berth-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if common.connections == 0 {
+        eprintln!("berth-bench: --connections must be at least 1");
+        return ExitCode::from(2);
+    }
+    let scenario = match setup(&cli.command, &common, &target) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "berth-bench: setting up {scenario_name} on {}: {e}",
+                common.url
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let plan = Plan {
+        connections: common.connections,
+        duration: Duration::from_secs_f64(common.duration.max(0.0)),
+        warmup: Duration::from_secs_f64(common.warmup.max(0.0)),
+        count: common.count,
+        verify: common.verify,
+        server_pid: common.server_pid,
+        reset_peak_rss: common.reset_peak_rss,
+    };
+    let outcome = runner::run(&target, &plan, scenario.clone());
+    let fallbacks = scenario_fallbacks(&scenario);
+    let case = common
+        .case
+        .clone()
+        .unwrap_or_else(|| scenario_name.to_string());
+    let mut record = serde_json::json!({
+        "case": case,
+        "label": common.label,
+        "scenario": scenario_name,
+        "url": common.url,
+        "connections": common.connections,
+        "size": size,
+        "verify": common.verify,
+        "monolithic_fallbacks": fallbacks,
+    });
+    merge(&mut record, extra);
+    merge(
+        &mut record,
+        serde_json::to_value(&outcome).expect("serialize"),
+    );
+    if common.json {
+        println!("{record}");
+    } else {
+        print_table(&case, &common.label, &outcome, size);
+    }
+    for s in &outcome.error_samples {
+        eprintln!("berth-bench: {case} on {}: failed: {s}", common.label);
+    }
+    if outcome.errors > 0 || outcome.ops == 0 {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Monolithic POSTs answered with a session (only blob-push).
+fn scenario_fallbacks(_s: &Arc<dyn Scenario>) -> u64 {
+    FALLBACKS
+        .get()
+        .map_or(0, |f| f.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+static FALLBACKS: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>> =
+    std::sync::OnceLock::new();
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        a.extend(b);
+    }
+}
+
+/// Prepares the fixtures and builds the scenario.
+fn setup(command: &Command, common: &Common, target: &Target) -> Result<Arc<dyn Scenario>, String> {
+    let repo = common.repo.as_str();
+    let mut conn = Conn::new(target);
+    let is_push = matches!(
+        command,
+        Command::BlobPush { .. } | Command::PushChunked { .. }
+    );
+    if let Some(root) = &common.static_root {
+        if is_push {
+            return Err("push scenarios need a registry, not a static file server".into());
+        }
+        let tags = if let Command::TagsList { tags, .. } = command {
+            *tags
+        } else {
+            0
+        };
+        let blob = match command {
+            Command::BlobHead { size, .. } | Command::BlobGet { size, .. } => {
+                Some(fixtures::sized_blob(*size as usize))
+            }
+            _ => None,
+        };
+        let img = fixtures::write_static(
+            root,
+            repo,
+            tags,
+            blob.as_ref().map(|(d, g)| (&d[..], g.as_str())),
+        )?;
+        return Ok(build(command, repo, img, blob));
+    }
+    fixtures::check_base(&mut conn)?;
+    if is_push {
+        return Ok(build_push(command, repo));
+    }
+    let tags = if let Command::TagsList { tags, .. } = command {
+        *tags
+    } else {
+        0
+    };
+    let img = fixtures::push_image(&mut conn, repo, tags)?;
+    let blob = match command {
+        Command::BlobHead { size, .. } | Command::BlobGet { size, .. } => {
+            let (data, digest) = fixtures::sized_blob(*size as usize);
+            fixtures::ensure_blob(&mut conn, repo, &data, &digest)?;
+            Some((data, digest))
+        }
+        _ => None,
+    };
+    // One request of the scenario itself, verified, so a wrong answer is
+    // reported before any load.
+    let scenario = build(command, repo, img, blob);
+    scenario
+        .op(&mut conn, 0, 0, true)
+        .map_err(|e| format!("the first request failed: {e}"))?;
+    Ok(scenario)
+}
+
+fn build(
+    command: &Command,
+    repo: &str,
+    img: fixtures::Image,
+    blob: Option<(Vec<u8>, String)>,
+) -> Arc<dyn Scenario> {
+    let blob_meta = blob.map(|(d, g)| (d.len(), g));
+    match command {
+        Command::ManifestGet(_) => Arc::new(ManifestGet {
+            path: format!("/v2/{repo}/manifests/{}", fixtures::TAG),
+            digest: img.digest,
+            len: img.manifest.len(),
+        }),
+        Command::BlobHead { .. } => {
+            let (len, digest) = blob_meta.expect("blob");
+            Arc::new(BlobHead {
+                path: format!("/v2/{repo}/blobs/{digest}"),
+                len,
+            })
+        }
+        Command::BlobGet { .. } => {
+            let (len, digest) = blob_meta.expect("blob");
+            Arc::new(BlobGet {
+                path: format!("/v2/{repo}/blobs/{digest}"),
+                digest,
+                len: len as u64,
+            })
+        }
+        Command::TagsList { tags, .. } => Arc::new(TagsList {
+            path: format!("/v2/{repo}/tags/list"),
+            min_tags: *tags,
+        }),
+        _ => build_push(command, repo),
+    }
+}
+
+fn build_push(command: &Command, repo: &str) -> Arc<dyn Scenario> {
+    let (size, mode, chunk) = match command {
+        Command::BlobPush { size, mode, .. } => (*size, *mode, None),
+        Command::PushChunked {
+            size, chunk_size, ..
+        } => (
+            *size,
+            PushMode::PostPut,
+            Some((*chunk_size).max(1) as usize),
+        ),
+        _ => unreachable!("not a push scenario"),
+    };
+    let fallbacks = FALLBACKS
+        .get_or_init(|| Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .clone();
+    Arc::new(BlobPush {
+        repo: repo.to_string(),
+        payload: PushPayload::new(size as usize),
+        mode,
+        fallbacks,
+        chunk,
+    })
+}
+
+fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>) {
+    let size = size.map_or(String::from("-"), human_size);
+    println!(
+        "{:<22} {:<10} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10}",
+        "case",
+        "target",
+        "size",
+        "ops",
+        "ops/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "srv cpu s",
+        "srv peak"
+    );
+    let (cpu, rss) = match &o.server {
+        Some(s) => (format!("{:.2}", s.cpu_s), human_size(s.peak_rss_kib * 1024)),
+        None => ("-".into(), "-".into()),
+    };
+    println!(
+        "{:<22} {:<10} {:>6} {:>9} {:>11.1} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>6} {:>9} {:>10}",
+        case,
+        label,
+        size,
+        o.ops,
+        o.ops_per_s,
+        o.mb_per_s,
+        o.latency_us.p50 / 1000.0,
+        o.latency_us.p99 / 1000.0,
+        o.latency_us.p999 / 1000.0,
+        o.errors,
+        cpu,
+        rss
+    );
+    if let Some(s) = &o.server {
+        println!(
+            "server: {:.1} µs CPU/op, {:.2} cores busy, RSS now {} (peak {})",
+            s.cpu_us_per_op,
+            s.cpu_cores,
+            human_size(s.rss_kib * 1024),
+            if s.peak_reset {
+                "during the measurement"
+            } else {
+                "since start"
+            }
+        );
+    }
+}
+
+pub fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}G", n >> 30),
+        n if n >= 1 << 20 => format!("{:.0}M", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.0}K", n as f64 / 1024.0),
+        n => format!("{n}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(super::parse_size("4K"), Ok(4096));
+        assert_eq!(super::parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(super::parse_size("123"), Ok(123));
+        assert!(super::parse_size("3X").is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! Runs a scenario on N connections (a thread each) for a duration or a
+//! count, and measures throughput, latency and the server's resources.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::http::{Conn, Target};
+use crate::procstat;
+use crate::scenarios::{OpError, Scenario};
+
+pub struct Plan {
+    pub connections: usize,
+    /// Measure this long after the warm-up (ignored with `count`).
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Run exactly this many operations in total (no warm-up).
+    pub count: Option<u64>,
+    pub verify: bool,
+    pub server_pid: Option<u32>,
+    pub reset_peak_rss: bool,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Outcome {
+    pub ops: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub elapsed_s: f64,
+    pub ops_per_s: f64,
+    /// Payload megabytes (10^6 bytes) per second.
+    pub mb_per_s: f64,
+    pub latency_us: Latency,
+    /// TCP connections opened over the run, warm-up included (equals the
+    /// number of connections when keep-alive holds).
+    pub tcp_connects: u64,
+    pub server: Option<ServerUse>,
+    /// The first few failures, exact request and response.
+    pub error_samples: Vec<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Latency {
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ServerUse {
+    pub cpu_s: f64,
+    /// Server CPU per operation, microseconds.
+    pub cpu_us_per_op: f64,
+    /// Server CPU as a share of one core over the measurement.
+    pub cpu_cores: f64,
+    /// VmHWM at the end (summed over the process tree), KiB. Since the
+    /// measurement began if `peak_reset`, else since the server started.
+    pub peak_rss_kib: u64,
+    pub peak_reset: bool,
+    pub rss_kib: u64,
+}
+
+struct Shared {
+    hist: Mutex<Histogram<u64>>,
+    ops: AtomicU64,
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    connects: AtomicU64,
+    issued: AtomicU64,
+    samples: Mutex<Vec<String>>,
+    last_finish: Mutex<Option<Instant>>,
+    stop: AtomicBool,
+}
+
+fn new_hist() -> Histogram<u64> {
+    // Nanoseconds, 1 ns .. 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds")
+}
+
+pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome {
+    let shared = Arc::new(Shared {
+        hist: Mutex::new(new_hist()),
+        ops: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        connects: AtomicU64::new(0),
+        issued: AtomicU64::new(0),
+        samples: Mutex::new(Vec::new()),
+        last_finish: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let barrier = Arc::new(Barrier::new(plan.connections + 1));
+    // Set by the main thread once the barrier releases.
+    let begin = Arc::new(Mutex::new(Instant::now()));
+    let warmup = if plan.count.is_some() {
+        Duration::ZERO
+    } else {
+        plan.warmup
+    };
+    let mut threads = Vec::new();
+    for worker in 0..plan.connections {
+        let (shared, barrier, scenario, target, begin) = (
+            shared.clone(),
+            barrier.clone(),
+            scenario.clone(),
+            target.clone(),
+            begin.clone(),
+        );
+        let (count, verify, total) = (plan.count, plan.verify, warmup + plan.duration);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("conn-{worker}"))
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let mut conn = Conn::new(&target);
+                    let mut hist = new_hist();
+                    let (mut ops, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+                    barrier.wait();
+                    let start = *begin.lock().unwrap();
+                    let (warm_end, deadline) = (start + warmup, start + total);
+                    let mut seq = 0u64;
+                    loop {
+                        if shared.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if let Some(count) = count {
+                            if shared.issued.fetch_add(1, Ordering::Relaxed) >= count {
+                                break;
+                            }
+                        }
+                        let t0 = Instant::now();
+                        if count.is_none() && t0 >= deadline {
+                            break;
+                        }
+                        let measured = t0 >= warm_end;
+                        let result = scenario.op(&mut conn, worker, seq, verify);
+                        seq += 1;
+                        let dt = t0.elapsed();
+                        if !measured {
+                            continue;
+                        }
+                        match result {
+                            Ok(n) => {
+                                ops += 1;
+                                bytes += n;
+                                let _ = hist.record((dt.as_nanos() as u64).max(1));
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                record_error(&shared, &e);
+                                // A dead server would otherwise be hammered.
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                    }
+                    let now = Instant::now();
+                    {
+                        let mut last = shared.last_finish.lock().unwrap();
+                        if last.is_none_or(|l| now > l) {
+                            *last = Some(now);
+                        }
+                    }
+                    shared.hist.lock().unwrap().add(&hist).expect("same bounds");
+                    shared.ops.fetch_add(ops, Ordering::Relaxed);
+                    shared.errors.fetch_add(errors, Ordering::Relaxed);
+                    shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    shared.connects.fetch_add(conn.connects, Ordering::Relaxed);
+                })
+                .expect("spawn"),
+        );
+    }
+    *begin.lock().unwrap() = Instant::now();
+    let start = *begin.lock().unwrap();
+    barrier.wait();
+    // Server resources are sampled over the measured window only.
+    let measure_start = start + warmup;
+    if let Some(d) = measure_start.checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+    let peak_reset = plan
+        .server_pid
+        .is_some_and(|pid| plan.reset_peak_rss && procstat::reset_peak(pid));
+    let before = plan.server_pid.and_then(procstat::sample);
+    // Bounded even if the server hangs: stop workers well after the deadline.
+    if plan.count.is_none() {
+        let limit = plan.duration + Duration::from_secs(30);
+        let watchdog_shared = shared.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(limit);
+            watchdog_shared.stop.store(true, Ordering::Relaxed);
+        });
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let after = plan.server_pid.and_then(procstat::sample);
+    let end = shared
+        .last_finish
+        .lock()
+        .unwrap()
+        .unwrap_or_else(Instant::now);
+    let elapsed = end
+        .saturating_duration_since(measure_start)
+        .as_secs_f64()
+        .max(1e-9);
+    let hist = std::mem::replace(&mut *shared.hist.lock().unwrap(), new_hist());
+    let ops = shared.ops.load(Ordering::Relaxed);
+    let bytes = shared.bytes.load(Ordering::Relaxed);
+    let us = |q: f64| {
+        if hist.is_empty() {
+            0.0
+        } else {
+            hist.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let server = match (before, after) {
+        (Some(b), Some(a)) => {
+            let cpu = (a.cpu_s - b.cpu_s).max(0.0);
+            Some(ServerUse {
+                cpu_s: cpu,
+                cpu_us_per_op: if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 },
+                cpu_cores: cpu / elapsed,
+                peak_rss_kib: a.peak_rss_kib,
+                peak_reset,
+                rss_kib: a.rss_kib,
+            })
+        }
+        _ => None,
+    };
+    let outcome = Outcome {
+        ops,
+        errors: shared.errors.load(Ordering::Relaxed),
+        bytes,
+        elapsed_s: elapsed,
+        ops_per_s: ops as f64 / elapsed,
+        mb_per_s: bytes as f64 / 1e6 / elapsed,
+        latency_us: Latency {
+            mean: if hist.is_empty() {
+                0.0
+            } else {
+                hist.mean() / 1000.0
+            },
+            p50: us(0.5),
+            p90: us(0.9),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: if hist.is_empty() {
+                0.0
+            } else {
+                hist.max() as f64 / 1000.0
+            },
+        },
+        tcp_connects: shared.connects.load(Ordering::Relaxed),
+        server,
+        error_samples: std::mem::take(&mut *shared.samples.lock().unwrap()),
+    };
+    outcome
+}
+
+fn record_error(shared: &Shared, e: &OpError) {
+    let mut samples = shared.samples.lock().unwrap();
+    if samples.len() < 3 {
+        samples.push(e.to_string());
+    }
+}
