@@ -4,25 +4,22 @@
 //! disk fills up while they run). Everything here talks to the registry
 //! over its HTTP API only; nothing reads its data directory.
 
-use std::io::Read;
-use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+pub use crate::http::{agent, try_request, TransportError};
 use crate::http::HttpResponse;
+use crate::images::XorShift;
 
 /// xorshift64* PRNG: tiny, deterministic for a given seed, good enough for
 /// choosing operations and filling blobs.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(XorShift);
 
 impl Rng {
-    /// A generator for `seed` (0 is remapped: xorshift needs a non-zero state).
+    /// A generator for `seed`.
     pub fn new(seed: u64) -> Rng {
-        let mut r = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
-        if r.0 == 0 {
-            r.0 = 0x2545_F491_4F6C_DD1D;
-        }
+        let mut r = Rng(XorShift::new(seed ^ 0x9E37_79B9_7F4A_7C15));
         // Decorrelate nearby seeds.
         for _ in 0..4 {
             r.next_u64();
@@ -31,12 +28,7 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
 
     /// Uniform in `lo..=hi`.
@@ -92,86 +84,6 @@ pub fn blob_bytes(seed: u64, size: usize) -> Vec<u8> {
 /// `sha256:<hex>` of `data`.
 pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-/// A transport failure: no complete response. `status` is set when the
-/// response head arrived but its body could not be read.
-#[derive(Clone, Debug)]
-pub struct TransportError {
-    pub status: Option<u16>,
-    pub message: String,
-}
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.status {
-            Some(s) => write!(f, "status {s}, then: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-/// An agent that follows no redirects and gives up after `timeout`.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(5))
-        .timeout(timeout)
-        .redirects(0)
-        .build()
-}
-
-/// Sends a request; any HTTP status is `Ok`, a failed connection, reset,
-/// timeout or unreadable body is `Err` (never a panic).
-pub fn try_request(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Result<HttpResponse, TransportError> {
-    let mut req = agent.request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let res = match body {
-        Some(b) => req.send_bytes(b),
-        None => req.call(),
-    };
-    let resp = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => {
-            return Err(TransportError {
-                status: None,
-                message: format!("{method} {url}: {e}"),
-            })
-        }
-    };
-    let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .flat_map(|name| {
-            resp.all(&name)
-                .into_iter()
-                .map(move |v| (name.clone(), v.to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut body = Vec::new();
-    if method != "HEAD" {
-        if let Err(e) = resp.into_reader().read_to_end(&mut body) {
-            return Err(TransportError {
-                status: Some(status),
-                message: format!("{method} {url}: reading the body failed: {e}"),
-            });
-        }
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// Makes a `Location` header absolute against `base` (`http://host:port`).

@@ -42,24 +42,46 @@ impl HttpResponse {
     }
 }
 
-fn agent() -> ureq::Agent {
+fn default_agent() -> ureq::Agent {
+    agent(Duration::from_secs(120))
+}
+
+/// A transport failure: no complete response. `status` is set when the
+/// response head arrived but its body could not be read.
+#[derive(Clone, Debug)]
+pub struct TransportError {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "status {s}, then: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// An agent that follows no redirects and gives up after `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
-        .timeout(Duration::from_secs(120))
+        .timeout(timeout)
         .redirects(0)
         .build()
 }
 
-/// Sends `method url` with `headers` and optional `body`; returns whatever
-/// status comes back. Panics only on transport errors (connection refused,
-/// timeout, garbage), naming the request.
-pub fn request(
+/// Sends a request; any HTTP status is `Ok`, a failed connection, reset,
+/// timeout or unreadable body is `Err` (never a panic).
+pub fn try_request(
+    agent: &ureq::Agent,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> HttpResponse {
-    let mut req = agent().request(method, url);
+) -> Result<HttpResponse, TransportError> {
+    let mut req = agent.request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
     }
@@ -70,7 +92,12 @@ pub fn request(
     let resp = match res {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("HTTP {method} {url} failed: {e}"),
+        Err(e) => {
+            return Err(TransportError {
+                status: None,
+                message: format!("{method} {url}: {e}"),
+            })
+        }
     };
     let status = resp.status();
     let headers = resp
@@ -85,18 +112,32 @@ pub fn request(
         .collect();
     let mut body = Vec::new();
     if method != "HEAD" {
-        resp.into_reader()
-            .read_to_end(&mut body)
-            .unwrap_or_else(|e| panic!("HTTP {method} {url}: reading the body failed: {e}"));
+        if let Err(e) = resp.into_reader().read_to_end(&mut body) {
+            return Err(TransportError {
+                status: Some(status),
+                message: format!("{method} {url}: reading the body failed: {e}"),
+            });
+        }
     }
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
-/// `GET url` with headers.
+
+/// Sends a request and returns whatever the server answers (any status);
+/// panics with the error if no answer arrives.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse {
+    try_request(&default_agent(), method, url, headers, body).unwrap_or_else(|e| panic!("HTTP {method} {url} failed: {e}"))
+}
+
 pub fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {
     request("GET", url, headers, None)
 }

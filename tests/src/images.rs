@@ -38,6 +38,7 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const MULTI_BIG_FILE: usize = 24 << 20;
 
 /// xorshift64* pseudo-random generator: deterministic payload bytes from a seed.
+#[derive(Clone, Debug)]
 pub struct XorShift(u64);
 
 impl XorShift {
