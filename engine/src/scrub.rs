@@ -133,9 +133,18 @@ impl Engine {
     /// run while the engine serves; blocks the calling thread for as long as
     /// reading the whole store takes.
     pub fn scrub(&self) -> Result<ScrubReport> {
+        self.scrub_with_progress(&mut |_, _| {})
+    }
+
+    /// As [`Engine::scrub`], calling `progress(bytes_checked, bytes_total)`
+    /// after each segment and file (for a progress bar).
+    pub fn scrub_with_progress(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         let mut found: Vec<(Option<Digest>, BlobLocation, ProblemKind)> = Vec::new();
-        for (seg, size) in self.store.segments() {
+        let segments = self.store.segments();
+        let files = self.store.list_files()?;
+        let total = segments.iter().map(|(_, size)| size).sum::<u64>() + files.iter().map(|(_, _, size)| size).sum::<u64>();
+        for (seg, size) in segments {
             let scan = self.store.scan_segment(seg, size)?;
             report.segments_checked += 1;
             report.records_checked += scan.records.len() as u64;
@@ -150,8 +159,9 @@ impl Engine {
                 let location = BlobLocation::Segment { segment: seg, start: r.offset, end: r.end() };
                 found.push((Some(r.digest), location, ProblemKind::DigestMismatch));
             }
+            progress(report.bytes_checked, total);
         }
-        for (digest, path, _) in self.store.list_files()? {
+        for (digest, path, _) in files {
             report.files_checked += 1;
             match hash_file(&path, &digest) {
                 Ok((actual, n)) => {
@@ -162,6 +172,7 @@ impl Engine {
                 }
                 Err(e) => found.push((Some(digest), BlobLocation::File(path), ProblemKind::Unreadable(e.to_string()))),
             }
+            progress(report.bytes_checked, total);
         }
         let state = self.meta.read();
         let reported: HashSet<Digest> = found.iter().filter_map(|(d, _, _)| d.clone()).collect();

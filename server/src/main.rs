@@ -105,6 +105,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// A one-line progress bar on stderr, redrawn at most ten times a second
+/// (only when stderr is a terminal; otherwise a line every 10%).
+struct ProgressBar {
+    label: &'static str,
+    shown: Option<std::time::Instant>,
+    last_tenth: u64,
+    terminal: bool,
+}
+
+impl ProgressBar {
+    fn new(label: &'static str) -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar { label, shown: None, last_tenth: u64::MAX, terminal: std::io::stderr().is_terminal() }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        if self.terminal {
+            if self.shown.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100)) && done < total {
+                return;
+            }
+            self.shown = Some(std::time::Instant::now());
+            let filled = (fraction * 30.0) as usize;
+            eprint!(
+                "\r{} [{}{}] {:5.1}% {} / {} MiB",
+                self.label,
+                "#".repeat(filled.min(30)),
+                " ".repeat(30 - filled.min(30)),
+                fraction * 100.0,
+                done >> 20,
+                total >> 20
+            );
+        } else {
+            let tenth = (fraction * 10.0) as u64;
+            if tenth != self.last_tenth {
+                self.last_tenth = tenth;
+                eprintln!("{}: {:.0}% ({} of {} MiB)", self.label, fraction * 100.0, done >> 20, total >> 20);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.terminal && self.shown.is_some() {
+            eprintln!();
+        }
+    }
+}
+
 /// Opens the store a maintenance command works on, or explains why not.
 fn open_store(config_path: Option<PathBuf>) -> Result<(Config, berth_engine::Engine), ExitCode> {
     let config = Config::load(config_path.as_deref(), std::env::vars()).map_err(|e| {
@@ -162,7 +210,10 @@ fn scrub(config_path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     eprintln!("berth: scrubbing {}", config.root_directory.display());
-    match engine.scrub() {
+    let mut bar = ProgressBar::new("scrub");
+    let result = engine.scrub_with_progress(&mut |done, total| bar.show(done, total));
+    bar.finish();
+    match result {
         Ok(report) => {
             for problem in &report.problems {
                 let digest = problem.digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "(unreadable digest)".into());

@@ -57,6 +57,7 @@ fn offline_gc_keeps_images_and_drops_strays_and_scrub_reports_damage() {
     assert!(real.status.success() && text(&real).contains(&format!("deleted blob {stray}")), "{}", text(&real));
     let clean = berth(&data, &["scrub"], &[]);
     assert!(clean.status.success() && text(&clean).contains("0 problems"), "{}", text(&clean));
+    assert!(text(&clean).contains("scrub: 100%"), "no progress reported: {}", text(&clean));
 
     r.start_again();
     assert_eq!(request("HEAD", &r.url(&format!("/v2/gc/index/blobs/{stray}")), &[], None).status, 404);
