@@ -133,7 +133,9 @@ pub fn decode_log(image: &[u8]) -> Replay {
     let mut pos = 0usize;
     while image.len() - pos >= HEADER_BYTES {
         let header = &image[pos..pos + HEADER_BYTES];
-        if &header[0..4] != MAGIC || header[4] != FORMAT_VERSION {
+        // Reserved bytes must be zero: a record from a newer format stops
+        // replay instead of being misread.
+        if &header[0..4] != MAGIC || header[4] != FORMAT_VERSION || header[5..8] != [0, 0, 0] {
             break;
         }
         let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod content_range;
 mod error;
 mod framing;
 mod head;
@@ -47,6 +48,7 @@ mod response;
 pub use body::{
     BodyDecoder, Decoded, CHUNK_SIZE_DIGITS_MAX, EXTENSIONS_BYTES_MAX, TRAILERS_BYTES_MAX,
 };
+pub use content_range::{parse_content_range, ContentRangeError};
 pub use error::{BodyError, HeadError};
 pub use framing::BodyFraming;
 pub use head::{parse_request_head, RequestHead};

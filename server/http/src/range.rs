@@ -22,8 +22,12 @@ pub enum RangeRequest {
     Multiple,
 }
 
+/// A byte position, `1*DIGIT` (leading zeros allowed), if it fits in a u64.
+/// Any position up to `u64::MAX` must parse: a `Partial` answer for a huge
+/// representation has 20-digit offsets, and its canonical `bytes=start-end`
+/// form must mean the same range again.
 fn digits(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     s.parse().ok()
@@ -88,8 +92,22 @@ mod tests {
     }
 
     #[test]
+    fn positions_up_to_u64_max() {
+        // Found by the `range` fuzz target: the answer for a suffix range of a
+        // huge representation has a 20-digit end, which must parse again.
+        let max = u64::MAX;
+        let got = parse_range("bytes=-9999999999999999999", max);
+        assert_eq!(got, Partial { start: max - 9_999_999_999_999_999_999, end: max - 1 });
+        let Partial { start, end } = got else { unreachable!() };
+        assert_eq!(parse_range(&format!("bytes={start}-{end}"), max), got);
+        assert_eq!(parse_range("bytes=18446744073709551614-", max), Partial { start: max - 1, end: max - 1 });
+        assert_eq!(parse_range("bytes=0-18446744073709551615", 10), Partial { start: 0, end: 9 });
+        assert_eq!(parse_range("bytes=00000000000000000000005-", 10), Partial { start: 5, end: 9 });
+    }
+
+    #[test]
     fn invalid_syntax_is_ignored() {
-        for v in ["items=0-1", "bytes=", "bytes=a-b", "bytes=5-2", "bytes=--1", "bytes=+1-2", "bytes=99999999999999999999-"] {
+        for v in ["items=0-1", "bytes=", "bytes=a-b", "bytes=5-2", "bytes=--1", "bytes=+1-2", "bytes=99999999999999999999-", "bytes=18446744073709551616-"] {
             assert_eq!(parse_range(v, 10), Full, "{v}");
         }
     }

@@ -47,18 +47,9 @@ fn session_response(ctx: &Ctx, request: &Request<'_>, status: u16, repo: &Reposi
 /// A `Content-Range: <start>-<end>` request header (inclusive).
 fn content_range(request: &Request<'_>) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(text) = request.head.headers.get("content-range") else { return Ok(None) };
-    let bad = || ApiError::new(ErrorCode::BlobUploadInvalid, format!("Content-Range must be <start>-<end>, got {text:?}"));
-    let spec = text.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
-    let (start, end) = spec.split_once('-').ok_or_else(bad)?;
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(start) || !all_digits(end) {
-        return Err(bad());
-    }
-    let (start, end) = (start.parse::<u64>().map_err(|_| bad())?, end.parse::<u64>().map_err(|_| bad())?);
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
+    berth_http::parse_content_range(text).map(Some).map_err(|e| {
+        ApiError::new(ErrorCode::BlobUploadInvalid, format!("Content-Range must be <start>-<end>, got {text:?}: {e}"))
+    })
 }
 
 /// 416 with the session's current Range and Location, as the spec requires

@@ -1,0 +1,7 @@
+//! Manifest validation: see `manifest` in checks/engine.rs.
+#![no_main]
+
+#[path = "../checks/engine.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::manifest(data));
