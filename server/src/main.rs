@@ -288,51 +288,21 @@ fn schedule_gc(engine: Arc<berth_engine::Engine>, interval: std::time::Duration,
     }
 }
 
-const HTPASSWD_USAGE: &str = "usage: htpasswd -Bbn [-C COST] USER PASSWORD
-  -B  bcrypt (the only hash registry:2 and berth accept)
-  -b  take the password from the command line
-  -n  print the line instead of updating a file
-  -C  bcrypt cost, 4 to 17 (default 5, as Apache)";
-
-/// The `htpasswd -Bbn USER PASSWORD` subset registry deployments use.
+/// `htpasswd -Bbn [-C COST] USER PASSWORD`, the subset of Apache's htpasswd
+/// registry deployments use (see `berth::auth::htpasswd::cli`).
 fn htpasswd(args: &[String]) -> ExitCode {
-    let mut flags = std::collections::BTreeSet::new();
-    let mut cost = 5u32;
-    let mut positional = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "-C" {
-            match iter.next().and_then(|c| c.parse::<u32>().ok()).filter(|c| (4..=17).contains(c)) {
-                Some(c) => cost = c,
-                None => {
-                    eprintln!("htpasswd: -C needs a bcrypt cost from 4 to 17\n{HTPASSWD_USAGE}");
-                    return ExitCode::from(2);
-                }
-            }
-        } else if let Some(letters) = arg.strip_prefix('-').filter(|l| !l.is_empty() && positional.is_empty()) {
-            for letter in letters.chars() {
-                if !"Bbn".contains(letter) {
-                    eprintln!("htpasswd: unsupported option -{letter}\n{HTPASSWD_USAGE}");
-                    return ExitCode::from(2);
-                }
-                flags.insert(letter);
-            }
-        } else {
-            positional.push(arg.clone());
-        }
-    }
-    if flags.len() != 3 || positional.len() != 2 {
-        eprintln!("htpasswd: berth supports exactly -B -b -n with USER and PASSWORD\n{HTPASSWD_USAGE}");
-        return ExitCode::from(2);
-    }
-    match berth::auth::htpasswd::hash_line(&positional[0], &positional[1], cost) {
-        Ok(line) => {
-            // Apache prints the line followed by an empty line.
-            println!("{line}\n");
+    use berth::auth::htpasswd::{cli, CliError, CLI_USAGE};
+    match cli(args) {
+        Ok(output) => {
+            print!("{output}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("htpasswd: {e}");
+        Err(CliError::Help) => {
+            println!("{CLI_USAGE}");
+            ExitCode::SUCCESS
+        }
+        Err(CliError::Usage(message)) => {
+            eprintln!("htpasswd: {message}\n{CLI_USAGE}");
             ExitCode::from(2)
         }
     }
@@ -352,6 +322,12 @@ fn check_config(config_path: Option<PathBuf>) -> ExitCode {
             }
             if let Some(tls) = &config.tls {
                 if let Err(e) = berth::tls::server_config(tls) {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            if let berth::config::AuthConfig::Htpasswd { realm, path } = &config.auth {
+                if let Err(e) = berth::auth::htpasswd::Htpasswd::open(path, realm) {
                     eprintln!("berth: {e}");
                     return ExitCode::from(2);
                 }
@@ -396,6 +372,25 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     berth::logging::init(&config.log_level, config.log_formatter, config.access_log);
+    // Credentials are checked before the store is opened: a bad htpasswd
+    // file or token key stops the start with one line naming it.
+    let auth = match &config.auth {
+        berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,
+        berth::config::AuthConfig::Token(settings) => match berth::auth::token::TokenAuth::new(settings.clone()) {
+            Ok(tokens) => berth::auth::Auth::Token(Arc::new(tokens)),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        berth::config::AuthConfig::Htpasswd { realm, path } => match berth::auth::htpasswd::Htpasswd::open(path, realm) {
+            Ok(store) => berth::auth::Auth::Htpasswd(store),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     match (&config_path, std::env::var_os("REGISTRY_CONFIGURATION_PATH")) {
         (Some(path), _) => log::info!("configuration: {} with REGISTRY_* overrides", path.display()),
         (None, Some(path)) => log::info!("configuration: {} with REGISTRY_* overrides", PathBuf::from(path).display()),
@@ -448,23 +443,6 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("berth: {e}");
             return ExitCode::from(2);
         }
-    };
-    let auth = match &config.auth {
-        berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,
-        berth::config::AuthConfig::Token(settings) => match berth::auth::token::TokenAuth::new(settings.clone()) {
-            Ok(tokens) => berth::auth::Auth::Token(Arc::new(tokens)),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        berth::config::AuthConfig::Htpasswd { realm, path } => match berth::auth::htpasswd::Htpasswd::open(path, realm) {
-            Ok(store) => berth::auth::Auth::Htpasswd(store),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::from(2);
-            }
-        },
     };
     let engine = Arc::new(engine);
     if let Some(interval) = config.gc_interval {

@@ -1,8 +1,10 @@
 //! htpasswd basic auth configured with the deployment guide's variables:
 //! challenges, wrong and missing credentials, the open load-balancer probe,
-//! reload on file change, `berth htpasswd` output, skopeo with credentials,
-//! and docker login/push/pull over TLS with htpasswd (dockerd trusting the
-//! test CA through /etc/docker/certs.d).
+//! reload on file change, start refused for a bad file or missing key,
+//! `berth htpasswd` output (also invoked as `htpasswd`) and its
+//! interoperability with Apache's htpasswd, skopeo with credentials, and
+//! docker login/push/pull over TLS with htpasswd (dockerd trusting the test
+//! CA through /etc/docker/certs.d).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,40 +72,145 @@ fn challenges_credentials_and_reload() {
     // A refused push changes nothing.
     let refused = request("POST", &r.url("/v2/x/blobs/uploads/?digest=sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"), &[], Some(b"hello"));
     assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.json()["errors"][0]["detail"],
+        serde_json::json!([
+            {"Type": "repository", "Class": "", "Name": "x", "Action": "pull"},
+            {"Type": "repository", "Class": "", "Name": "x", "Action": "push"},
+        ]),
+        "registry:2 names the accesses the request needed"
+    );
     let catalog = request("GET", &r.url("/v2/_catalog"), &[("Authorization", &good)], None);
     assert_eq!(catalog.json()["repositories"], serde_json::json!([]));
-
-    // The file changes: the old password stops working, the new one works.
-    std::fs::write(&file, htpasswd_line("testuser", "rotated")).expect("rewrite");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while request("GET", &r.url("/v2/"), &[("Authorization", &good)], None).status != 401 {
-        assert!(Instant::now() < deadline, "the old password still works after the file changed");
-        std::thread::sleep(Duration::from_millis(200));
+    // Cached credentials (the second request skips bcrypt) still answer.
+    for _ in 0..3 {
+        assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &good)], None).status, 200);
     }
+
+    // The file is rewritten in place: within about two seconds the old
+    // password stops working (it was cached) and the new one works.
     let rotated = basic("testuser", "rotated");
+    std::fs::write(&file, htpasswd_line("testuser", "rotated")).expect("rewrite");
+    let written = Instant::now();
+    while request("GET", &r.url("/v2/"), &[("Authorization", &good)], None).status != 401 {
+        assert!(written.elapsed() < Duration::from_millis(2500), "the old password still works after the file changed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &rotated)], None).status, 200);
+
+    // A broken file is refused and the users before it are kept.
+    std::fs::write(&file, "testuser:plaintext\n").expect("break");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &rotated)], None).status, 200, "a bad reload dropped the users");
+    assert!(r.log_tail(50).contains("htpasswd reload failed"), "{}", r.log_tail(50));
+
+    // The file is replaced by a rename (a new inode, as editors and
+    // Kubernetes secrets do it): a second user appears, the first stays.
+    let tmp = dir.path().join("htpasswd.new");
+    std::fs::write(&tmp, htpasswd_line("testuser", "rotated") + &htpasswd_line("second", "pw2")).expect("write");
+    std::fs::rename(&tmp, &file).expect("rename");
+    let second = basic("second", "pw2");
+    let renamed = Instant::now();
+    while request("GET", &r.url("/v2/"), &[("Authorization", &second)], None).status != 200 {
+        assert!(renamed.elapsed() < Duration::from_millis(2500), "the renamed-in file was not read");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &rotated)], None).status, 200);
     let log = r.log_tail(50);
     assert!(log.contains(" testuser GET /v2/ 200"), "the access log names the user: {log}");
 }
 
-#[test]
-fn a_bad_htpasswd_file_stops_the_start_with_its_line() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("htpasswd");
-    std::fs::write(&file, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").expect("write");
-    let out = Command::new(berth_binary())
+/// Runs `berth serve` with htpasswd variables `env` (pairs to set; an empty
+/// value removes the variable) and returns its failure output. The start
+/// must fail.
+fn refused_start(dir: &Path, env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(berth_binary());
+    command
         .arg("serve")
         .env("REGISTRY_CONFIGURATION_PATH", "/dev/null")
         .env("REGISTRY_AUTH", "htpasswd")
-        .env("REGISTRY_AUTH_HTPASSWD_REALM", "r")
-        .env("REGISTRY_AUTH_HTPASSWD_PATH", &file)
-        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path().join("data"))
-        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0")
-        .output()
-        .expect("berth runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("line 1") && stderr.contains("bcrypt"), "{stderr}");
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.join("data"))
+        .env("REGISTRY_HTTP_ADDR", "127.0.0.1:0");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().expect("berth runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "berth started with {env:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_bad_htpasswd_file_or_missing_key_stops_the_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    // A comment, a bcrypt line, the empty line `htpasswd -n` prints, then
+    // line 4: an Apache SHA-1 line (registry:2 supports only bcrypt).
+    std::fs::write(&file, format!("# users\n{}alice:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", htpasswd_line("testuser", "pw"))).expect("write");
+    let path = file.to_str().expect("utf-8");
+    let stderr = refused_start(dir.path(), &[("REGISTRY_AUTH_HTPASSWD_REALM", "r"), ("REGISTRY_AUTH_HTPASSWD_PATH", path)]);
+    assert!(stderr.contains(path) && stderr.contains("line 4") && stderr.contains("bcrypt"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let missing = dir.path().join("no-such-htpasswd");
+    let stderr = refused_start(dir.path(), &[("REGISTRY_AUTH_HTPASSWD_REALM", "r"), ("REGISTRY_AUTH_HTPASSWD_PATH", missing.to_str().expect("utf-8"))]);
+    assert!(stderr.contains(missing.to_str().expect("utf-8")), "{stderr}");
+
+    let stderr = refused_start(dir.path(), &[("REGISTRY_AUTH_HTPASSWD_PATH", path)]);
+    assert!(stderr.contains("auth.htpasswd.realm"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    let stderr = refused_start(dir.path(), &[("REGISTRY_AUTH_HTPASSWD_REALM", "r")]);
+    assert!(stderr.contains("auth.htpasswd.path"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+/// The image links `htpasswd` to berth for the registry:2 guide's
+/// `docker run --entrypoint htpasswd <image> -Bbn testuser testpassword`.
+#[test]
+fn invoked_as_htpasswd() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("htpasswd");
+    std::os::unix::fs::symlink(berth_binary(), &link).expect("symlink");
+    for args in [&["-Bbn", "testuser", "testpassword"][..], &["-nbB", "testuser", "testpassword"], &["-B", "-b", "-n", "testuser", "testpassword"]] {
+        let out = Command::new(&link).args(args).output().expect("htpasswd link runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("testuser:$2y$05$") && stdout.ends_with("\n\n"), "{args:?}: {stdout:?}");
+    }
+    let out = Command::new(&link).args(["-Bbn", "-C", "7", "u", "p"]).output().expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("u:$2y$07$"));
+    for args in [&["-bn", "u", "p"][..], &["-c", "file", "u"], &["-Bbn", "u"]] {
+        let out = Command::new(&link).args(args).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("usage: htpasswd -Bbn"), "{args:?}");
+    }
+}
+
+/// Apache's `htpasswd -Bbn` output is accepted by berth, and berth's is
+/// verified by Apache's `htpasswd -vb` (apache2-utils).
+#[test]
+fn apache_htpasswd_lines_work_both_ways() {
+    let apache = cmd::require_tool("htpasswd");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    let mut lines = String::new();
+    for (user, password, cost) in [("apache5", "testpassword", "5"), ("apache10", "pass:word", "10")] {
+        let out = cmd::run(Command::new(&apache).args(["-Bbn", "-C", cost, user, password]));
+        lines.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    lines.push_str(&htpasswd_line("berthuser", "berthpassword"));
+    std::fs::write(&file, &lines).expect("write");
+    let out = Command::new(&apache).args(["-vb", file.to_str().expect("utf-8"), "berthuser", "berthpassword"]).output().expect("htpasswd -v");
+    assert!(out.status.success(), "Apache does not verify berth's line: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&apache).args(["-vb", file.to_str().expect("utf-8"), "berthuser", "wrong"]).output().expect("htpasswd -v");
+    assert!(!out.status.success(), "Apache verified a wrong password");
+
+    let Some(r) = start(dir.path(), &file, None) else { return };
+    for (user, password) in [("apache5", "testpassword"), ("apache10", "pass:word"), ("berthuser", "berthpassword")] {
+        assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &basic(user, password))], None).status, 200, "{user}");
+        assert_eq!(request("GET", &r.url("/v2/"), &[("Authorization", &basic(user, "wrong"))], None).status, 401, "{user}");
+    }
 }
 
 #[test]
@@ -122,9 +229,18 @@ fn skopeo_with_and_without_credentials() {
     std::fs::write(dir.path().join("auth.json"), "{}").expect("auth file");
     let anonymous = skopeo().args(["copy", "--all", "--dest-tls-verify=false", &layout.oci_ref(), &dest]).output().expect("skopeo");
     assert!(!anonymous.status.success(), "anonymous push succeeded");
+    let wrong = skopeo()
+        .args(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", "testuser:wrong", &layout.oci_ref(), &dest])
+        .output()
+        .expect("skopeo");
+    assert!(!wrong.status.success(), "push with a wrong password succeeded");
+    let catalog = request("GET", &r.url("/v2/_catalog"), &[("Authorization", &basic("testuser", "testpassword"))], None);
+    assert_eq!(catalog.json()["repositories"], serde_json::json!([]), "a refused push stored something");
     cmd::run(skopeo().args(["copy", "--all", "--dest-tls-verify=false", "--dest-creds", "testuser:testpassword", &layout.oci_ref(), &dest]));
     let tags = cmd::run(skopeo().args(["list-tags", "--tls-verify=false", "--creds", "testuser:testpassword", &dest.replace(":latest", "")]));
     assert!(String::from_utf8_lossy(&tags.stdout).contains("latest"));
+    let log = r.log_tail(400);
+    assert!(log.contains(" testuser PUT /v2/auth/index/manifests/latest 201"), "the access log names the pushing user: {log}");
 }
 
 /// Removes /etc/docker/certs.d/<host> on drop (dockerd reads trust from there).

@@ -5,18 +5,20 @@
 //!   supports only bcrypt.
 //! - It is re-read when it changes (checked at most once a second); a
 //!   reload that fails keeps the previous entries and logs why.
-//! - Verified credentials are cached, keyed by user, a SHA-256 of the
-//!   password under a per-process random key, and the stored hash: a changed
-//!   password or file never matches an old entry, and bcrypt is paid once.
-//! - An unknown user still costs one bcrypt verification against a dummy
-//!   hash, so response time does not reveal which users exist.
+//! - Verified credentials are cached, keyed by an HMAC-SHA-256 (under a
+//!   per-process random key) of the user, the password and the stored hash:
+//!   a changed password or file never matches an old entry, and bcrypt is
+//!   paid once per credential, not per request.
+//! - An unknown user still costs one bcrypt verification at the cost the
+//!   file's users have, so response time does not reveal who exists.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest as _, Sha256};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Entries kept in the verified-credential cache before it is cleared.
 const CACHE_ENTRIES_MAX: usize = 10_000;
@@ -44,6 +46,20 @@ pub enum HtpasswdError {
         /// What is wrong.
         message: &'static str,
     },
+    /// The operating system gave no random bytes for the cache key.
+    #[error("cannot get random bytes for the htpasswd credential cache: {0}")]
+    Random(String),
+}
+
+/// A bcrypt hash berth verifies against when the user is unknown and the
+/// file gives no cost to copy (an empty file): `$2y$05$`, Apache's default.
+const DUMMY_HASH: &str = "$2y$05$ihYyaHhd4IempfjxEzUcpOZCfNDZlFuYmIg5YXr4aLHwhkN6QHrye";
+
+/// Whether `hash` is a bcrypt hash registry:2 accepts (`$2y$`, `$2a$` or
+/// `$2b$`, cost 4 to 31, well-formed salt and digest).
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p))
+        && hash.parse::<bcrypt::HashParts>().is_ok_and(|parts| (4..=31).contains(&parts.get_cost()))
 }
 
 /// Parses htpasswd text into user → bcrypt hash.
@@ -59,9 +75,8 @@ pub fn parse(path: &Path, text: &str) -> Result<HashMap<String, String>, Htpassw
         if user.is_empty() {
             return Err(error("empty user name"));
         }
-        let bcrypt = ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60;
-        if !bcrypt {
-            return Err(error("only bcrypt hashes ($2y$, $2a$, $2b$; htpasswd -B) are supported"));
+        if !is_bcrypt(hash) {
+            return Err(error("not a bcrypt hash: only bcrypt ($2y$, $2a$, $2b$; htpasswd -B) is supported, as in registry:2"));
         }
         users.insert(user.to_owned(), hash.to_owned());
     }
@@ -73,8 +88,28 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// The hash an unknown user's password is verified against: one of the
+/// file's own hashes at the cost most of its users have (the result is
+/// thrown away), so an unknown user takes as long as a known one.
+fn decoy(users: &HashMap<String, String>) -> String {
+    let mut by_cost: HashMap<u32, (usize, &String)> = HashMap::new();
+    for hash in users.values() {
+        if let Ok(parts) = hash.parse::<bcrypt::HashParts>() {
+            let slot = by_cost.entry(parts.get_cost()).or_insert((0, hash));
+            slot.0 += 1;
+            slot.1 = slot.1.min(hash);
+        }
+    }
+    by_cost
+        .into_iter()
+        .max_by_key(|(cost, (count, _))| (*count, *cost))
+        .map(|(_, (_, hash))| hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.to_owned())
+}
+
 struct Loaded {
     users: HashMap<String, String>,
+    decoy: String,
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
 }
@@ -86,7 +121,6 @@ pub struct Htpasswd {
     loaded: RwLock<Loaded>,
     cache: Mutex<HashSet<[u8; 32]>>,
     cache_key: [u8; 32],
-    dummy_hash: String,
 }
 
 /// The outcome of checking credentials.
@@ -102,19 +136,17 @@ impl Htpasswd {
     /// Loads `path`; fails (naming the file and line) if it is unusable.
     pub fn open(path: &Path, realm: &str) -> Result<Arc<Htpasswd>, HtpasswdError> {
         let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read { path: path.to_owned(), source })?;
+        let stamp = stamp(path);
         let users = parse(path, &text)?;
         let mut cache_key = [0u8; 32];
-        let _ = getrandom::getrandom(&mut cache_key);
-        let dummy_hash = bcrypt::hash_with_result("berth-dummy-password", 5)
-            .map(|h| h.format_for_version(bcrypt::Version::TwoY))
-            .unwrap_or_default();
+        getrandom::getrandom(&mut cache_key).map_err(|e| HtpasswdError::Random(e.to_string()))?;
+        log::info!("htpasswd auth: {} users from {} (realm {realm:?})", users.len(), path.display());
         Ok(Arc::new(Htpasswd {
             path: path.to_owned(),
             realm: realm.to_owned(),
-            loaded: RwLock::new(Loaded { users, stamp: stamp(path), checked: Instant::now() }),
+            loaded: RwLock::new(Loaded { decoy: decoy(&users), users, stamp, checked: Instant::now() }),
             cache: Mutex::new(HashSet::new()),
             cache_key,
-            dummy_hash,
         }))
     }
 
@@ -143,34 +175,42 @@ impl Htpasswd {
         match std::fs::read_to_string(&self.path).map_err(|source| HtpasswdError::Read { path: self.path.clone(), source }).and_then(|t| parse(&self.path, &t)) {
             Ok(users) => {
                 log::info!("htpasswd file {} reloaded: {} users", self.path.display(), users.len());
+                loaded.decoy = decoy(&users);
                 loaded.users = users;
             }
             Err(e) => log::error!("htpasswd reload failed, keeping the previous users: {e}"),
         }
     }
 
+    /// The cache key for a verified credential: an HMAC, so the cache holds
+    /// nothing a memory dump could brute-force passwords from offline.
     fn cache_entry(&self, user: &str, password: &str, hash: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.cache_key);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         for part in [user, password, hash] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part.as_bytes());
         }
-        h.finalize().into()
+        mac.finalize().into_bytes().into()
     }
 
     /// Checks a user and password. Returns `Ok` at once from the cache, or
     /// `Err(job)`: a bcrypt verification to run off the event loop.
     pub fn check_cached(self: &Arc<Self>, user: &str, password: &str) -> Result<Verdict, VerifyJob> {
         self.maybe_reload();
-        let hash = self.loaded.read().ok().and_then(|l| l.users.get(user).cloned());
+        let (hash, decoy) = match self.loaded.read() {
+            Ok(loaded) => match loaded.users.get(user) {
+                Some(hash) => (Some(hash.clone()), String::new()),
+                None => (None, loaded.decoy.clone()),
+            },
+            Err(_) => (None, DUMMY_HASH.to_owned()),
+        };
         if let Some(hash) = &hash {
             let entry = self.cache_entry(user, password, hash);
             if self.cache.lock().is_ok_and(|c| c.contains(&entry)) {
                 return Ok(Verdict::Allowed(user.to_owned()));
             }
         }
-        Err(VerifyJob { store: self.clone(), user: user.to_owned(), password: password.to_owned(), hash })
+        Err(VerifyJob { store: self.clone(), user: user.to_owned(), password: password.to_owned(), hash, decoy })
     }
 }
 
@@ -180,6 +220,8 @@ pub struct VerifyJob {
     user: String,
     password: String,
     hash: Option<String>,
+    /// For an unknown user: the hash to spend the same time on.
+    decoy: String,
 }
 
 impl VerifyJob {
@@ -201,8 +243,9 @@ impl VerifyJob {
                 }
             }
             None => {
-                // Same cost as a real user, so timing does not reveal who exists.
-                let _ = bcrypt::verify(&self.password, &self.store.dummy_hash);
+                // Same cost as a real user, so timing does not reveal who
+                // exists; the outcome is ignored.
+                let _ = bcrypt::verify(&self.password, &self.decoy);
                 Verdict::Denied
             }
         }
@@ -211,26 +254,196 @@ impl VerifyJob {
 
 /// An Apache-compatible `user:$2y$...` line for `password` at `cost`.
 pub fn hash_line(user: &str, password: &str, cost: u32) -> Result<String, String> {
+    if user.is_empty() {
+        return Err("the user name may not be empty".into());
+    }
     if user.contains(':') {
         return Err("the user name may not contain ':'".into());
     }
+    if user.chars().any(char::is_control) || user.trim() != user {
+        return Err("the user name may not contain control characters or surrounding spaces".into());
+    }
+    if user.len() > 255 {
+        return Err("the user name is longer than 255 bytes".into());
+    }
     let parts = bcrypt::hash_with_result(password, cost).map_err(|e| format!("bcrypt: {e}"))?;
     Ok(format!("{user}:{}", parts.format_for_version(bcrypt::Version::TwoY)))
+}
+
+/// Usage of the `htpasswd` subset berth implements.
+pub const CLI_USAGE: &str = "usage: htpasswd -Bbn [-C COST] USER PASSWORD
+  -B  bcrypt (the only hash registry:2 and berth accept)
+  -b  take the password from the command line
+  -n  print the line instead of updating a file
+  -C  bcrypt cost, 4 to 17 (default 5, as Apache)";
+
+/// Why `htpasswd` arguments were not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CliError {
+    /// `-h` or `--help`: print [`CLI_USAGE`] and succeed.
+    Help,
+    /// Anything else: print this and [`CLI_USAGE`], exit 2.
+    Usage(String),
+}
+
+/// Runs the `htpasswd -Bbn [-C COST] USER PASSWORD` subset of Apache's
+/// htpasswd (what registry deployment guides use): flags may be clustered
+/// (`-Bbn`, `-nbB`, `-BbnC 10`) or separate (`-B -b -n -C10`), `--` ends
+/// them. Returns what Apache prints: the line and an empty line.
+pub fn cli(args: &[String]) -> Result<String, CliError> {
+    let mut flags = HashSet::new();
+    let mut cost = 5u32;
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next_if(|a| a.starts_with('-') && a.len() > 1) {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--help" || arg == "-h" {
+            return Err(CliError::Help);
+        }
+        let letters = &arg[1..];
+        for (at, letter) in letters.char_indices() {
+            match letter {
+                'B' | 'b' | 'n' => {
+                    flags.insert(letter);
+                }
+                'C' => {
+                    // The cost is the rest of this argument or the next one.
+                    let rest = &letters[at + 1..];
+                    let value = if rest.is_empty() { iter.next().map(String::as_str) } else { Some(rest) };
+                    cost = value
+                        .and_then(|c| c.parse::<u32>().ok())
+                        .filter(|c| (4..=17).contains(c))
+                        .ok_or_else(|| CliError::Usage("-C needs a bcrypt cost from 4 to 17".into()))?;
+                    break;
+                }
+                'c' | 'i' | 'D' | 'v' => {
+                    return Err(CliError::Usage(format!(
+                        "-{letter} (updating or checking a file) is not supported: berth only prints lines (-n); redirect them into the file"
+                    )))
+                }
+                'm' | '2' | '5' | 'd' | 's' | 'p' => {
+                    return Err(CliError::Usage(format!("-{letter} selects a hash registry:2 cannot check; use -B (bcrypt)")))
+                }
+                other => return Err(CliError::Usage(format!("unsupported option -{other}"))),
+            }
+        }
+    }
+    let positional: Vec<&String> = iter.collect();
+    for (flag, why) in [('B', "-B (bcrypt) is required: registry:2 accepts only bcrypt"), ('n', "-n is required: berth prints the line, it does not update files"), ('b', "-b is required: berth takes the password from the command line")] {
+        if !flags.contains(&flag) {
+            return Err(CliError::Usage(why.into()));
+        }
+    }
+    let [user, password] = positional[..] else {
+        return Err(CliError::Usage(format!("expected USER and PASSWORD, got {} arguments", positional.len())));
+    };
+    let line = hash_line(user, password, cost).map_err(CliError::Usage)?;
+    Ok(format!("{line}\n\n"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Apache's `htpasswd -Bbn testuser testpassword` (apache2-utils 2.4).
+    const APACHE_LINE: &str = "testuser:$2y$05$4dZd3NcCWIIXFgKoczn5/egNqtwXP5iBIb56rhzGC1ouFn6UNNlDm";
+
+    fn expire_reload_check(store: &Htpasswd) {
+        store.loaded.write().unwrap().checked = Instant::now() - RELOAD_CHECK * 2;
+    }
+
     #[test]
     fn parses_bcrypt_lines_and_names_bad_ones() {
         let line = hash_line("alice", "pw", 4).unwrap();
-        let users = parse(Path::new("f"), &format!("# comment\n\n{line}\n")).unwrap();
+        let users = parse(Path::new("f"), &format!("# comment\n\n  {line}  \r\n")).unwrap();
         assert!(users["alice"].starts_with("$2y$04$"));
-        let err = parse(Path::new("f"), "bob:{SHA}abc\n").unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("bcrypt"), "{err}");
+        let err = parse(Path::new("/etc/htpasswd"), "bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap_err().to_string();
+        assert!(err.contains("/etc/htpasswd") && err.contains("line 1") && err.contains("bcrypt"), "{err}");
         let err = parse(Path::new("f"), &format!("{line}\nnocolon\n")).unwrap_err().to_string();
-        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("line 2") && err.contains("user:hash"), "{err}");
+        let err = parse(Path::new("f"), &format!("\n\n{}\n", line.replacen("alice", "", 1))).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("empty user"), "{err}");
+        // MD5 (Apache's default without -B), crypt, plain text, $2x$, a
+        // truncated hash and an impossible cost are refused.
+        let hash = &users["alice"];
+        for bad in [
+            "u:$apr1$HC7.gkVq$2YvQ4hVfOWC6gJ9Cp6YQ0/".to_string(),
+            "u:rqXexS6ZhobKA".to_string(),
+            "u:password".to_string(),
+            format!("u:{}", hash.replacen("$2y$", "$2x$", 1)),
+            format!("u:{}", &hash[..59]),
+            format!("u:{}", hash.replacen("$04$", "$99$", 1)),
+            format!("u:{}", hash.replacen("$04$", "$03$", 1)),
+        ] {
+            let err = parse(Path::new("f"), &bad).unwrap_err().to_string();
+            assert!(err.contains("line 1") && err.contains("bcrypt"), "{bad}: {err}");
+        }
+        // All three bcrypt prefixes registry:2 accepts; a later line for the
+        // same user wins, as in registry:2.
+        for prefix in ["$2a$", "$2b$"] {
+            let text = format!("{line}\nalice:{}\n", hash.replacen("$2y$", prefix, 1));
+            assert!(parse(Path::new("f"), &text).unwrap()["alice"].starts_with(prefix));
+        }
+        let users = parse(Path::new("f"), &format!("{APACHE_LINE}\n\n")).unwrap();
+        assert!(bcrypt::verify("testpassword", &users["testuser"]).unwrap(), "Apache's line verifies");
+        assert!(is_bcrypt(DUMMY_HASH));
+    }
+
+    #[test]
+    fn hash_lines_are_apache_compatible() {
+        let line = hash_line("testuser", "testpassword", 5).unwrap();
+        let (user, hash) = line.split_once(':').unwrap();
+        assert_eq!(user, "testuser");
+        assert!(hash.starts_with("$2y$05$") && hash.len() == 60, "{line}");
+        assert!(bcrypt::verify("testpassword", hash).unwrap());
+        assert!(hash_line("a:b", "pw", 4).is_err());
+        assert!(hash_line("", "pw", 4).is_err());
+        assert!(hash_line("a\nb", "pw", 4).is_err());
+        assert!(hash_line("u", "pw", 3).is_err(), "cost below bcrypt's minimum");
+        assert!(hash_line("u", "pass:with:colons", 4).is_ok());
+    }
+
+    #[test]
+    fn the_cli_takes_the_flag_spellings_apache_does() {
+        let run = |args: &[&str]| cli(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        for args in [
+            &["-Bbn", "testuser", "testpassword"][..],
+            &["-nbB", "testuser", "testpassword"],
+            &["-B", "-b", "-n", "testuser", "testpassword"],
+            &["-bn", "-B", "--", "testuser", "testpassword"],
+        ] {
+            let out = run(args).unwrap();
+            assert!(out.starts_with("testuser:$2y$05$") && out.ends_with("\n\n") && out.len() == "testuser:".len() + 60 + 2, "{args:?}: {out:?}");
+            let hash = out.trim_end().split_once(':').unwrap().1;
+            assert!(bcrypt::verify("testpassword", hash).unwrap());
+        }
+        for args in [&["-Bbn", "-C", "4", "u", "p"][..], &["-BbnC", "4", "u", "p"], &["-BbnC4", "u", "p"], &["-C4", "-Bbn", "u", "p"]] {
+            assert!(run(args).unwrap().starts_with("u:$2y$04$"), "{args:?}");
+        }
+        // A password that looks like a flag, after the user name.
+        let out = run(&["-Bbn", "u", "-secret"]).unwrap();
+        assert!(bcrypt::verify("-secret", out.trim_end().split_once(':').unwrap().1).unwrap());
+        assert_eq!(run(&["--help"]), Err(CliError::Help));
+        for (args, expect) in [
+            (&["-bn", "u", "p"][..], "-B"),
+            (&["-Bb", "u", "p"], "-n"),
+            (&["-Bn", "u"], "-b"),
+            (&["-cBb", "file", "u", "p"], "-c"),
+            (&["-Bbnm", "u", "p"], "-m"),
+            (&["-Bbnx", "u", "p"], "-x"),
+            (&["-Bbn", "-C", "3", "u", "p"], "cost"),
+            (&["-Bbn", "-C", "18", "u", "p"], "cost"),
+            (&["-Bbn", "-C"], "cost"),
+            (&["-Bbn", "u"], "USER and PASSWORD"),
+            (&["-Bbn", "u", "p", "extra"], "USER and PASSWORD"),
+            (&["-Bbn", "a:b", "p"], "':'"),
+        ] {
+            match run(args) {
+                Err(CliError::Usage(message)) => assert!(message.contains(expect), "{args:?}: {message}"),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -243,13 +456,73 @@ mod tests {
         assert_eq!(job.run(), Verdict::Allowed("alice".into()));
         assert_eq!(store.check_cached("alice", "old").ok(), Some(Verdict::Allowed("alice".into())), "second check is cached");
         assert_eq!(store.check_cached("alice", "wrong").unwrap_err().run(), Verdict::Denied);
+        assert!(store.check_cached("alice", "wrong").is_err(), "a failure is never cached");
         assert_eq!(store.check_cached("mallory", "old").unwrap_err().run(), Verdict::Denied);
+        assert_eq!(store.check_cached("Alice", "old").unwrap_err().run(), Verdict::Denied, "user names are case-sensitive");
         // The password changes in the file: the cached entry no longer matches.
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&path, hash_line("alice", "new", 4).unwrap() + "\n# changed\n").unwrap();
-        store.loaded.write().unwrap().checked = Instant::now() - RELOAD_CHECK * 2;
+        expire_reload_check(&store);
         assert!(store.check_cached("alice", "old").is_err(), "stale cache entry used");
         assert_eq!(store.check_cached("alice", "old").unwrap_err().run(), Verdict::Denied);
         assert_eq!(store.check_cached("alice", "new").unwrap_err().run(), Verdict::Allowed("alice".into()));
+        // The user is removed: even the cached credential stops working.
+        assert!(store.check_cached("alice", "new").is_ok());
+        std::fs::write(&path, hash_line("bob", "pw", 4).unwrap() + "\n").unwrap();
+        expire_reload_check(&store);
+        assert_eq!(store.check_cached("alice", "new").unwrap_err().run(), Verdict::Denied);
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_previous_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, hash_line("alice", "pw", 4).unwrap() + "\n").unwrap();
+        let store = Htpasswd::open(&path, "realm").unwrap();
+        std::fs::write(&path, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+        expire_reload_check(&store);
+        assert_eq!(store.check_cached("alice", "pw").unwrap_err().run(), Verdict::Allowed("alice".into()));
+        std::fs::remove_file(&path).unwrap();
+        expire_reload_check(&store);
+        assert_eq!(store.check_cached("alice", "pw").ok(), Some(Verdict::Allowed("alice".into())));
+        // Fixed again: the new file is read.
+        std::fs::write(&path, hash_line("bob", "pw2", 4).unwrap() + "\n").unwrap();
+        expire_reload_check(&store);
+        assert_eq!(store.check_cached("bob", "pw2").unwrap_err().run(), Verdict::Allowed("bob".into()));
+        assert_eq!(store.check_cached("alice", "pw").unwrap_err().run(), Verdict::Denied);
+    }
+
+    #[test]
+    fn the_reload_check_runs_at_most_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, hash_line("alice", "pw", 4).unwrap() + "\n").unwrap();
+        let store = Htpasswd::open(&path, "realm").unwrap();
+        std::fs::write(&path, hash_line("bob", "pw", 4).unwrap() + "\n").unwrap();
+        // Within the second after the load the file is not looked at.
+        assert!(store.loaded.read().unwrap().users.contains_key("alice"));
+        let _ = store.check_cached("bob", "pw");
+        assert!(store.loaded.read().unwrap().checked.elapsed() < RELOAD_CHECK);
+        assert!(store.loaded.read().unwrap().users.contains_key("alice"), "re-read within a second");
+    }
+
+    #[test]
+    fn open_names_an_unreadable_file() {
+        let err = Htpasswd::open(Path::new("/nonexistent/berth/htpasswd"), "r").err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/berth/htpasswd"), "{err}");
+    }
+
+    #[test]
+    fn unknown_users_cost_what_known_users_cost() {
+        let users: HashMap<String, String> = [
+            ("a", hash_line("a", "x", 4).unwrap()),
+            ("b", hash_line("b", "x", 6).unwrap()),
+            ("c", hash_line("c", "x", 6).unwrap()),
+        ]
+        .into_iter()
+        .map(|(u, line)| (u.to_string(), line.split_once(':').unwrap().1.to_string()))
+        .collect();
+        assert!(decoy(&users).starts_with("$2y$06$"), "the most common cost");
+        assert_eq!(decoy(&HashMap::new()), DUMMY_HASH);
     }
 }

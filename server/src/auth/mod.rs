@@ -31,7 +31,12 @@ pub enum Auth {
 
 /// The `Basic` credentials of a request, if well-formed.
 fn basic_credentials(request: &Request<'_>) -> Option<(String, String)> {
-    let value = request.head.headers.get("authorization")?;
+    parse_basic(request.head.headers.get("authorization")?)
+}
+
+/// Decodes an `Authorization: Basic base64(user:password)` value (the
+/// password may contain ':'; the user may not).
+fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -41,10 +46,22 @@ fn basic_credentials(request: &Request<'_>) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-fn challenge(realm: &str) -> Response {
-    let error = ApiError::new(ErrorCode::Unauthorized, "authentication required")
-        .with_detail(serde_json::json!([{"Type": "registry", "Name": "catalog", "Action": "*"}]));
-    let realm = realm.replace('"', "'");
+/// The error detail registry:2 sends with a 401: the accesses the request
+/// needed (`null`, sent as `{}`, for `/v2/` itself).
+fn access_detail(scopes: &[token::Scope]) -> serde_json::Value {
+    if scopes.is_empty() {
+        return serde_json::Value::Null;
+    }
+    scopes
+        .iter()
+        .flat_map(|s| s.actions.iter().map(move |a| serde_json::json!({"Type": s.kind, "Class": "", "Name": s.name, "Action": a})))
+        .collect()
+}
+
+/// The Basic challenge registry:2's htpasswd access controller sends.
+fn challenge(realm: &str, scopes: &[token::Scope]) -> Response {
+    let error = ApiError::new(ErrorCode::Unauthorized, "authentication required").with_detail(access_detail(scopes));
+    let realm = realm.replace(['"', '\\'], "'");
     Response::error(&error).header("WWW-Authenticate", format!("Basic realm=\"{realm}\""))
 }
 
@@ -59,15 +76,11 @@ fn bearer_challenge(tokens: &token::TokenAuth, scopes: &[token::Scope], error: O
     if let Some(error) = error {
         value.push_str(&format!(",error=\"{error}\""));
     }
-    let detail: Vec<serde_json::Value> = scopes
-        .iter()
-        .flat_map(|s| s.actions.iter().map(move |a| serde_json::json!({"Type": s.kind, "Name": s.name, "Action": a})))
-        .collect();
     let message = match error {
         Some("insufficient_scope") => "authentication required: the token does not grant this access",
         _ => "authentication required",
     };
-    let body = ApiError::new(ErrorCode::Unauthorized, message).with_detail(serde_json::Value::Array(detail));
+    let body = ApiError::new(ErrorCode::Unauthorized, message).with_detail(access_detail(scopes));
     Response::error(&body).header("WWW-Authenticate", value)
 }
 
@@ -107,7 +120,7 @@ impl Auth {
             }
         };
         let Some((user, password)) = basic_credentials(request) else {
-            return Err(challenge(store.realm()));
+            return Err(challenge(store.realm(), scopes));
         };
         let verdict = match store.check_cached(&user, &password) {
             Ok(verdict) => verdict,
@@ -117,8 +130,67 @@ impl Auth {
             Verdict::Allowed(user) => Ok(Some(user)),
             Verdict::Denied => {
                 log::info!("{}: authentication failed for user {user:?}", request.peer);
-                Err(challenge(store.realm()))
+                Err(challenge(store.realm(), scopes))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::response::Body;
+
+    fn body_json(response: &Response) -> serde_json::Value {
+        match &response.body {
+            Body::Bytes(bytes) => serde_json::from_slice(bytes).unwrap(),
+            other => panic!("not a JSON body: {other:?}"),
+        }
+    }
+
+    fn header<'r>(response: &'r Response, name: &str) -> Option<&'r str> {
+        response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_basic_challenge_is_registry2s() {
+        let response = challenge("Registry Realm", &[]);
+        assert_eq!(response.status, 401);
+        assert_eq!(header(&response, "WWW-Authenticate"), Some("Basic realm=\"Registry Realm\""));
+        assert_eq!(header(&response, "Content-Type"), Some("application/json"));
+        let body = body_json(&response);
+        assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+        assert_eq!(body["errors"][0]["message"], "authentication required");
+        assert!(response.user.is_none());
+
+        // A repository request names what it needed, as registry:2 does.
+        let push = [token::Scope::repository("foo", &["pull", "push"]), token::Scope::repository("bar", &["pull"])];
+        let body = body_json(&challenge("r", &push));
+        assert_eq!(
+            body["errors"][0]["detail"],
+            serde_json::json!([
+                {"Type": "repository", "Class": "", "Name": "foo", "Action": "pull"},
+                {"Type": "repository", "Class": "", "Name": "foo", "Action": "push"},
+                {"Type": "repository", "Class": "", "Name": "bar", "Action": "pull"},
+            ])
+        );
+        let body = body_json(&challenge("r", &[token::Scope::catalog()]));
+        assert_eq!(body["errors"][0]["detail"], serde_json::json!([{"Type": "registry", "Class": "", "Name": "catalog", "Action": "*"}]));
+
+        // A quote in the realm cannot break out of the parameter.
+        let response = challenge("a\"b\\", &[]);
+        assert_eq!(header(&response, "WWW-Authenticate"), Some("Basic realm=\"a'b'\""));
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let encode = |s: &str| STANDARD.encode(s);
+        assert_eq!(parse_basic(&format!("Basic {}", encode("testuser:testpassword"))), Some(("testuser".into(), "testpassword".into())));
+        assert_eq!(parse_basic(&format!("basic  {} ", encode("u:pa:ss"))), Some(("u".into(), "pa:ss".into())));
+        assert_eq!(parse_basic(&format!("Basic {}", encode("u:"))), Some(("u".into(), String::new())));
+        assert_eq!(parse_basic(&format!("Basic {}", encode("nocolon"))), None);
+        assert_eq!(parse_basic(&format!("Bearer {}", encode("u:p"))), None);
+        assert_eq!(parse_basic("Basic !!!"), None);
+        assert_eq!(parse_basic("Basic"), None);
     }
 }
