@@ -79,6 +79,10 @@ pub struct Config {
     pub conn_settings: crate::conn::ConnSettings,
     /// `http.limits.headbytesmax` (berth): largest request head (431 past it).
     pub head_bytes_max: usize,
+    /// `http.limits.headersmax` (berth): most header fields in a request (431 past it).
+    pub headers_max: usize,
+    /// `http.limits.targetbytesmax` (berth): longest request-target (414 past it).
+    pub target_bytes_max: usize,
     /// `http.tls.*`: serve HTTPS when a certificate is configured.
     pub tls: Option<crate::tls::TlsSettings>,
     /// `auth.*`: who may use the API.
@@ -169,6 +173,8 @@ const KNOWN_KEYS: &[&str] = &[
     "http.secret",
     "http.trustedproxies",
     "http.limits.headbytesmax",
+    "http.limits.headersmax",
+    "http.limits.targetbytesmax",
     "auth.htpasswd.realm",
     "auth.htpasswd.path",
     "auth.token.realm",
@@ -307,7 +313,10 @@ impl Config {
             body_progress_timeout: millis("http.limits.bodyprogresstimeoutms", defaults.body_progress_timeout)?,
             connections_per_loop_max: count("http.limits.connectionsperloopmax", defaults.connections_per_loop_max, 1 << 20)?,
         };
-        let head_bytes_max = count("http.limits.headbytesmax", berth_http::Limits::default().head_bytes_max, 1 << 20)?;
+        let http_defaults = berth_http::Limits::default();
+        let head_bytes_max = count("http.limits.headbytesmax", http_defaults.head_bytes_max, 1 << 20)?;
+        let headers_max = count("http.limits.headersmax", http_defaults.headers_max, 1024)?;
+        let target_bytes_max = count("http.limits.targetbytesmax", http_defaults.target_bytes_max, 1 << 20)?;
         let duration = |key: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
             match string(root, key)? {
                 None => Ok(None),
@@ -389,6 +398,8 @@ impl Config {
             drain_timeout,
             conn_settings,
             head_bytes_max,
+            headers_max,
+            target_bytes_max,
             tls,
             auth,
             letsencrypt,
@@ -547,6 +558,8 @@ impl Config {
             format!("http.secret: {}", if self.http_secret.is_some() { "********" } else { "(generated, kept in the data directory)" }),
             format!("http.draintimeout: {:?}", self.drain_timeout),
             format!("http.limits.headbytesmax: {}", self.head_bytes_max),
+            format!("http.limits.headersmax: {}", self.headers_max),
+            format!("http.limits.targetbytesmax: {}", self.target_bytes_max),
             format!("http.limits.headreadtimeoutms: {}", self.conn_settings.head_read_timeout.as_millis()),
             format!("http.limits.idletimeoutms: {}", self.conn_settings.idle_timeout.as_millis()),
             format!("http.limits.bodyprogresstimeoutms: {}", self.conn_settings.body_progress_timeout.as_millis()),

@@ -466,7 +466,11 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         threads,
         drain_timeout: config.drain_timeout,
         conn_settings: config.conn_settings.clone(),
-        http_limits: berth_http::Limits { head_bytes_max: config.head_bytes_max, ..Default::default() },
+        http_limits: berth_http::Limits {
+            head_bytes_max: config.head_bytes_max,
+            headers_max: config.headers_max,
+            target_bytes_max: config.target_bytes_max,
+        },
         tls,
         auth,
     };

@@ -206,3 +206,44 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path, suites: &[&str], minimum: MinimumVersion) -> TlsSettings {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TlsSettings {
+            certificate: cert_path,
+            key: key_path,
+            client_cas: Vec::new(),
+            client_auth: ClientAuth::RequireAndVerify,
+            minimum,
+            cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn cipher_suites_are_chosen_by_iana_name_and_unknown_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = server_config(&settings(dir.path(), &["TLS13_AES_256_GCM_SHA384"], MinimumVersion::Tls13)).unwrap();
+        let names: Vec<String> = config.crypto_provider().cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+        assert_eq!(names, vec!["TLS13_AES_256_GCM_SHA384".to_string()]);
+        let err = server_config(&settings(dir.path(), &["TLS_RSA_WITH_RC4_128_MD5"], MinimumVersion::Tls12)).unwrap_err();
+        assert!(err.to_string().contains("http.tls.ciphersuites"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_the_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = settings(dir.path(), &[], MinimumVersion::Tls12);
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&good.key, other.serialize_pem()).unwrap();
+        let err = server_config(&good).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+}

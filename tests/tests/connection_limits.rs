@@ -107,3 +107,20 @@ fn connections_past_the_cap_are_refused() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(request("GET", &r.url("/v2/"), &[], None).status, 200, "capacity did not come back");
 }
+
+#[test]
+fn header_count_and_target_length_limits_are_configurable() {
+    let Some((r, _dir)) = start(&[("REGISTRY_HTTP_LIMITS_HEADERSMAX", "5"), ("REGISTRY_HTTP_LIMITS_TARGETBYTESMAX", "64")]) else {
+        return;
+    };
+    let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut s = TcpStream::connect(r.addr()).expect("connect");
+    s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).expect("write");
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(5));
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    let mut s = TcpStream::connect(r.addr()).expect("connect");
+    s.write_all(format!("GET /v2/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)).as_bytes()).expect("write");
+    let (text, _) = read_until_close(&mut s, Duration::from_secs(5));
+    assert!(text.starts_with("HTTP/1.1 414"), "{text}");
+    assert_eq!(request("GET", &r.url("/v2/"), &[], None).status, 200);
+}
