@@ -17,7 +17,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 fn push(engine: &Engine, repo: &RepositoryName, data: &[u8]) -> Digest {
     let id = engine.start_upload(repo).unwrap();
     for (i, chunk) in data.chunks(1 << 20).enumerate() {
-        engine.upload_append(repo, id, (i << 20) as u64, chunk).unwrap();
+        engine
+            .upload_append(repo, id, (i << 20) as u64, chunk)
+            .unwrap();
     }
     let digest = Digest::sha256_of(data);
     engine.finish_upload(repo, id, &digest).unwrap();
@@ -37,16 +39,20 @@ fn pushes(c: &mut Criterion) {
     let engine = Arc::new(Engine::open(dir.path()).unwrap());
     let repo: RepositoryName = "bench/app".parse().unwrap();
     let mut group = c.benchmark_group("engine/push");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     let mut n = 0u64;
     for len in [4 * 1024usize, 256 * 1024] {
         group.throughput(Throughput::Bytes(len as u64));
         group.bench_function(BenchmarkId::new("small_1_thread", len), |b| {
             b.iter_custom(|iters| {
-                let blobs: Vec<_> = (0..iters).map(|_| {
-                    n += 1;
-                    blob(len, n)
-                }).collect();
+                let blobs: Vec<_> = (0..iters)
+                    .map(|_| {
+                        n += 1;
+                        blob(len, n)
+                    })
+                    .collect();
                 let start = Instant::now();
                 for data in &blobs {
                     push(&engine, &repo, data);
@@ -84,10 +90,12 @@ fn pushes(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function(BenchmarkId::new("large_by_rename", len), |b| {
         b.iter_custom(|iters| {
-            let blobs: Vec<_> = (0..iters).map(|_| {
-                n += 1;
-                blob(len, n)
-            }).collect();
+            let blobs: Vec<_> = (0..iters)
+                .map(|_| {
+                    n += 1;
+                    blob(len, n)
+                })
+                .collect();
             let start = Instant::now();
             for data in &blobs {
                 push(&engine, &repo, data);
@@ -104,7 +112,9 @@ fn lookups(c: &mut Criterion) {
     write_segments(dir.path(), 100_000, 64);
     let engine = Engine::open(dir.path()).unwrap();
     // Link some of them so open_blob can find them.
-    let linked: Vec<Digest> = (0..1000u64).map(|i| push(&engine, &repo, &record_payload(i, 64))).collect();
+    let linked: Vec<Digest> = (0..1000u64)
+        .map(|i| push(&engine, &repo, &record_payload(i, 64)))
+        .collect();
     let mut group = c.benchmark_group("engine/lookup");
     group.throughput(Throughput::Elements(1));
     let mut i = 0usize;
@@ -115,7 +125,9 @@ fn lookups(c: &mut Criterion) {
         })
     });
     let missing = Digest::sha256_of(b"not stored");
-    group.bench_function("index_miss_100k", |b| b.iter(|| black_box(engine.blob_stored(black_box(&missing)))));
+    group.bench_function("index_miss_100k", |b| {
+        b.iter(|| black_box(engine.blob_stored(black_box(&missing))))
+    });
     group.bench_function("open_blob_100k", |b| {
         b.iter(|| {
             i = (i + 1) % linked.len();
@@ -170,9 +182,11 @@ fn restart(c: &mut Criterion) {
         });
         // The index snapshot written at the previous close.
         drop(Engine::open(dir.path()).unwrap());
-        group.bench_with_input(BenchmarkId::new("open_from_snapshot", count), &count, |b, _| {
-            b.iter_with_large_drop(|| Engine::open(dir.path()).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("open_from_snapshot", count),
+            &count,
+            |b, _| b.iter_with_large_drop(|| Engine::open(dir.path()).unwrap()),
+        );
     }
     group.finish();
 }

@@ -55,10 +55,21 @@ fn manifest_validation(c: &mut Criterion) {
     let mut group = c.benchmark_group("manifest");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse_manifest/oci_10_layers", |b| {
-        b.iter(|| berth_engine::manifest::parse_manifest(Some("application/vnd.oci.image.manifest.v1+json"), black_box(&body)))
+        b.iter(|| {
+            berth_engine::manifest::parse_manifest(
+                Some("application/vnd.oci.image.manifest.v1+json"),
+                black_box(&body),
+            )
+        })
     });
     group.finish();
 }
 
-criterion_group!(benches, head_parse, chunked_decode, hashing, manifest_validation);
+criterion_group!(
+    benches,
+    head_parse,
+    chunked_decode,
+    hashing,
+    manifest_validation
+);
 criterion_main!(benches);

@@ -58,7 +58,8 @@ mod tests {
 
     #[test]
     fn inputs_are_valid_for_the_code_they_feed() {
-        let head = berth_http::parse_request_head(PATCH_HEAD, &berth_http::Limits::default()).unwrap();
+        let head =
+            berth_http::parse_request_head(PATCH_HEAD, &berth_http::Limits::default()).unwrap();
         assert!(head.is_some());
         let body = chunked(&random_bytes(1000, 1), 64);
         let mut decoder = berth_http::BodyDecoder::new(&berth_http::BodyFraming::Chunked);

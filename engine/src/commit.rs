@@ -54,11 +54,15 @@ impl Committer {
 
     /// Read access to the current, durable state. Never hold it across I/O.
     pub fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes `ops` durable as one atomic record, then applies them. Blocks
@@ -76,7 +80,11 @@ impl Committer {
         queue.queued_seq += 1;
         let mine = queue.queued_seq;
         loop {
-            if let Some((_, _, message)) = queue.refused.iter().find(|(after, upto, _)| *after < mine && mine <= *upto) {
+            if let Some((_, _, message)) = queue
+                .refused
+                .iter()
+                .find(|(after, upto, _)| *after < mine && mine <= *upto)
+            {
                 return Err(EngineError::Io(std::io::Error::other(message.clone())));
             }
             if queue.durable_seq >= mine {
@@ -86,7 +94,10 @@ impl Committer {
                 return Err(EngineError::PreviousIo);
             }
             let Some(mut log) = queue.log.take() else {
-                queue = self.flushed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue = self
+                    .flushed
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 continue;
             };
             // This thread leads: flush everything queued so far.
@@ -96,7 +107,10 @@ impl Committer {
             drop(queue);
             let written = log.append_durable(&records);
             if written.is_ok() {
-                let mut state = self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut state = self
+                    .state
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 for op in batches.iter().flatten() {
                     state.apply(op);
                 }

@@ -126,7 +126,10 @@ impl Digest {
     /// A digest from its algorithm and raw hash bytes; `None` if the length
     /// is wrong for the algorithm.
     pub(crate) fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Option<Digest> {
-        (raw.len() == algorithm.raw_len()).then(|| Digest { algorithm, hex: hex::encode(raw) })
+        (raw.len() == algorithm.raw_len()).then(|| Digest {
+            algorithm,
+            hex: hex::encode(raw),
+        })
     }
 
     /// Computes the sha256 digest of `data`.
@@ -143,11 +146,16 @@ impl FromStr for Digest {
         let algorithm = Algorithm::from_name(name)
             .ok_or_else(|| DigestError::UnsupportedAlgorithm(name.chars().take(32).collect()))?;
         let expected = algorithm.hex_len();
-        let lower_hex = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let lower_hex = hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if hex.len() != expected || !lower_hex {
             return Err(DigestError::BadEncoding { expected });
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 }
 
@@ -237,10 +245,18 @@ mod tests {
     #[test]
     fn refuses_uppercase_wrong_length_and_unknown_algorithms() {
         let upper = EMPTY_SHA256.to_uppercase().replace("SHA256", "sha256");
-        assert_eq!(upper.parse::<Digest>(), Err(DigestError::BadEncoding { expected: 64 }));
+        assert_eq!(
+            upper.parse::<Digest>(),
+            Err(DigestError::BadEncoding { expected: 64 })
+        );
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Digest>().is_err());
-        assert_eq!("sha256".parse::<Digest>(), Err(DigestError::MissingSeparator));
+        assert!("md5:d41d8cd98f00b204e9800998ecf8427e"
+            .parse::<Digest>()
+            .is_err());
+        assert_eq!(
+            "sha256".parse::<Digest>(),
+            Err(DigestError::MissingSeparator)
+        );
         assert!("sha256:../../../../etc/passwd".parse::<Digest>().is_err());
     }
 

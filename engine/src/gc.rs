@@ -121,7 +121,12 @@ pub(crate) fn plan(state: &State, now: u64, options: &GcOptions) -> Plan {
     if options.delete_untagged {
         for (name, r) in &state.repos {
             let mut reached: HashSet<&Digest> = r.tags.values().collect();
-            reached.extend(r.manifests.iter().filter(|(_, m)| young(m.at)).map(|(d, _)| d));
+            reached.extend(
+                r.manifests
+                    .iter()
+                    .filter(|(_, m)| young(m.at))
+                    .map(|(d, _)| d),
+            );
             loop {
                 let mut changed = false;
                 for (d, m) in &r.manifests {
@@ -141,7 +146,10 @@ pub(crate) fn plan(state: &State, now: u64, options: &GcOptions) -> Plan {
             }
             for d in r.manifests.keys().filter(|d| !reached.contains(d)) {
                 deleted.insert((name.as_str(), d));
-                out.delete_manifests.push(RepoDigest { repo: name.clone(), digest: d.clone() });
+                out.delete_manifests.push(RepoDigest {
+                    repo: name.clone(),
+                    digest: d.clone(),
+                });
             }
         }
     }
@@ -159,7 +167,10 @@ pub(crate) fn plan(state: &State, now: u64, options: &GcOptions) -> Plan {
             if marked.contains(d) {
                 continue;
             }
-            let item = RepoDigest { repo: name.clone(), digest: d.clone() };
+            let item = RepoDigest {
+                repo: name.clone(),
+                digest: d.clone(),
+            };
             if young(r.linked_at.get(d).copied().unwrap_or(0)) {
                 out.live.insert(d.clone());
                 out.kept_in_grace.push(item);
@@ -182,7 +193,10 @@ impl Engine {
     /// time; a second caller waits.
     pub fn garbage_collect(&self, options: &GcOptions) -> Result<GcReport> {
         let _one = lock(&self.gc_lock);
-        let mut report = GcReport { dry_run: options.dry_run, ..GcReport::default() };
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            ..GcReport::default()
+        };
         // Listing files may be slow; it happens outside the gate. A file
         // created after the listing is simply not considered.
         let files = self.store.list_files()?;
@@ -190,9 +204,17 @@ impl Engine {
         let mut dead_in_segments: HashMap<u32, u64> = HashMap::new();
         let mut dead_file_paths = Vec::new();
         {
-            let _gate = self.gate.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _gate = self
+                .gate
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let plan = plan(&self.meta.read(), unix_now(), options);
-            let dead_index: Vec<_> = self.store.index_snapshot().into_iter().filter(|(d, _)| !plan.live.contains(d)).collect();
+            let dead_index: Vec<_> = self
+                .store
+                .index_snapshot()
+                .into_iter()
+                .filter(|(d, _)| !plan.live.contains(d))
+                .collect();
             for (d, loc) in &dead_index {
                 deleted.insert(d.clone());
                 report.bytes_deleted += loc.len;
@@ -211,9 +233,15 @@ impl Engine {
                 let mut ops: Vec<Op> = plan
                     .delete_manifests
                     .iter()
-                    .map(|m| Op::DeleteManifest { repo: m.repo.clone(), digest: m.digest.clone() })
+                    .map(|m| Op::DeleteManifest {
+                        repo: m.repo.clone(),
+                        digest: m.digest.clone(),
+                    })
                     .collect();
-                ops.extend(plan.unlink.iter().map(|l| Op::UnlinkBlob { repo: l.repo.clone(), digest: l.digest.clone() }));
+                ops.extend(plan.unlink.iter().map(|l| Op::UnlinkBlob {
+                    repo: l.repo.clone(),
+                    digest: l.digest.clone(),
+                }));
                 self.meta.commit(ops)?;
                 let digests: Vec<Digest> = dead_index.into_iter().map(|(d, _)| d).collect();
                 self.store.forget(&digests);
@@ -230,7 +258,10 @@ impl Engine {
             report.links_kept_in_grace = plan.kept_in_grace;
         }
         if !options.dry_run {
-            let dirs: BTreeSet<_> = dead_file_paths.iter().filter_map(|p| p.parent().map(|p| p.to_owned())).collect();
+            let dirs: BTreeSet<_> = dead_file_paths
+                .iter()
+                .filter_map(|p| p.parent().map(|p| p.to_owned()))
+                .collect();
             for dir in dirs {
                 crate::fsutil::sync_dir(&dir)?;
             }
@@ -251,17 +282,30 @@ impl Engine {
                 continue;
             }
             let live_bytes = live.get(&seg).copied().unwrap_or(0).min(size);
-            let garbage = if size == 0 { 1.0 } else { (size - live_bytes) as f64 / size as f64 };
+            let garbage = if size == 0 {
+                1.0
+            } else {
+                (size - live_bytes) as f64 / size as f64
+            };
             if garbage < options.compact_garbage_ratio {
                 continue;
             }
             let records_moved = if options.dry_run {
-                self.store.index_snapshot().iter().filter(|(_, l)| l.seg == seg).count()
+                self.store
+                    .index_snapshot()
+                    .iter()
+                    .filter(|(_, l)| l.seg == seg)
+                    .count()
             } else {
                 self.store.compact(seg)?.0
             };
             report.bytes_reclaimed += size - live_bytes;
-            report.segments_compacted.push(SegmentCompaction { segment: seg, size, live_bytes, records_moved });
+            report.segments_compacted.push(SegmentCompaction {
+                segment: seg,
+                size,
+                live_bytes,
+                records_moved,
+            });
         }
         Ok(report)
     }
@@ -289,16 +333,47 @@ mod tests {
         let d = |s: &str| Digest::sha256_of(s.as_bytes());
         let mut s = State::default();
         for (blob, at) in [("layer", 10), ("old orphan", 10), ("young orphan", 995)] {
-            s.apply(&Op::LinkBlob { repo: "r".into(), digest: d(blob), len: 1, at: Some(at) });
+            s.apply(&Op::LinkBlob {
+                repo: "r".into(),
+                digest: d(blob),
+                len: 1,
+                at: Some(at),
+            });
         }
         s.apply(&manifest("r", &d("m"), vec![d("layer")], 10));
-        s.apply(&Op::SetTag { repo: "r".into(), tag: "t".into(), digest: d("m") });
+        s.apply(&Op::SetTag {
+            repo: "r".into(),
+            tag: "t".into(),
+            digest: d("m"),
+        });
         s.apply(&manifest("r", &d("untagged"), vec![d("layer")], 10));
-        let opts = GcOptions { grace_period: Duration::from_secs(100), delete_untagged: true, ..GcOptions::default() };
+        let opts = GcOptions {
+            grace_period: Duration::from_secs(100),
+            delete_untagged: true,
+            ..GcOptions::default()
+        };
         let p = plan(&s, 1000, &opts);
-        assert_eq!(p.delete_manifests, vec![RepoDigest { repo: "r".into(), digest: d("untagged") }]);
-        assert_eq!(p.unlink, vec![RepoDigest { repo: "r".into(), digest: d("old orphan") }]);
-        assert_eq!(p.kept_in_grace, vec![RepoDigest { repo: "r".into(), digest: d("young orphan") }]);
+        assert_eq!(
+            p.delete_manifests,
+            vec![RepoDigest {
+                repo: "r".into(),
+                digest: d("untagged")
+            }]
+        );
+        assert_eq!(
+            p.unlink,
+            vec![RepoDigest {
+                repo: "r".into(),
+                digest: d("old orphan")
+            }]
+        );
+        assert_eq!(
+            p.kept_in_grace,
+            vec![RepoDigest {
+                repo: "r".into(),
+                digest: d("young orphan")
+            }]
+        );
         for live in ["layer", "m", "young orphan"] {
             assert!(p.live.contains(&d(live)), "{live}");
         }

@@ -50,8 +50,8 @@ pub mod model_check;
 pub mod names;
 pub mod scrub;
 pub mod segment;
-pub mod state;
 mod snapshot;
+pub mod state;
 mod store;
 mod uploads;
 
@@ -63,12 +63,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
+pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
-pub use uploads::{UploadId, UploadIdError};
-pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
 pub use store::{DamagedRecord, EngineOptions};
+pub use uploads::{UploadId, UploadIdError};
 
 use commit::Committer;
 use metalog::{LogFile, Op};
@@ -171,7 +171,10 @@ pub struct Engine {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,7 +195,11 @@ impl Engine {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
         fsutil::create_dir_durable(root)?;
-        let dir_lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(root.join("lock"))?;
+        let dir_lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("lock"))?;
         match dir_lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(EngineError::Locked(root.to_owned())),
@@ -213,7 +220,10 @@ impl Engine {
         let mut uploads = HashMap::new();
         for entry in fs::read_dir(root.join("uploads"))? {
             let path = entry?.path();
-            let id = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<UploadId>().ok());
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<UploadId>().ok());
             match (id, Upload::reopen(&path)) {
                 (Some(id), Some(upload)) => {
                     uploads.insert(id, Arc::new(Mutex::new(upload)));
@@ -262,7 +272,9 @@ impl Engine {
     }
 
     fn gate_shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.gate
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The data directory.
@@ -280,7 +292,10 @@ impl Engine {
     /// The repository's tags, sorted bytewise.
     pub fn tags(&self, repo: &RepositoryName) -> Result<Vec<String>> {
         let state = self.meta.read();
-        let r = state.repos.get(repo.as_str()).ok_or(EngineError::NameUnknown)?;
+        let r = state
+            .repos
+            .get(repo.as_str())
+            .ok_or(EngineError::NameUnknown)?;
         Ok(r.tags.keys().cloned().collect())
     }
 
@@ -288,8 +303,13 @@ impl Engine {
     pub fn blob_len(&self, repo: &RepositoryName, digest: &Digest) -> Result<u64> {
         let state = self.meta.read();
         let r = state.repos.get(repo.as_str());
-        r.and_then(|r| r.blobs.get(digest).copied().or_else(|| r.manifests.get(digest).map(|m| m.len)))
-            .ok_or_else(|| EngineError::BlobUnknown(digest.clone()))
+        r.and_then(|r| {
+            r.blobs
+                .get(digest)
+                .copied()
+                .or_else(|| r.manifests.get(digest).map(|m| m.len))
+        })
+        .ok_or_else(|| EngineError::BlobUnknown(digest.clone()))
     }
 
     /// Whether the store holds the bytes of `digest` (in a segment or as a
@@ -302,9 +322,14 @@ impl Engine {
     /// Opens a blob linked into `repo` for reading.
     pub fn open_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<BlobRead> {
         let len = self.blob_len(repo, digest)?;
-        let (file, offset, stored_len) = self.store.open_blob(digest)?.ok_or_else(|| missing(digest))?;
+        let (file, offset, stored_len) = self
+            .store
+            .open_blob(digest)?
+            .ok_or_else(|| missing(digest))?;
         if stored_len != len {
-            return Err(EngineError::Corrupt(format!("{digest} is stored with {stored_len} bytes, recorded as {len}")));
+            return Err(EngineError::Corrupt(format!(
+                "{digest} is stored with {stored_len} bytes, recorded as {len}"
+            )));
         }
         Ok(BlobRead { file, offset, len })
     }
@@ -315,12 +340,21 @@ impl Engine {
 
     fn resolve(&self, repo: &RepositoryName, reference: &Reference) -> Result<(Digest, String)> {
         let state = self.meta.read();
-        let r = state.repos.get(repo.as_str()).ok_or(EngineError::NameUnknown)?;
+        let r = state
+            .repos
+            .get(repo.as_str())
+            .ok_or(EngineError::NameUnknown)?;
         let digest = match reference {
-            Reference::Tag(tag) => r.tags.get(tag.as_str()).ok_or(EngineError::ManifestUnknown)?,
+            Reference::Tag(tag) => r
+                .tags
+                .get(tag.as_str())
+                .ok_or(EngineError::ManifestUnknown)?,
             Reference::Digest(digest) => digest,
         };
-        let record = r.manifests.get(digest).ok_or(EngineError::ManifestUnknown)?;
+        let record = r
+            .manifests
+            .get(digest)
+            .ok_or(EngineError::ManifestUnknown)?;
         Ok((digest.clone(), record.media_type.clone()))
     }
 
@@ -328,13 +362,20 @@ impl Engine {
     pub fn manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Manifest> {
         let (digest, media_type) = self.resolve(repo, reference)?;
         let bytes = self.read_stored(&digest)?;
-        Ok(Manifest { digest, media_type, bytes })
+        Ok(Manifest {
+            digest,
+            media_type,
+            bytes,
+        })
     }
 
     // ----- uploads -----------------------------------------------------
 
     fn session(&self, repo: &RepositoryName, id: UploadId) -> Result<Arc<Mutex<Upload>>> {
-        let session = lock(&self.uploads).get(&id).cloned().ok_or(EngineError::UploadUnknown)?;
+        let session = lock(&self.uploads)
+            .get(&id)
+            .cloned()
+            .ok_or(EngineError::UploadUnknown)?;
         if lock(&session).repo != *repo {
             return Err(EngineError::UploadUnknown);
         }
@@ -360,11 +401,20 @@ impl Engine {
     /// [`EngineError::RangeMismatch`] unless `at` is exactly where the upload
     /// ends. Returns the new length. Writes go to the page cache; nothing is
     /// durable until [`Engine::finish_upload`].
-    pub fn upload_append(&self, repo: &RepositoryName, id: UploadId, at: u64, data: &[u8]) -> Result<u64> {
+    pub fn upload_append(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        at: u64,
+        data: &[u8],
+    ) -> Result<u64> {
         let session = self.session(repo, id)?;
         let mut upload = lock(&session);
         if at != upload.len() {
-            return Err(EngineError::RangeMismatch { expected: upload.len(), got: at });
+            return Err(EngineError::RangeMismatch {
+                expected: upload.len(),
+                got: at,
+            });
         }
         upload.append(data)?;
         Ok(upload.len())
@@ -373,7 +423,12 @@ impl Engine {
     /// Verifies the upload against `expected`, stores it as a blob linked into
     /// `repo`, and closes the session. On a digest mismatch nothing is stored
     /// and the session stays open. Blocks for fsync.
-    pub fn finish_upload(&self, repo: &RepositoryName, id: UploadId, expected: &Digest) -> Result<u64> {
+    pub fn finish_upload(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        expected: &Digest,
+    ) -> Result<u64> {
         let session = self.session(repo, id)?;
         let _gate = self.gate_shared();
         let mut upload = lock(&session);
@@ -382,20 +437,33 @@ impl Engine {
             // Small: copied into the active segment (group commit); the
             // session file itself never needs an fsync.
             let bytes = upload.read_all()?;
-            let actual = upload.streamed_digest(expected.algorithm()).unwrap_or_else(|| Digest::of(expected.algorithm(), &bytes));
+            let actual = upload
+                .streamed_digest(expected.algorithm())
+                .unwrap_or_else(|| Digest::of(expected.algorithm(), &bytes));
             if actual != *expected {
-                return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
+                return Err(EngineError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
             }
             self.store.put_small(expected, &bytes)?;
         } else {
             // Large: the session file is the blob; committed by rename.
             let actual = upload.digest_and_sync(expected.algorithm())?;
             if actual != *expected {
-                return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
+                return Err(EngineError::DigestMismatch {
+                    expected: expected.clone(),
+                    actual,
+                });
             }
             self.store.install_large(expected, &upload.data_path())?;
         }
-        self.meta.commit(vec![Op::LinkBlob { repo: repo.to_string(), digest: expected.clone(), len, at: Some(unix_now()) }])?;
+        self.meta.commit(vec![Op::LinkBlob {
+            repo: repo.to_string(),
+            digest: expected.clone(),
+            len,
+            at: Some(unix_now()),
+        }])?;
         let _ = fs::remove_dir_all(upload.dir());
         drop(upload);
         lock(&self.uploads).remove(&id);
@@ -414,11 +482,16 @@ impl Engine {
     /// `dry_run` nothing is removed. Returns the sessions (to be) purged.
     pub fn purge_uploads(&self, idle: std::time::Duration, dry_run: bool) -> Result<Vec<UploadId>> {
         let now = std::time::SystemTime::now();
-        let sessions: Vec<(UploadId, Arc<Mutex<Upload>>)> = lock(&self.uploads).iter().map(|(id, s)| (*id, s.clone())).collect();
+        let sessions: Vec<(UploadId, Arc<Mutex<Upload>>)> = lock(&self.uploads)
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
         let mut purged = Vec::new();
         for (id, session) in sessions {
             let upload = lock(&session);
-            let touched = fs::metadata(upload.data_path()).and_then(|m| m.modified()).unwrap_or(now);
+            let touched = fs::metadata(upload.data_path())
+                .and_then(|m| m.modified())
+                .unwrap_or(now);
             if now.duration_since(touched).unwrap_or_default() < idle {
                 continue;
             }
@@ -442,15 +515,30 @@ impl Engine {
 
     /// Links a blob already stored in `from` into `repo` without moving bytes.
     /// Returns its length; [`EngineError::BlobUnknown`] if `from` lacks it.
-    pub fn mount_blob(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<u64> {
+    pub fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<u64> {
         let _gate = self.gate_shared();
         self.mount_blob_locked(repo, from, digest)
     }
 
-    fn mount_blob_locked(&self, repo: &RepositoryName, from: &RepositoryName, digest: &Digest) -> Result<u64> {
+    fn mount_blob_locked(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<u64> {
         let len = self.blob_len(from, digest)?;
         if self.blob_len(repo, digest).is_err() {
-            let op = Op::LinkBlob { repo: repo.to_string(), digest: digest.clone(), len, at: Some(unix_now()) };
+            let op = Op::LinkBlob {
+                repo: repo.to_string(),
+                digest: digest.clone(),
+                len,
+                at: Some(unix_now()),
+            };
             self.meta.commit(vec![op])?;
         }
         Ok(len)
@@ -463,7 +551,11 @@ impl Engine {
         let _gate = self.gate_shared();
         let source = {
             let state = self.meta.read();
-            state.repos.iter().find(|(_, r)| r.blobs.contains_key(digest)).map(|(name, _)| name.clone())
+            state
+                .repos
+                .iter()
+                .find(|(_, r)| r.blobs.contains_key(digest))
+                .map(|(name, _)| name.clone())
         };
         let source: RepositoryName = source
             .and_then(|name| name.parse().ok())
@@ -476,14 +568,23 @@ impl Engine {
     /// Manifests in `repo` whose `subject` is `subject`, optionally only those
     /// of one artifact type, sorted by digest. An unknown repository or
     /// subject has no referrers (an empty list, not an error).
-    pub fn referrers(&self, repo: &RepositoryName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    pub fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
         let mut found: Vec<(Digest, state::ManifestRecord)> = {
             let state = self.meta.read();
-            let Some(r) = state.repos.get(repo.as_str()) else { return Ok(Vec::new()) };
+            let Some(r) = state.repos.get(repo.as_str()) else {
+                return Ok(Vec::new());
+            };
             r.manifests
                 .iter()
                 .filter(|(_, m)| m.subject.as_ref() == Some(subject))
-                .filter(|(_, m)| artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type)
+                .filter(|(_, m)| {
+                    artifact_type.is_none() || m.artifact_type.as_deref() == artifact_type
+                })
                 .map(|(d, m)| (d.clone(), m.clone()))
                 .collect()
         };
@@ -522,7 +623,10 @@ impl Engine {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), body);
                 if actual != *expected {
-                    return Err(EngineError::DigestMismatch { expected: expected.clone(), actual });
+                    return Err(EngineError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
                 }
                 actual
             }
@@ -564,33 +668,52 @@ impl Engine {
             at: Some(unix_now()),
         }];
         if let Reference::Tag(tag) = reference {
-            ops.push(Op::SetTag { repo: repo.to_string(), tag: tag.to_string(), digest: digest.clone() });
+            ops.push(Op::SetTag {
+                repo: repo.to_string(),
+                tag: tag.to_string(),
+                digest: digest.clone(),
+            });
         }
         self.meta.commit(ops)?;
-        Ok(StoredManifest { digest, subject: parsed.subject })
+        Ok(StoredManifest {
+            digest,
+            subject: parsed.subject,
+        })
     }
 
     /// Deletes a manifest by digest, and every tag pointing at it.
     pub fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         self.resolve(repo, &Reference::Digest(digest.clone()))?;
-        self.meta.commit(vec![Op::DeleteManifest { repo: repo.to_string(), digest: digest.clone() }])
+        self.meta.commit(vec![Op::DeleteManifest {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+        }])
     }
 
     /// Deletes a tag; the manifest it named stays.
     pub fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<()> {
         self.resolve(repo, &Reference::Tag(tag.clone()))?;
-        self.meta.commit(vec![Op::DeleteTag { repo: repo.to_string(), tag: tag.to_string() }])
+        self.meta.commit(vec![Op::DeleteTag {
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+        }])
     }
 
     /// Unlinks a blob from `repo`. Its bytes stay until garbage collection.
     pub fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<()> {
         let state = self.meta.read();
-        let linked = state.repos.get(repo.as_str()).is_some_and(|r| r.blobs.contains_key(digest));
+        let linked = state
+            .repos
+            .get(repo.as_str())
+            .is_some_and(|r| r.blobs.contains_key(digest));
         drop(state);
         if !linked {
             return Err(EngineError::BlobUnknown(digest.clone()));
         }
-        self.meta.commit(vec![Op::UnlinkBlob { repo: repo.to_string(), digest: digest.clone() }])
+        self.meta.commit(vec![Op::UnlinkBlob {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+        }])
     }
 }
 

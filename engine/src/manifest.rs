@@ -71,7 +71,10 @@ pub fn essence(content_type: &str) -> &str {
 }
 
 fn is_accepted_type(media_type: &str) -> bool {
-    matches!(media_type, OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST)
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST
+    )
 }
 
 fn descriptor_digest(descriptor: &Value, what: &str) -> Result<Digest, ManifestError> {
@@ -79,7 +82,8 @@ fn descriptor_digest(descriptor: &Value, what: &str) -> Result<Digest, ManifestE
         .get("digest")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("{what} has no digest")))?;
-    text.parse().map_err(|e| invalid(format!("{what} digest {text:?}: {e}")))
+    text.parse()
+        .map_err(|e| invalid(format!("{what} digest {text:?}: {e}")))
 }
 
 fn descriptors<'a>(root: &'a Value, field: &str) -> Result<&'a [Value], ManifestError> {
@@ -97,12 +101,16 @@ fn descriptors<'a>(root: &'a Value, field: &str) -> Result<&'a [Value], Manifest
 /// media type is one of the four accepted types and agrees with both the
 /// `mediaType` field and the Content-Type where those are given, and every
 /// referenced digest is well-formed.
-pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest, ManifestError> {
+pub fn parse_manifest(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<ParsedManifest, ManifestError> {
     let header_type = content_type.map(essence).filter(|t| !t.is_empty());
     if header_type.is_some_and(|t| DOCKER_SCHEMA1.contains(&t)) {
         return Err(ManifestError::Schema1Unsupported);
     }
-    let root: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let root: Value =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
     if !root.is_object() {
         return Err(invalid("not a JSON object"));
     }
@@ -129,13 +137,19 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
         // Neither says: OCI allows mediaType to be absent; infer from shape.
         (None, _) if root.get("manifests").is_some() => OCI_INDEX.to_owned(),
         (None, _) if root.get("config").is_some() => OCI_MANIFEST.to_owned(),
-        (None, _) => return Err(invalid("cannot tell the manifest type: no mediaType and no Content-Type")),
+        (None, _) => {
+            return Err(invalid(
+                "cannot tell the manifest type: no mediaType and no Content-Type",
+            ))
+        }
     };
     if DOCKER_SCHEMA1.contains(&media_type.as_str()) {
         return Err(ManifestError::Schema1Unsupported);
     }
     if !is_accepted_type(&media_type) {
-        return Err(invalid(format!("unsupported manifest media type {media_type:?}")));
+        return Err(invalid(format!(
+            "unsupported manifest media type {media_type:?}"
+        )));
     }
     let kind = match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => ManifestKind::Index,
@@ -145,7 +159,10 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
         None | Some(Value::Null) => None,
         Some(s) => Some(descriptor_digest(s, "subject")?),
     };
-    let declared_artifact_type = root.get("artifactType").and_then(Value::as_str).map(str::to_owned);
+    let declared_artifact_type = root
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let mut parsed = ParsedManifest {
         media_type,
         kind,
@@ -156,17 +173,25 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
     };
     match kind {
         ManifestKind::Image => {
-            let config = root.get("config").ok_or_else(|| invalid("image manifest has no config"))?;
+            let config = root
+                .get("config")
+                .ok_or_else(|| invalid("image manifest has no config"))?;
             parsed.blobs.push(descriptor_digest(config, "config")?);
             if parsed.artifact_type.is_none() {
-                parsed.artifact_type = config.get("mediaType").and_then(Value::as_str).map(str::to_owned);
+                parsed.artifact_type = config
+                    .get("mediaType")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
             }
             if root.get("layers").is_none() {
                 return Err(invalid("image manifest has no layers array"));
             }
             for layer in descriptors(&root, "layers")? {
                 let digest = descriptor_digest(layer, "layer")?;
-                let foreign = layer.get("urls").and_then(Value::as_array).is_some_and(|u| !u.is_empty());
+                let foreign = layer
+                    .get("urls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|u| !u.is_empty());
                 if !foreign {
                     parsed.blobs.push(digest);
                 }
@@ -177,7 +202,9 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<ParsedM
                 return Err(invalid("index has no manifests array"));
             }
             for child in descriptors(&root, "manifests")? {
-                parsed.children.push(descriptor_digest(child, "manifests[]")?);
+                parsed
+                    .children
+                    .push(descriptor_digest(child, "manifests[]")?);
             }
         }
     }
@@ -211,16 +238,28 @@ mod tests {
     fn image_references_config_and_distributable_layers() {
         let m = parse_manifest(Some(OCI_MANIFEST), &image(Some(OCI_MANIFEST))).unwrap();
         assert_eq!(m.kind, ManifestKind::Image);
-        assert_eq!(m.blobs.iter().map(|b| b.to_string()).collect::<Vec<_>>(), vec![d('a'), d('b')]);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.blobs.iter().map(|b| b.to_string()).collect::<Vec<_>>(),
+            vec![d('a'), d('b')]
+        );
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
     }
 
     #[test]
     fn media_type_comes_from_body_header_or_shape() {
-        assert_eq!(parse_manifest(None, &image(None)).unwrap().media_type, OCI_MANIFEST);
+        assert_eq!(
+            parse_manifest(None, &image(None)).unwrap().media_type,
+            OCI_MANIFEST
+        );
         let docker = parse_manifest(Some(DOCKER_MANIFEST), &image(None)).unwrap();
         assert_eq!(docker.media_type, DOCKER_MANIFEST);
-        let with_params = parse_manifest(Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"), &image(Some(OCI_MANIFEST)));
+        let with_params = parse_manifest(
+            Some("application/vnd.oci.image.manifest.v1+json; charset=utf-8"),
+            &image(Some(OCI_MANIFEST)),
+        );
         assert!(with_params.is_ok());
     }
 
@@ -233,9 +272,15 @@ mod tests {
     #[test]
     fn schema1_is_refused() {
         let body = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        assert_eq!(parse_manifest(None, body), Err(ManifestError::Schema1Unsupported));
         assert_eq!(
-            parse_manifest(Some("application/vnd.docker.distribution.manifest.v1+prettyjws"), &image(None)),
+            parse_manifest(None, body),
+            Err(ManifestError::Schema1Unsupported)
+        );
+        assert_eq!(
+            parse_manifest(
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+                &image(None)
+            ),
             Err(ManifestError::Schema1Unsupported)
         );
     }
@@ -256,7 +301,14 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid_never_a_panic() {
-        for body in [&b""[..], b"null", b"[]", b"{\"schemaVersion\":2}", b"{\"schemaVersion\":2,\"config\":{}}", b"\xff"] {
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"schemaVersion\":2}",
+            b"{\"schemaVersion\":2,\"config\":{}}",
+            b"\xff",
+        ] {
             assert!(parse_manifest(None, body).is_err());
         }
         let bad_digest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"sha256:XYZ"},"layers":[]}"#;

@@ -180,7 +180,12 @@ impl LogFile {
     /// torn tail so the next append starts on a record boundary. Returns the
     /// log, the replayed batches and how many tail bytes were discarded.
     pub fn open(path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let mut image = Vec::new();
         file.read_to_end(&mut image)?;
         let replay = decode_log(&image);
@@ -190,7 +195,14 @@ impl LogFile {
             file.sync_data()?;
         }
         file.seek(SeekFrom::Start(replay.valid_bytes))?;
-        Ok((LogFile { file, len: replay.valid_bytes }, replay.batches, discarded))
+        Ok((
+            LogFile {
+                file,
+                len: replay.valid_bytes,
+            },
+            replay.batches,
+            discarded,
+        ))
     }
 
     /// Appends already-encoded records and makes them durable.
@@ -198,7 +210,9 @@ impl LogFile {
         if let Err(e) = self.file.write_all(records) {
             // Nothing of this record is acknowledged: cut it off again.
             self.file.set_len(self.len).map_err(AppendError::Sync)?;
-            self.file.seek(SeekFrom::Start(self.len)).map_err(AppendError::Sync)?;
+            self.file
+                .seek(SeekFrom::Start(self.len))
+                .map_err(AppendError::Sync)?;
             return Err(AppendError::Write(e));
         }
         self.file.sync_data().map_err(AppendError::Sync)?;

@@ -38,7 +38,9 @@ impl Bytes<'_> {
 }
 
 fn repo(i: usize) -> RepositoryName {
-    REPOS[i].parse().unwrap_or_else(|_| unreachable!("constant names are valid"))
+    REPOS[i]
+        .parse()
+        .unwrap_or_else(|_| unreachable!("constant names are valid"))
 }
 
 fn image_manifest(blobs: &[Digest], salt: u8) -> Vec<u8> {
@@ -57,9 +59,13 @@ fn image_manifest(blobs: &[Digest], salt: u8) -> Vec<u8> {
 }
 
 fn read_all(engine: &Engine, r: &RepositoryName, d: &Digest) -> Result<Vec<u8>, String> {
-    let b = engine.open_blob(r, d).map_err(|e| format!("open {r} {d}: {e}"))?;
+    let b = engine
+        .open_blob(r, d)
+        .map_err(|e| format!("open {r} {d}: {e}"))?;
     let mut out = vec![0u8; b.len as usize];
-    b.file.read_exact_at(&mut out, b.offset).map_err(|e| format!("read {r} {d}: {e}"))?;
+    b.file
+        .read_exact_at(&mut out, b.offset)
+        .map_err(|e| format!("read {r} {d}: {e}"))?;
     Ok(out)
 }
 
@@ -67,27 +73,51 @@ fn check(engine: &Engine, model: &Model) -> Result<(), String> {
     for ((ri, d), bytes) in &model.links {
         let got = read_all(engine, &repo(*ri), d)?;
         if &got != bytes {
-            return Err(format!("{} {d}: served bytes differ from the model", REPOS[*ri]));
+            return Err(format!(
+                "{} {d}: served bytes differ from the model",
+                REPOS[*ri]
+            ));
         }
     }
     for ((ri, d), (bytes, _)) in &model.manifests {
-        let m = engine.manifest(&repo(*ri), &Reference::Digest(d.clone())).map_err(|e| format!("manifest {d}: {e}"))?;
+        let m = engine
+            .manifest(&repo(*ri), &Reference::Digest(d.clone()))
+            .map_err(|e| format!("manifest {d}: {e}"))?;
         if &m.bytes != bytes {
             return Err(format!("manifest {d} bytes differ"));
         }
     }
     for (ri, _) in REPOS.iter().enumerate() {
-        let expected: Vec<String> = model.tags.keys().filter(|(r, _)| *r == ri).map(|(_, t)| TAGS[*t].to_string()).collect();
+        let expected: Vec<String> = model
+            .tags
+            .keys()
+            .filter(|(r, _)| *r == ri)
+            .map(|(_, t)| TAGS[*t].to_string())
+            .collect();
         match engine.tags(&repo(ri)) {
             Ok(tags) if tags == expected => {}
             Err(EngineError::NameUnknown) if expected.is_empty() => {}
-            other => return Err(format!("tags of {}: {other:?}, model {expected:?}", REPOS[ri])),
+            other => {
+                return Err(format!(
+                    "tags of {}: {other:?}, model {expected:?}",
+                    REPOS[ri]
+                ))
+            }
         }
         for (ti, _) in TAGS.iter().enumerate() {
             let want = model.tags.get(&(ri, ti));
-            let got = engine.manifest(&repo(ri), &Reference::Tag(TAGS[ti].parse().map_err(|_| "tag")?)).ok().map(|m| m.digest);
+            let got = engine
+                .manifest(
+                    &repo(ri),
+                    &Reference::Tag(TAGS[ti].parse().map_err(|_| "tag")?),
+                )
+                .ok()
+                .map(|m| m.digest);
             if got.as_ref() != want {
-                return Err(format!("tag {}:{}: engine {got:?}, model {want:?}", REPOS[ri], TAGS[ti]));
+                return Err(format!(
+                    "tag {}:{}: engine {got:?}, model {want:?}",
+                    REPOS[ri], TAGS[ti]
+                ));
             }
         }
     }
@@ -102,7 +132,9 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
     let mut model = Model::default();
     let mut input = Bytes { data: ops, pos: 0 };
     while let Some(op) = input.next() {
-        let Some(e) = engine.as_ref() else { return Err("engine missing".into()) };
+        let Some(e) = engine.as_ref() else {
+            return Err("engine missing".into());
+        };
         let ri = (input.next().unwrap_or(0) as usize) % REPOS.len();
         let r = repo(ri);
         match op % 8 {
@@ -111,28 +143,43 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
                 let seed = input.next().unwrap_or(0);
                 let data: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
                 let id = e.start_upload(&r).map_err(|e| e.to_string())?;
-                let split = if data.is_empty() { 0 } else { seed as usize % data.len() };
-                e.upload_append(&r, id, 0, &data[..split]).map_err(|e| e.to_string())?;
-                e.upload_append(&r, id, split as u64, &data[split..]).map_err(|e| e.to_string())?;
+                let split = if data.is_empty() {
+                    0
+                } else {
+                    seed as usize % data.len()
+                };
+                e.upload_append(&r, id, 0, &data[..split])
+                    .map_err(|e| e.to_string())?;
+                e.upload_append(&r, id, split as u64, &data[split..])
+                    .map_err(|e| e.to_string())?;
                 let d = Digest::sha256_of(&data);
-                e.finish_upload(&r, id, &d).map_err(|e| format!("finish: {e}"))?;
+                e.finish_upload(&r, id, &d)
+                    .map_err(|e| format!("finish: {e}"))?;
                 model.links.insert((ri, d), data);
             }
             1 => {
-                let linked: Vec<Digest> = model.links.keys().filter(|(x, _)| *x == ri).map(|(_, d)| d.clone()).collect();
+                let linked: Vec<Digest> = model
+                    .links
+                    .keys()
+                    .filter(|(x, _)| *x == ri)
+                    .map(|(_, d)| d.clone())
+                    .collect();
                 let count = 1 + input.next().unwrap_or(0) as usize % 3;
                 let ti = input.next().unwrap_or(0) as usize % (TAGS.len() + 1);
                 if linked.is_empty() {
                     continue;
                 }
-                let blobs: Vec<Digest> = (0..count).map(|i| linked[(i * 7 + ti) % linked.len()].clone()).collect();
+                let blobs: Vec<Digest> = (0..count)
+                    .map(|i| linked[(i * 7 + ti) % linked.len()].clone())
+                    .collect();
                 let body = image_manifest(&blobs, op);
                 let d = Digest::sha256_of(&body);
                 let reference = match TAGS.get(ti) {
                     Some(t) => Reference::Tag(t.parse().map_err(|_| "tag")?),
                     None => Reference::Digest(d.clone()),
                 };
-                e.put_manifest(&r, &reference, None, &body).map_err(|e| format!("put manifest: {e}"))?;
+                e.put_manifest(&r, &reference, None, &body)
+                    .map_err(|e| format!("put manifest: {e}"))?;
                 model.manifests.insert((ri, d.clone()), (body, blobs));
                 if ti < TAGS.len() {
                     model.tags.insert((ri, ti), d);
@@ -144,30 +191,62 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
                 match (model.tags.remove(&(ri, ti)), result) {
                     (Some(_), Ok(())) => {}
                     (None, Err(EngineError::ManifestUnknown | EngineError::NameUnknown)) => {}
-                    (expected, got) => return Err(format!("delete tag: model {expected:?}, engine {got:?}")),
+                    (expected, got) => {
+                        return Err(format!("delete tag: model {expected:?}, engine {got:?}"))
+                    }
                 }
             }
             3 => {
                 let pick = input.next().unwrap_or(0) as usize;
-                let mine: Vec<Digest> = model.manifests.keys().filter(|(x, _)| *x == ri).map(|(_, d)| d.clone()).collect();
-                let Some(d) = mine.get(pick % mine.len().max(1)).cloned() else { continue };
-                e.delete_manifest(&r, &d).map_err(|e| format!("delete manifest: {e}"))?;
+                let mine: Vec<Digest> = model
+                    .manifests
+                    .keys()
+                    .filter(|(x, _)| *x == ri)
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                let Some(d) = mine.get(pick % mine.len().max(1)).cloned() else {
+                    continue;
+                };
+                e.delete_manifest(&r, &d)
+                    .map_err(|e| format!("delete manifest: {e}"))?;
                 model.manifests.remove(&(ri, d.clone()));
-                model.tags.retain(|(x, _), target| !(*x == ri && *target == d));
+                model
+                    .tags
+                    .retain(|(x, _), target| !(*x == ri && *target == d));
             }
             4 => {
                 let pick = input.next().unwrap_or(0) as usize;
-                let mine: Vec<Digest> = model.links.keys().filter(|(x, _)| *x == ri).map(|(_, d)| d.clone()).collect();
-                let Some(d) = mine.get(pick % mine.len().max(1)).cloned() else { continue };
-                e.delete_blob(&r, &d).map_err(|e| format!("delete blob: {e}"))?;
+                let mine: Vec<Digest> = model
+                    .links
+                    .keys()
+                    .filter(|(x, _)| *x == ri)
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                let Some(d) = mine.get(pick % mine.len().max(1)).cloned() else {
+                    continue;
+                };
+                e.delete_blob(&r, &d)
+                    .map_err(|e| format!("delete blob: {e}"))?;
                 model.links.remove(&(ri, d));
             }
             5 => {
-                let options = GcOptions { grace_period: Duration::ZERO, ..GcOptions::default() };
-                e.garbage_collect(&options).map_err(|e| format!("gc: {e}"))?;
-                let marked: BTreeSet<&Digest> = model.manifests.values().flat_map(|(_, refs)| refs.iter()).collect();
-                let keep: BTreeMap<(usize, Digest), Vec<u8>> =
-                    model.links.iter().filter(|((_, d), _)| marked.contains(d)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                let options = GcOptions {
+                    grace_period: Duration::ZERO,
+                    ..GcOptions::default()
+                };
+                e.garbage_collect(&options)
+                    .map_err(|e| format!("gc: {e}"))?;
+                let marked: BTreeSet<&Digest> = model
+                    .manifests
+                    .values()
+                    .flat_map(|(_, refs)| refs.iter())
+                    .collect();
+                let keep: BTreeMap<(usize, Digest), Vec<u8>> = model
+                    .links
+                    .iter()
+                    .filter(|((_, d), _)| marked.contains(d))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 model.links = keep;
             }
             6 => {
@@ -177,14 +256,23 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
             _ => {
                 let to = (ri + 1) % REPOS.len();
                 let pick = input.next().unwrap_or(0) as usize;
-                let mine: Vec<(Digest, Vec<u8>)> =
-                    model.links.iter().filter(|((x, _), _)| *x == ri).map(|((_, d), v)| (d.clone(), v.clone())).collect();
-                let Some((d, bytes)) = mine.get(pick % mine.len().max(1)).cloned() else { continue };
-                e.mount_blob(&repo(to), &r, &d).map_err(|e| format!("mount: {e}"))?;
+                let mine: Vec<(Digest, Vec<u8>)> = model
+                    .links
+                    .iter()
+                    .filter(|((x, _), _)| *x == ri)
+                    .map(|((_, d), v)| (d.clone(), v.clone()))
+                    .collect();
+                let Some((d, bytes)) = mine.get(pick % mine.len().max(1)).cloned() else {
+                    continue;
+                };
+                e.mount_blob(&repo(to), &r, &d)
+                    .map_err(|e| format!("mount: {e}"))?;
                 model.links.insert((to, d), bytes);
             }
         }
-        let Some(e) = engine.as_ref() else { return Err("engine missing".into()) };
+        let Some(e) = engine.as_ref() else {
+            return Err("engine missing".into());
+        };
         check(e, &model).map_err(|m| format!("after op {} ({}): {m}", input.pos, op % 8))?;
     }
     Ok(())

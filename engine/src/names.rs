@@ -120,7 +120,9 @@ impl FromStr for Tag {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = s.as_bytes();
-        let first_ok = bytes.first().is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
+        let first_ok = bytes
+            .first()
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_');
         let rest_ok = bytes
             .iter()
             .skip(1)
@@ -192,7 +194,13 @@ mod tests {
 
     #[test]
     fn accepts_names_from_the_grammar() {
-        for ok in ["a", "library/ubuntu", "a.b_c__d---e/f0", "x/blobs/y", "a/manifests/tags/uploads"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "a.b_c__d---e/f0",
+            "x/blobs/y",
+            "a/manifests/tags/uploads",
+        ] {
             assert!(ok.parse::<RepositoryName>().is_ok(), "{ok}");
         }
     }
@@ -200,8 +208,14 @@ mod tests {
     #[test]
     fn refuses_names_outside_the_grammar() {
         let long = "a".repeat(256);
-        for bad in ["", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_", "a b", "ä", &long] {
-            assert_eq!(bad.parse::<RepositoryName>(), Err(NameError::Invalid), "{bad}");
+        for bad in [
+            "", "A", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a_", "a b", "ä", &long,
+        ] {
+            assert_eq!(
+                bad.parse::<RepositoryName>(),
+                Err(NameError::Invalid),
+                "{bad}"
+            );
         }
     }
 
@@ -219,10 +233,19 @@ mod tests {
 
     #[test]
     fn reference_is_tag_or_digest() {
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
         let d = format!("sha256:{}", "a".repeat(64));
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
-        assert!(matches!("sha256:xyz".parse::<Reference>(), Err(ReferenceError::Digest(_))));
-        assert!(matches!("bad/tag".parse::<Reference>(), Err(ReferenceError::Tag(_))));
+        assert!(matches!(
+            "sha256:xyz".parse::<Reference>(),
+            Err(ReferenceError::Digest(_))
+        ));
+        assert!(matches!(
+            "bad/tag".parse::<Reference>(),
+            Err(ReferenceError::Tag(_))
+        ));
     }
 }

@@ -99,8 +99,12 @@ fn reaches(r: &Repository, from: &Digest, target: &Digest, seen: &mut HashSet<Di
     if !seen.insert(from.clone()) {
         return false;
     }
-    let Some(m) = r.manifests.get(from) else { return false };
-    m.references.iter().any(|child| child == target || reaches(r, child, target, seen))
+    let Some(m) = r.manifests.get(from) else {
+        return false;
+    };
+    m.references
+        .iter()
+        .any(|child| child == target || reaches(r, child, target, seen))
 }
 
 /// Who references `digest`, from the metadata.
@@ -122,7 +126,12 @@ pub(crate) fn references(state: &State, digest: &Digest) -> Vec<RepoReference> {
             .map(|(t, _)| t.clone())
             .collect();
         if linked || !manifests.is_empty() || !tags.is_empty() {
-            out.push(RepoReference { repo: name.clone(), linked, manifests, tags });
+            out.push(RepoReference {
+                repo: name.clone(),
+                linked,
+                manifests,
+                tags,
+            });
         }
     }
     out
@@ -143,7 +152,8 @@ impl Engine {
         let mut found: Vec<(Option<Digest>, BlobLocation, ProblemKind)> = Vec::new();
         let segments = self.store.segments();
         let files = self.store.list_files()?;
-        let total = segments.iter().map(|(_, size)| size).sum::<u64>() + files.iter().map(|(_, _, size)| size).sum::<u64>();
+        let total = segments.iter().map(|(_, size)| size).sum::<u64>()
+            + files.iter().map(|(_, _, size)| size).sum::<u64>();
         for (seg, size) in segments {
             let scan = self.store.scan_segment(seg, size)?;
             report.segments_checked += 1;
@@ -151,12 +161,20 @@ impl Engine {
             report.bytes_checked += size;
             for d in scan.damaged {
                 self.store.quarantine_range(seg, d.start, d.end);
-                let location = BlobLocation::Segment { segment: seg, start: d.start, end: d.end };
+                let location = BlobLocation::Segment {
+                    segment: seg,
+                    start: d.start,
+                    end: d.end,
+                };
                 found.push((d.claimed, location, ProblemKind::Checksum));
             }
             for r in scan.digest_mismatches {
                 self.store.quarantine_range(seg, r.offset, r.end());
-                let location = BlobLocation::Segment { segment: seg, start: r.offset, end: r.end() };
+                let location = BlobLocation::Segment {
+                    segment: seg,
+                    start: r.offset,
+                    end: r.end(),
+                };
                 found.push((Some(r.digest), location, ProblemKind::DigestMismatch));
             }
             progress(report.bytes_checked, total);
@@ -167,16 +185,28 @@ impl Engine {
                 Ok((actual, n)) => {
                     report.bytes_checked += n;
                     if actual != digest {
-                        found.push((Some(digest), BlobLocation::File(path), ProblemKind::DigestMismatch));
+                        found.push((
+                            Some(digest),
+                            BlobLocation::File(path),
+                            ProblemKind::DigestMismatch,
+                        ));
                     }
                 }
-                Err(e) => found.push((Some(digest), BlobLocation::File(path), ProblemKind::Unreadable(e.to_string()))),
+                Err(e) => found.push((
+                    Some(digest),
+                    BlobLocation::File(path),
+                    ProblemKind::Unreadable(e.to_string()),
+                )),
             }
             progress(report.bytes_checked, total);
         }
         let state = self.meta.read();
         let reported: HashSet<Digest> = found.iter().filter_map(|(d, _, _)| d.clone()).collect();
-        let mut named: Vec<&Digest> = state.repos.values().flat_map(|r| r.blobs.keys().chain(r.manifests.keys())).collect();
+        let mut named: Vec<&Digest> = state
+            .repos
+            .values()
+            .flat_map(|r| r.blobs.keys().chain(r.manifests.keys()))
+            .collect();
         named.sort();
         named.dedup();
         for d in named {
@@ -185,9 +215,21 @@ impl Engine {
             }
         }
         for (digest, location, kind) in found {
-            let references = digest.as_ref().map(|d| references(&state, d)).unwrap_or_default();
-            let intact_copy = kind != ProblemKind::Missing && digest.as_ref().is_some_and(|d| self.stored_intact(d, &location));
-            report.problems.push(ScrubProblem { digest, location, kind, intact_copy, references });
+            let references = digest
+                .as_ref()
+                .map(|d| references(&state, d))
+                .unwrap_or_default();
+            let intact_copy = kind != ProblemKind::Missing
+                && digest
+                    .as_ref()
+                    .is_some_and(|d| self.stored_intact(d, &location));
+            report.problems.push(ScrubProblem {
+                digest,
+                location,
+                kind,
+                intact_copy,
+                references,
+            });
         }
         Ok(report)
     }

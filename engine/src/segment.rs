@@ -62,7 +62,10 @@ pub fn encode_record(digest: &Digest, flags: u8, payload: &[u8], out: &mut Vec<u
     out.push(digest.algorithm().code());
     out.push(raw.len() as u8);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 16]), &raw), payload);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 16]), &raw),
+        payload,
+    );
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&raw);
     out.extend_from_slice(payload);
@@ -141,7 +144,9 @@ impl Source for File {
 impl Source for [u8] {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
-        let src = self.get(start..start + buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        let src = self
+            .get(start..start + buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -184,14 +189,25 @@ enum Parsed {
     },
 }
 
-fn parse_at<S: Source + ?Sized>(w: &mut Window<'_, S>, pos: u64, verify_digest: bool) -> io::Result<Parsed> {
-    let bad = Parsed::Bad { claimed_end: None, claimed: None };
-    let Some(h) = w.get(pos, HEADER_BYTES)? else { return Ok(bad) };
+fn parse_at<S: Source + ?Sized>(
+    w: &mut Window<'_, S>,
+    pos: u64,
+    verify_digest: bool,
+) -> io::Result<Parsed> {
+    let bad = Parsed::Bad {
+        claimed_end: None,
+        claimed: None,
+    };
+    let Some(h) = w.get(pos, HEADER_BYTES)? else {
+        return Ok(bad);
+    };
     if &h[0..4] != MAGIC || h[4] != FORMAT_VERSION {
         return Ok(bad);
     }
     let flags = h[5];
-    let Some(algorithm) = Algorithm::from_code(h[6]) else { return Ok(bad) };
+    let Some(algorithm) = Algorithm::from_code(h[6]) else {
+        return Ok(bad);
+    };
     let dlen = h[7] as u64;
     let len = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
     if dlen != algorithm.raw_len() as u64 || len > PAYLOAD_BYTES_MAX {
@@ -203,16 +219,34 @@ fn parse_at<S: Source + ?Sized>(w: &mut Window<'_, S>, pos: u64, verify_digest: 
     };
     let total = HEADER_BYTES + dlen + len;
     let Some(bytes) = w.get(pos, total)? else {
-        return Ok(Parsed::Bad { claimed_end: None, claimed });
+        return Ok(Parsed::Bad {
+            claimed_end: None,
+            claimed,
+        });
     };
     if !record_crc_ok(bytes) {
-        return Ok(Parsed::Bad { claimed_end: Some(pos + total), claimed });
+        return Ok(Parsed::Bad {
+            claimed_end: Some(pos + total),
+            claimed,
+        });
     }
-    let Some(digest) = claimed else { return Ok(bad) };
+    let Some(digest) = claimed else {
+        return Ok(bad);
+    };
     let payload_start = (HEADER_BYTES + dlen) as usize;
     let digest_ok = !verify_digest || Digest::of(algorithm, &bytes[payload_start..]) == digest;
-    let record = Record { digest, flags, offset: pos, payload_offset: pos + HEADER_BYTES + dlen, len };
-    Ok(if digest_ok { Parsed::Valid(record) } else { Parsed::WrongDigest(record) })
+    let record = Record {
+        digest,
+        flags,
+        offset: pos,
+        payload_offset: pos + HEADER_BYTES + dlen,
+        len,
+    };
+    Ok(if digest_ok {
+        Parsed::Valid(record)
+    } else {
+        Parsed::WrongDigest(record)
+    })
 }
 
 /// The first position at or after `from` where a record validates fully
@@ -222,7 +256,12 @@ fn resync<S: Source + ?Sized>(w: &mut Window<'_, S>, from: u64) -> io::Result<Op
     while p + HEADER_BYTES <= w.size {
         let n = (WINDOW_BYTES as u64).min(w.size - p);
         let hits: Vec<u64> = match w.get(p, n)? {
-            Some(chunk) => chunk.windows(4).enumerate().filter(|(_, win)| win == MAGIC).map(|(i, _)| p + i as u64).collect(),
+            Some(chunk) => chunk
+                .windows(4)
+                .enumerate()
+                .filter(|(_, win)| win == MAGIC)
+                .map(|(i, _)| p + i as u64)
+                .collect(),
             None => break,
         };
         for hit in hits {
@@ -243,15 +282,34 @@ fn resync<S: Source + ?Sized>(w: &mut Window<'_, S>, from: u64) -> io::Result<Op
 /// `valid_len`) rather than isolated damage. `verify_digests`: hash every
 /// payload (scrub); records after a damaged range are always verified, so a
 /// resynchronisation can never index bytes under a digest they do not have.
-pub fn scan<S: Source + ?Sized>(src: &S, size: u64, active: bool, verify_digests: bool) -> io::Result<Scan> {
+pub fn scan<S: Source + ?Sized>(
+    src: &S,
+    size: u64,
+    active: bool,
+    verify_digests: bool,
+) -> io::Result<Scan> {
     scan_from(src, 0, size, active, verify_digests)
 }
 
 /// As [`scan`], starting at `from`, which must be a record boundary (the end
 /// of the part an index snapshot already covers).
-pub fn scan_from<S: Source + ?Sized>(src: &S, from: u64, size: u64, active: bool, verify_digests: bool) -> io::Result<Scan> {
-    let mut w = Window { src, size, buf: Vec::new(), start: 0 };
-    let mut out = Scan { valid_len: size, ..Scan::default() };
+pub fn scan_from<S: Source + ?Sized>(
+    src: &S,
+    from: u64,
+    size: u64,
+    active: bool,
+    verify_digests: bool,
+) -> io::Result<Scan> {
+    let mut w = Window {
+        src,
+        size,
+        buf: Vec::new(),
+        start: 0,
+    };
+    let mut out = Scan {
+        valid_len: size,
+        ..Scan::default()
+    };
     let mut pos = from.min(size);
     let mut after_damage = false;
     while pos < size {
@@ -268,7 +326,10 @@ pub fn scan_from<S: Source + ?Sized>(src: &S, from: u64, size: u64, active: bool
                 continue;
             }
             Parsed::WrongDigest(record) => (Some(record.end()), Some(record.digest)),
-            Parsed::Bad { claimed_end, claimed } => (claimed_end, claimed),
+            Parsed::Bad {
+                claimed_end,
+                claimed,
+            } => (claimed_end, claimed),
         };
         let mut next = None;
         if let Some(end) = claimed_end.filter(|&end| end < size) {
@@ -281,7 +342,11 @@ pub fn scan_from<S: Source + ?Sized>(src: &S, from: u64, size: u64, active: bool
         }
         match next {
             Some(next) => {
-                out.damaged.push(Damage { start: pos, end: next, claimed });
+                out.damaged.push(Damage {
+                    start: pos,
+                    end: next,
+                    claimed,
+                });
                 pos = next;
                 after_damage = true;
             }
@@ -290,7 +355,11 @@ pub fn scan_from<S: Source + ?Sized>(src: &S, from: u64, size: u64, active: bool
                 break;
             }
             None => {
-                out.damaged.push(Damage { start: pos, end: size, claimed });
+                out.damaged.push(Damage {
+                    start: pos,
+                    end: size,
+                    claimed,
+                });
                 break;
             }
         }
@@ -353,8 +422,19 @@ mod tests {
                 bad[byte as usize] ^= 1 << bit;
                 let s = scan(&bad[..], bad.len() as u64, true, false).unwrap();
                 let digests: Vec<_> = s.records.iter().map(|r| r.digest.clone()).collect();
-                assert_eq!(digests, vec![Digest::sha256_of(b"one"), Digest::sha256_of(b"three")], "byte {byte} bit {bit}");
-                assert_eq!(s.damaged, vec![Damage { start: starts[1], end: starts[2], claimed: s.damaged[0].claimed.clone() }]);
+                assert_eq!(
+                    digests,
+                    vec![Digest::sha256_of(b"one"), Digest::sha256_of(b"three")],
+                    "byte {byte} bit {bit}"
+                );
+                assert_eq!(
+                    s.damaged,
+                    vec![Damage {
+                        start: starts[1],
+                        end: starts[2],
+                        claimed: s.damaged[0].claimed.clone()
+                    }]
+                );
                 assert_eq!(s.valid_len, bad.len() as u64);
             }
         }

@@ -29,7 +29,10 @@ pub(crate) struct Snapshot {
 }
 
 /// Encodes a snapshot.
-pub(crate) fn encode<'a>(covered: &[(u32, u64)], entries: impl ExactSizeIterator<Item = (&'a Digest, u32, u64, u64)>) -> Vec<u8> {
+pub(crate) fn encode<'a>(
+    covered: &[(u32, u64)],
+    entries: impl ExactSizeIterator<Item = (&'a Digest, u32, u64, u64)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + covered.len() * 12 + entries.len() * 53);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -77,20 +80,28 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Snapshot> {
     if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().ok()?) {
         return None;
     }
-    let mut r = Reader { bytes: body, pos: 0 };
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
     if r.take(4)? != MAGIC || r.take(4)?[0] != VERSION {
         return None;
     }
     let segments = r.u32()? as usize;
     let entries = r.u64()? as usize;
-    let mut snapshot = Snapshot { covered: Vec::with_capacity(segments.min(1 << 20)), entries: Vec::with_capacity(entries.min(1 << 26)) };
+    let mut snapshot = Snapshot {
+        covered: Vec::with_capacity(segments.min(1 << 20)),
+        entries: Vec::with_capacity(entries.min(1 << 26)),
+    };
     for _ in 0..segments {
         snapshot.covered.push((r.u32()?, r.u64()?));
     }
     for _ in 0..entries {
         let algorithm = Algorithm::from_code(r.take(1)?[0])?;
         let digest = Digest::from_raw(algorithm, r.take(algorithm.raw_len())?)?;
-        snapshot.entries.push((digest, r.u32()?, r.u64()?, r.u64()?));
+        snapshot
+            .entries
+            .push((digest, r.u32()?, r.u64()?, r.u64()?));
     }
     (r.pos == body.len()).then_some(snapshot)
 }

@@ -55,7 +55,12 @@ impl State {
     /// never fails.
     pub fn apply(&mut self, op: &Op) {
         match op {
-            Op::LinkBlob { repo, digest, len, at } => {
+            Op::LinkBlob {
+                repo,
+                digest,
+                len,
+                at,
+            } => {
                 let r = self.repos.entry(repo.clone()).or_default();
                 r.blobs.insert(digest.clone(), *len);
                 match at {
@@ -69,7 +74,16 @@ impl State {
                     r.linked_at.remove(digest);
                 });
             }
-            Op::PutManifest { repo, digest, len, media_type, references, subject, artifact_type, at } => {
+            Op::PutManifest {
+                repo,
+                digest,
+                len,
+                media_type,
+                references,
+                subject,
+                artifact_type,
+                at,
+            } => {
                 let record = ManifestRecord {
                     len: *len,
                     media_type: media_type.clone(),
@@ -78,7 +92,11 @@ impl State {
                     artifact_type: artifact_type.clone(),
                     at: at.unwrap_or(0),
                 };
-                self.repos.entry(repo.clone()).or_default().manifests.insert(digest.clone(), record);
+                self.repos
+                    .entry(repo.clone())
+                    .or_default()
+                    .manifests
+                    .insert(digest.clone(), record);
             }
             Op::DeleteManifest { repo, digest } => {
                 self.edit(repo, |r| {
@@ -87,7 +105,11 @@ impl State {
                 });
             }
             Op::SetTag { repo, tag, digest } => {
-                self.repos.entry(repo.clone()).or_default().tags.insert(tag.clone(), digest.clone());
+                self.repos
+                    .entry(repo.clone())
+                    .or_default()
+                    .tags
+                    .insert(tag.clone(), digest.clone());
             }
             Op::DeleteTag { repo, tag } => {
                 self.edit(repo, |r| {
@@ -125,10 +147,21 @@ mod tests {
             artifact_type: None,
             at: None,
         });
-        s.apply(&Op::SetTag { repo: "r".into(), tag: "a".into(), digest: d.clone() });
-        s.apply(&Op::SetTag { repo: "r".into(), tag: "b".into(), digest: d.clone() });
+        s.apply(&Op::SetTag {
+            repo: "r".into(),
+            tag: "a".into(),
+            digest: d.clone(),
+        });
+        s.apply(&Op::SetTag {
+            repo: "r".into(),
+            tag: "b".into(),
+            digest: d.clone(),
+        });
         assert_eq!(s.repos["r"].tags.len(), 2);
-        s.apply(&Op::DeleteManifest { repo: "r".into(), digest: d });
+        s.apply(&Op::DeleteManifest {
+            repo: "r".into(),
+            digest: d,
+        });
         assert!(s.repos.is_empty());
     }
 }

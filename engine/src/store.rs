@@ -61,7 +61,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { small_blob_max: 1024 * 1024, segment_bytes_max: 256 * 1024 * 1024, verify_reads: false }
+        EngineOptions {
+            small_blob_max: 1024 * 1024,
+            segment_bytes_max: 256 * 1024 * 1024,
+            verify_reads: false,
+        }
     }
 }
 
@@ -163,7 +167,10 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(n) = name.strip_suffix(".seg").and_then(|n| n.parse::<u32>().ok()) {
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
             out.push(n);
         }
     }
@@ -184,7 +191,10 @@ fn load_snapshot(
     unverified: &mut HashSet<Digest>,
     report: &mut StoreOpen,
 ) -> HashMap<u32, u64> {
-    let Some(snapshot) = std::fs::read(seg_dir.join(SNAPSHOT_FILE)).ok().and_then(|b| crate::snapshot::decode(&b)) else {
+    let Some(snapshot) = std::fs::read(seg_dir.join(SNAPSHOT_FILE))
+        .ok()
+        .and_then(|b| crate::snapshot::decode(&b))
+    else {
         return HashMap::new();
     };
     let mut covered = HashMap::new();
@@ -203,7 +213,15 @@ fn load_snapshot(
         if covered.contains_key(&seg) {
             let payload = record + segment::HEADER_BYTES + digest.algorithm().raw_len() as u64;
             unverified.insert(digest.clone());
-            map.insert(digest, Loc { seg, record, payload, len });
+            map.insert(
+                digest,
+                Loc {
+                    seg,
+                    record,
+                    payload,
+                    len,
+                },
+            );
             report.snapshot_entries += 1;
         }
     }
@@ -218,7 +236,13 @@ impl BlobStore {
         let segs = list_segments(&seg_dir)?;
         let mut map = HashMap::new();
         let mut files = BTreeMap::new();
-        let mut report = StoreOpen { segments: segs.len(), records: 0, snapshot_entries: 0, torn_tail_bytes: 0, damaged: Vec::new() };
+        let mut report = StoreOpen {
+            segments: segs.len(),
+            records: 0,
+            snapshot_entries: 0,
+            torn_tail_bytes: 0,
+            damaged: Vec::new(),
+        };
         let mut writer = Writer { seg: 0, file: None };
         let (mut tail_seg, mut tail_len) = (1, 0);
         let mut unverified = HashSet::new();
@@ -230,14 +254,32 @@ impl BlobStore {
             let size = file.metadata()?.len();
             let from = covered.get(&seg).copied().unwrap_or(0);
             let scan = segment::scan_from(&file, from, size, active, false)?;
-            for Damage { start, end, claimed } in scan.damaged {
-                report.damaged.push(DamagedRecord { segment: seg, start, end, claimed });
+            for Damage {
+                start,
+                end,
+                claimed,
+            } in scan.damaged
+            {
+                report.damaged.push(DamagedRecord {
+                    segment: seg,
+                    start,
+                    end,
+                    claimed,
+                });
             }
             report.records += scan.records.len();
             for r in scan.records {
                 // Later records win: a compaction copy supersedes its original.
                 unverified.remove(&r.digest);
-                map.insert(r.digest, Loc { seg, record: r.offset, payload: r.payload_offset, len: r.len });
+                map.insert(
+                    r.digest,
+                    Loc {
+                        seg,
+                        record: r.offset,
+                        payload: r.payload_offset,
+                        len: r.len,
+                    },
+                );
             }
             if active {
                 if scan.valid_len < size {
@@ -246,7 +288,10 @@ impl BlobStore {
                     file.sync_data()?;
                 }
                 (tail_seg, tail_len) = (seg, scan.valid_len);
-                writer = Writer { seg, file: Some(file.try_clone()?) };
+                writer = Writer {
+                    seg,
+                    file: Some(file.try_clone()?),
+                };
             }
             files.insert(seg, Arc::new(file));
         }
@@ -267,7 +312,11 @@ impl BlobStore {
             root: root.to_owned(),
             seg_dir,
             opts,
-            index: RwLock::new(Index { map, files, unverified }),
+            index: RwLock::new(Index {
+                map,
+                files,
+                unverified,
+            }),
             queue: Mutex::new(queue),
             flushed: Condvar::new(),
         };
@@ -288,7 +337,11 @@ impl BlobStore {
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        self.root.join("blobs").join(digest.algorithm().name()).join(&hex[..2]).join(hex)
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
     }
 
     /// Whether the store holds the blob (in a segment or as a file).
@@ -321,7 +374,10 @@ impl BlobStore {
         if index.map.get(digest) == Some(loc) {
             index.map.remove(digest);
         }
-        EngineError::Corrupt(format!("segment {} record at {} ({digest}) fails its checksum", loc.seg, loc.record))
+        EngineError::Corrupt(format!(
+            "segment {} record at {} ({digest}) fails its checksum",
+            loc.seg, loc.record
+        ))
     }
 
     /// Opens a blob for reading: its file, offset and length. `None` if the
@@ -417,14 +473,32 @@ impl BlobStore {
                 queue.tail_len = 0;
             }
             let (seg, start) = (queue.tail_seg, queue.tail_len);
-            let loc = Loc { seg, record: start, payload: start + segment::payload_offset(digest), len: payload.len() as u64 };
+            let loc = Loc {
+                seg,
+                record: start,
+                payload: start + segment::payload_offset(digest),
+                len: payload.len() as u64,
+            };
             if queue.groups.last().is_none_or(|g| g.seg != seg) {
-                queue.groups.push(Group { seg, start, bytes: Vec::new(), entries: Vec::new() });
+                queue.groups.push(Group {
+                    seg,
+                    start,
+                    bytes: Vec::new(),
+                    entries: Vec::new(),
+                });
             }
-            let flags = if from.is_some() { segment::FLAG_COMPACTED } else { 0 };
+            let flags = if from.is_some() {
+                segment::FLAG_COMPACTED
+            } else {
+                0
+            };
             let group = queue.groups.last_mut().expect("a group was just ensured");
             segment::encode_record(digest, flags, payload, &mut group.bytes);
-            group.entries.push(Entry { digest: (*digest).clone(), loc, from: *from });
+            group.entries.push(Entry {
+                digest: (*digest).clone(),
+                loc,
+                from: *from,
+            });
             queue.tail_len += rec_len;
             if !queued_any {
                 queue.queued_seq += 1;
@@ -437,7 +511,11 @@ impl BlobStore {
             wait_for = seq;
         }
         loop {
-            if let Some((_, _, message)) = queue.refused.iter().find(|(after, upto, _)| *after < wait_for && wait_for <= *upto) {
+            if let Some((_, _, message)) = queue
+                .refused
+                .iter()
+                .find(|(after, upto, _)| *after < wait_for && wait_for <= *upto)
+            {
                 return Err(EngineError::Io(io::Error::other(message.clone())));
             }
             if queue.durable_seq >= wait_for {
@@ -499,7 +577,8 @@ impl BlobStore {
                             }
                             queue.groups.clear();
                             queue.inflight.retain(|_, seq| *seq <= after);
-                            (queue.tail_seg, queue.tail_len) = (queue.durable_seg, queue.durable_len);
+                            (queue.tail_seg, queue.tail_len) =
+                                (queue.durable_seg, queue.durable_len);
                             queue.durable_seq = upto;
                         }
                         Err(_) => queue.failed = true,
@@ -530,8 +609,15 @@ impl BlobStore {
                 }
             }
             let path = seg_path(&self.seg_dir, durable_seg);
-            let file = if path.exists() { Some(OpenOptions::new().read(true).write(true).open(&path)?) } else { None };
-            *writer = Writer { seg: durable_seg, file };
+            let file = if path.exists() {
+                Some(OpenOptions::new().read(true).write(true).open(&path)?)
+            } else {
+                None
+            };
+            *writer = Writer {
+                seg: durable_seg,
+                file,
+            };
         }
         if let Some(file) = &writer.file {
             file.set_len(durable_len)?;
@@ -541,7 +627,11 @@ impl BlobStore {
 
     /// Writes queued groups and makes them durable: one fdatasync per
     /// segment touched, and a directory fsync when a segment was created.
-    fn write_groups(&self, writer: &mut Writer, groups: &[Group]) -> std::result::Result<Vec<(u32, Arc<File>)>, WriteFail> {
+    fn write_groups(
+        &self,
+        writer: &mut Writer,
+        groups: &[Group],
+    ) -> std::result::Result<Vec<(u32, Arc<File>)>, WriteFail> {
         let mut created = Vec::new();
         for g in groups {
             if writer.file.is_none() || writer.seg != g.seg {
@@ -549,12 +639,28 @@ impl BlobStore {
                     old.sync_data().map_err(WriteFail::Sync)?;
                 }
                 let path = seg_path(&self.seg_dir, g.seg);
-                let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(WriteFail::Write)?;
-                created.push((g.seg, Arc::new(File::open(&path).map_err(WriteFail::Write)?)));
-                *writer = Writer { seg: g.seg, file: Some(file) };
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(WriteFail::Write)?;
+                created.push((
+                    g.seg,
+                    Arc::new(File::open(&path).map_err(WriteFail::Write)?),
+                ));
+                *writer = Writer {
+                    seg: g.seg,
+                    file: Some(file),
+                };
             }
-            let file = writer.file.as_ref().ok_or(WriteFail::Write(io::ErrorKind::NotFound.into()))?;
-            file.write_all_at(&g.bytes, g.start).map_err(WriteFail::Write)?;
+            let file = writer
+                .file
+                .as_ref()
+                .ok_or(WriteFail::Write(io::ErrorKind::NotFound.into()))?;
+            file.write_all_at(&g.bytes, g.start)
+                .map_err(WriteFail::Write)?;
         }
         if let Some(file) = &writer.file {
             file.sync_data().map_err(WriteFail::Sync)?;
@@ -569,7 +675,11 @@ impl BlobStore {
 
     /// Every indexed blob and its location.
     pub fn index_snapshot(&self) -> Vec<(Digest, Loc)> {
-        self.read_index().map.iter().map(|(d, l)| (d.clone(), *l)).collect()
+        self.read_index()
+            .map
+            .iter()
+            .map(|(d, l)| (d.clone(), *l))
+            .collect()
     }
 
     /// Removes blobs from the index (their records become garbage).
@@ -584,7 +694,9 @@ impl BlobStore {
     pub fn list_files(&self) -> io::Result<Vec<(Digest, PathBuf, u64)>> {
         let mut out = Vec::new();
         let blobs = self.root.join("blobs");
-        let Ok(algs) = fs::read_dir(&blobs) else { return Ok(out) };
+        let Ok(algs) = fs::read_dir(&blobs) else {
+            return Ok(out);
+        };
         for alg in algs {
             let alg = alg?;
             let alg_name = alg.file_name().to_string_lossy().into_owned();
@@ -617,11 +729,20 @@ impl BlobStore {
             let q = self.lock_queue();
             (q.durable_seg, q.durable_len)
         };
-        let files: Vec<(u32, Arc<File>)> = self.read_index().files.iter().map(|(s, f)| (*s, f.clone())).collect();
+        let files: Vec<(u32, Arc<File>)> = self
+            .read_index()
+            .files
+            .iter()
+            .map(|(s, f)| (*s, f.clone()))
+            .collect();
         files
             .into_iter()
             .map(|(seg, f)| {
-                let size = if seg == dseg { dlen } else { f.metadata().map(|m| m.len()).unwrap_or(0) };
+                let size = if seg == dseg {
+                    dlen
+                } else {
+                    f.metadata().map(|m| m.len()).unwrap_or(0)
+                };
                 (seg, size)
             })
             .collect()
@@ -649,10 +770,17 @@ impl BlobStore {
             let entries: Vec<(&Digest, u32, u64, u64)> = index
                 .map
                 .iter()
-                .filter(|(_, loc)| reach.get(&loc.seg).is_some_and(|&len| loc.payload + loc.len <= len))
+                .filter(|(_, loc)| {
+                    reach
+                        .get(&loc.seg)
+                        .is_some_and(|&len| loc.payload + loc.len <= len)
+                })
                 .map(|(d, loc)| (d, loc.seg, loc.record, loc.len))
                 .collect();
-            (crate::snapshot::encode(&covered, entries.iter().copied()), entries.len())
+            (
+                crate::snapshot::encode(&covered, entries.iter().copied()),
+                entries.len(),
+            )
         };
         let (bytes, count) = bytes;
         let tmp = self.seg_dir.join("index.snap.tmp");
@@ -675,7 +803,9 @@ impl BlobStore {
     /// Scans one segment (up to `size`) verifying every digest.
     pub fn scan_segment(&self, seg: u32, size: u64) -> Result<segment::Scan> {
         let file = self.read_index().files.get(&seg).cloned();
-        let Some(file) = file else { return Ok(segment::Scan::default()) };
+        let Some(file) = file else {
+            return Ok(segment::Scan::default());
+        };
         Ok(segment::scan(&*file, size, false, true)?)
     }
 
@@ -704,7 +834,12 @@ impl BlobStore {
         }
         let (live, file): (Vec<(Digest, Loc)>, Option<Arc<File>>) = {
             let index = self.read_index();
-            let live = index.map.iter().filter(|(_, l)| l.seg == seg).map(|(d, l)| (d.clone(), *l)).collect();
+            let live = index
+                .map
+                .iter()
+                .filter(|(_, l)| l.seg == seg)
+                .map(|(d, l)| (d.clone(), *l))
+                .collect();
             (live, index.files.get(&seg).cloned())
         };
         let Some(file) = file else { return Ok((0, 0)) };
@@ -717,7 +852,10 @@ impl BlobStore {
         for (digest, loc) in live {
             let mut bytes = Self::read_record(&file, &loc)?;
             if !segment::record_crc_ok(&bytes) {
-                return Err(EngineError::Corrupt(format!("segment {seg} record at {} fails its checksum", loc.record)));
+                return Err(EngineError::Corrupt(format!(
+                    "segment {seg} record at {} fails its checksum",
+                    loc.record
+                )));
             }
             bytes.drain(..(loc.payload - loc.record) as usize);
             batch_bytes += bytes.len() as u64;
@@ -734,7 +872,9 @@ impl BlobStore {
         {
             let mut index = self.write_index();
             if index.map.values().any(|l| l.seg == seg) {
-                return Err(EngineError::Corrupt(format!("segment {seg} still indexed after compaction")));
+                return Err(EngineError::Corrupt(format!(
+                    "segment {seg} still indexed after compaction"
+                )));
             }
             index.files.remove(&seg);
         }
@@ -747,7 +887,10 @@ impl BlobStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let items: Vec<(&Digest, &[u8], Option<Loc>)> = batch.iter().map(|(d, b, l)| (d, &b[..], Some(*l))).collect();
+        let items: Vec<(&Digest, &[u8], Option<Loc>)> = batch
+            .iter()
+            .map(|(d, b, l)| (d, &b[..], Some(*l)))
+            .collect();
         self.append(&items)
     }
 }

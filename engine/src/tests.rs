@@ -48,17 +48,25 @@ fn blobs_manifests_and_tags_survive_reopen() {
         layer = push_blob(&engine, &r, b"layer bytes, more than seven of them");
         body = image_manifest(&config, &layer);
         let tag: Reference = "v1".parse().unwrap();
-        manifest_digest = engine.put_manifest(&r, &tag, Some(manifest::OCI_MANIFEST), &body).unwrap().digest;
+        manifest_digest = engine
+            .put_manifest(&r, &tag, Some(manifest::OCI_MANIFEST), &body)
+            .unwrap()
+            .digest;
     }
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.catalog(), vec!["team/app".to_string()]);
     assert_eq!(engine.tags(&r).unwrap(), vec!["v1".to_string()]);
-    assert_eq!(read_all(engine.open_blob(&r, &layer).unwrap()), b"layer bytes, more than seven of them");
+    assert_eq!(
+        read_all(engine.open_blob(&r, &layer).unwrap()),
+        b"layer bytes, more than seven of them"
+    );
     let by_tag = engine.manifest(&r, &"v1".parse().unwrap()).unwrap();
     assert_eq!(by_tag.bytes, body);
     assert_eq!(by_tag.digest, manifest_digest);
     assert_eq!(by_tag.media_type, manifest::OCI_MANIFEST);
-    let by_digest = engine.manifest(&r, &Reference::Digest(manifest_digest.clone())).unwrap();
+    let by_digest = engine
+        .manifest(&r, &Reference::Digest(manifest_digest.clone()))
+        .unwrap();
     assert_eq!(by_digest.bytes, body);
 }
 
@@ -68,8 +76,14 @@ fn blobs_are_visible_only_where_linked_and_mount_links_them() {
     let engine = Engine::open(dir.path()).unwrap();
     let (a, b) = (repo("a"), repo("b"));
     let d = push_blob(&engine, &a, b"shared");
-    assert!(matches!(engine.blob_len(&b, &d), Err(EngineError::BlobUnknown(_))));
-    assert!(matches!(engine.mount_blob(&a, &b, &d), Err(EngineError::BlobUnknown(_))));
+    assert!(matches!(
+        engine.blob_len(&b, &d),
+        Err(EngineError::BlobUnknown(_))
+    ));
+    assert!(matches!(
+        engine.mount_blob(&a, &b, &d),
+        Err(EngineError::BlobUnknown(_))
+    ));
     assert_eq!(engine.mount_blob(&b, &a, &d).unwrap(), 6);
     assert_eq!(read_all(engine.open_blob(&b, &d).unwrap()), b"shared");
 }
@@ -82,12 +96,20 @@ fn wrong_digest_stores_nothing_and_keeps_the_session() {
     let id = engine.start_upload(&r).unwrap();
     engine.upload_append(&r, id, 0, b"abc").unwrap();
     let wrong = Digest::sha256_of(b"abd");
-    assert!(matches!(engine.finish_upload(&r, id, &wrong), Err(EngineError::DigestMismatch { .. })));
+    assert!(matches!(
+        engine.finish_upload(&r, id, &wrong),
+        Err(EngineError::DigestMismatch { .. })
+    ));
     assert!(engine.blob_len(&r, &wrong).is_err());
     assert!(engine.catalog().is_empty());
     assert_eq!(engine.upload_len(&r, id).unwrap(), 3);
-    engine.finish_upload(&r, id, &Digest::sha256_of(b"abc")).unwrap();
-    assert!(matches!(engine.upload_len(&r, id), Err(EngineError::UploadUnknown)));
+    engine
+        .finish_upload(&r, id, &Digest::sha256_of(b"abc"))
+        .unwrap();
+    assert!(matches!(
+        engine.upload_len(&r, id),
+        Err(EngineError::UploadUnknown)
+    ));
 }
 
 #[test]
@@ -98,8 +120,17 @@ fn out_of_order_chunks_are_refused() {
     let id = engine.start_upload(&r).unwrap();
     engine.upload_append(&r, id, 0, b"abc").unwrap();
     let err = engine.upload_append(&r, id, 2, b"x").unwrap_err();
-    assert!(matches!(err, EngineError::RangeMismatch { expected: 3, got: 2 }));
-    assert!(matches!(engine.upload_len(&repo("other"), id), Err(EngineError::UploadUnknown)));
+    assert!(matches!(
+        err,
+        EngineError::RangeMismatch {
+            expected: 3,
+            got: 2
+        }
+    ));
+    assert!(matches!(
+        engine.upload_len(&repo("other"), id),
+        Err(EngineError::UploadUnknown)
+    ));
 }
 
 #[test]
@@ -129,12 +160,17 @@ fn manifests_must_reference_present_blobs_and_match_their_digest() {
     let config = push_blob(&engine, &r, b"{}");
     let missing = Digest::sha256_of(b"never pushed");
     let body = image_manifest(&config, &missing);
-    let err = engine.put_manifest(&r, &"t".parse().unwrap(), None, &body).unwrap_err();
+    let err = engine
+        .put_manifest(&r, &"t".parse().unwrap(), None, &body)
+        .unwrap_err();
     assert!(matches!(err, EngineError::ManifestBlobUnknown(d) if d == missing));
     let layer = push_blob(&engine, &r, b"layer");
     let body = image_manifest(&config, &layer);
     let wrong = Reference::Digest(Digest::sha256_of(b"something else"));
-    assert!(matches!(engine.put_manifest(&r, &wrong, None, &body), Err(EngineError::DigestMismatch { .. })));
+    assert!(matches!(
+        engine.put_manifest(&r, &wrong, None, &body),
+        Err(EngineError::DigestMismatch { .. })
+    ));
     assert!(engine.tags(&r).unwrap().is_empty());
 }
 
@@ -146,8 +182,12 @@ fn deletes_remove_tags_manifests_and_links() {
     let config = push_blob(&engine, &r, b"{}");
     let layer = push_blob(&engine, &r, b"layer");
     let body = image_manifest(&config, &layer);
-    let stored = engine.put_manifest(&r, &"a".parse().unwrap(), None, &body).unwrap();
-    engine.put_manifest(&r, &"b".parse().unwrap(), None, &body).unwrap();
+    let stored = engine
+        .put_manifest(&r, &"a".parse().unwrap(), None, &body)
+        .unwrap();
+    engine
+        .put_manifest(&r, &"b".parse().unwrap(), None, &body)
+        .unwrap();
     engine.delete_tag(&r, &"a".parse().unwrap()).unwrap();
     assert_eq!(engine.tags(&r).unwrap(), vec!["b".to_string()]);
     engine.delete_manifest(&r, &stored.digest).unwrap();
@@ -175,11 +215,20 @@ fn a_torn_log_tail_is_dropped_on_open() {
     bytes.extend_from_slice(b"BRML\x01\0\0\0\xff\0\0\0garbage");
     std::fs::write(&log, &bytes).unwrap();
     let engine = Engine::open(dir.path()).unwrap();
-    assert_eq!(engine.open_report().torn_tail_bytes, (bytes.len() - whole) as u64);
+    assert_eq!(
+        engine.open_report().torn_tail_bytes,
+        (bytes.len() - whole) as u64
+    );
     assert_eq!(engine.catalog(), vec!["r".to_string()]);
     push_blob(&engine, &r, b"after");
     drop(engine);
-    assert_eq!(Engine::open(dir.path()).unwrap().open_report().torn_tail_bytes, 0);
+    assert_eq!(
+        Engine::open(dir.path())
+            .unwrap()
+            .open_report()
+            .torn_tail_bytes,
+        0
+    );
 }
 
 #[test]
@@ -191,7 +240,11 @@ fn concurrent_commits_are_all_durable() {
             let engine = engine.clone();
             std::thread::spawn(move || {
                 for i in 0..20 {
-                    push_blob(&engine, &repo(&format!("r{t}")), format!("{t}-{i}").as_bytes());
+                    push_blob(
+                        &engine,
+                        &repo(&format!("r{t}")),
+                        format!("{t}-{i}").as_bytes(),
+                    );
                 }
             })
         })
@@ -217,7 +270,15 @@ fn referrers_are_listed_by_subject_and_filtered_by_artifact_type() {
     let r = repo("r");
     let config = push_blob(&engine, &r, b"{}");
     let layer = push_blob(&engine, &r, b"layer");
-    let subject = engine.put_manifest(&r, &"base".parse().unwrap(), None, &image_manifest(&config, &layer)).unwrap().digest;
+    let subject = engine
+        .put_manifest(
+            &r,
+            &"base".parse().unwrap(),
+            None,
+            &image_manifest(&config, &layer),
+        )
+        .unwrap()
+        .digest;
     let referrer = |artifact_type: &str, note: &str| {
         serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -230,16 +291,35 @@ fn referrers_are_listed_by_subject_and_filtered_by_artifact_type() {
         }))
         .unwrap()
     };
-    let sbom = engine.put_manifest(&r, &"sbom".parse().unwrap(), None, &referrer("application/spdx+json", "s")).unwrap();
+    let sbom = engine
+        .put_manifest(
+            &r,
+            &"sbom".parse().unwrap(),
+            None,
+            &referrer("application/spdx+json", "s"),
+        )
+        .unwrap();
     assert_eq!(sbom.subject.as_ref(), Some(&subject));
-    engine.put_manifest(&r, &"sig".parse().unwrap(), None, &referrer("application/vnd.dev.sig", "g")).unwrap();
+    engine
+        .put_manifest(
+            &r,
+            &"sig".parse().unwrap(),
+            None,
+            &referrer("application/vnd.dev.sig", "g"),
+        )
+        .unwrap();
     let all = engine.referrers(&r, &subject, None).unwrap();
     assert_eq!(all.len(), 2);
-    let sboms = engine.referrers(&r, &subject, Some("application/spdx+json")).unwrap();
+    let sboms = engine
+        .referrers(&r, &subject, Some("application/spdx+json"))
+        .unwrap();
     assert_eq!(sboms.len(), 1);
     assert_eq!(sboms[0].digest, sbom.digest);
     assert_eq!(sboms[0].annotations.as_ref().unwrap()["note"], "s");
-    assert!(engine.referrers(&repo("other"), &subject, None).unwrap().is_empty());
+    assert!(engine
+        .referrers(&repo("other"), &subject, None)
+        .unwrap()
+        .is_empty());
     engine.delete_manifest(&r, &sbom.digest).unwrap();
     assert_eq!(engine.referrers(&r, &subject, None).unwrap().len(), 1);
 }
@@ -252,14 +332,20 @@ fn mount_from_any_finds_a_linked_blob() {
     assert_eq!(engine.mount_blob_from_any(&repo("b"), &d).unwrap(), 6);
     assert!(engine.blob_len(&repo("b"), &d).is_ok());
     let missing = Digest::sha256_of(b"nowhere");
-    assert!(matches!(engine.mount_blob_from_any(&repo("b"), &missing), Err(EngineError::BlobUnknown(_))));
+    assert!(matches!(
+        engine.mount_blob_from_any(&repo("b"), &missing),
+        Err(EngineError::BlobUnknown(_))
+    ));
 }
 
 #[test]
 fn one_process_at_a_time_owns_a_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let first = Engine::open(dir.path()).unwrap();
-    assert!(matches!(Engine::open(dir.path()), Err(EngineError::Locked(_))));
+    assert!(matches!(
+        Engine::open(dir.path()),
+        Err(EngineError::Locked(_))
+    ));
     drop(first);
     assert!(Engine::open(dir.path()).is_ok());
 }
@@ -274,15 +360,31 @@ fn idle_uploads_are_purged_and_active_ones_kept() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let active = engine.start_upload(&r).unwrap();
     engine.upload_append(&r, active, 0, b"fresh").unwrap();
-    let would = engine.purge_uploads(std::time::Duration::from_millis(200), true).unwrap();
+    let would = engine
+        .purge_uploads(std::time::Duration::from_millis(200), true)
+        .unwrap();
     assert_eq!(would, vec![idle]);
-    assert!(engine.upload_len(&r, idle).is_ok(), "a dry run removed the session");
-    assert_eq!(engine.purge_uploads(std::time::Duration::from_millis(200), false).unwrap(), vec![idle]);
-    assert!(matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)));
+    assert!(
+        engine.upload_len(&r, idle).is_ok(),
+        "a dry run removed the session"
+    );
+    assert_eq!(
+        engine
+            .purge_uploads(std::time::Duration::from_millis(200), false)
+            .unwrap(),
+        vec![idle]
+    );
+    assert!(matches!(
+        engine.upload_len(&r, idle),
+        Err(EngineError::UploadUnknown)
+    ));
     assert_eq!(engine.upload_len(&r, active).unwrap(), 5);
     drop(engine);
     let engine = Engine::open(dir.path()).unwrap();
-    assert!(matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)), "purged session came back");
+    assert!(
+        matches!(engine.upload_len(&r, idle), Err(EngineError::UploadUnknown)),
+        "purged session came back"
+    );
 }
 
 #[test]

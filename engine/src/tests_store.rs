@@ -15,7 +15,11 @@ fn repo(name: &str) -> RepositoryName {
 }
 
 fn small_opts() -> EngineOptions {
-    EngineOptions { small_blob_max: 64, segment_bytes_max: 4096, verify_reads: false }
+    EngineOptions {
+        small_blob_max: 64,
+        segment_bytes_max: 4096,
+        verify_reads: false,
+    }
 }
 
 fn push(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
@@ -51,7 +55,10 @@ fn manifest_body(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
 }
 
 fn segment_files(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(root.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(root.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -77,10 +84,16 @@ fn view(engine: &Engine) -> BTreeMap<String, String> {
         }
         for d in r.manifests.keys() {
             let m = engine.manifest(&rn, &Reference::Digest(d.clone())).unwrap();
-            out.insert(format!("{name}:manifest:{d}"), format!("{} {}", m.media_type, hex::encode(&m.bytes)));
+            out.insert(
+                format!("{name}:manifest:{d}"),
+                format!("{} {}", m.media_type, hex::encode(&m.bytes)),
+            );
         }
         for d in r.blobs.keys() {
-            out.insert(format!("{name}:blob:{d}"), hex::encode(read(engine, &rn, d).unwrap()));
+            out.insert(
+                format!("{name}:blob:{d}"),
+                hex::encode(read(engine, &rn, d).unwrap()),
+            );
         }
     }
     out
@@ -98,7 +111,10 @@ fn small_blobs_go_to_segments_large_ones_to_files() {
         ds = push(&engine, &r, &small);
         dl = push(&engine, &r, &large);
         let b = engine.open_blob(&r, &ds).unwrap();
-        assert!(b.offset > 0, "a segment record's payload starts after its header");
+        assert!(
+            b.offset > 0,
+            "a segment record's payload starts after its header"
+        );
         assert_eq!(engine.open_blob(&r, &dl).unwrap().offset, 0);
         assert_eq!(blob_files(dir.path()), 1);
         assert_eq!(segment_files(dir.path()).len(), 1);
@@ -119,8 +135,22 @@ fn a_blob_is_stored_once_however_often_it_is_pushed() {
     let engine = Engine::open_with(dir.path(), small_opts()).unwrap();
     let d = push(&engine, &repo("a"), b"same bytes");
     push(&engine, &repo("b"), b"same bytes");
-    engine.put_manifest(&repo("a"), &"t".parse().unwrap(), None, &manifest_body(&d, &[&d])).unwrap();
-    engine.put_manifest(&repo("a"), &"u".parse().unwrap(), None, &manifest_body(&d, &[&d])).unwrap();
+    engine
+        .put_manifest(
+            &repo("a"),
+            &"t".parse().unwrap(),
+            None,
+            &manifest_body(&d, &[&d]),
+        )
+        .unwrap();
+    engine
+        .put_manifest(
+            &repo("a"),
+            &"u".parse().unwrap(),
+            None,
+            &manifest_body(&d, &[&d]),
+        )
+        .unwrap();
     drop(engine);
     let engine = Engine::open_with(dir.path(), small_opts()).unwrap();
     // One record for the blob; the manifest is larger than 64 bytes: a file.
@@ -132,8 +162,14 @@ fn a_blob_is_stored_once_however_often_it_is_pushed() {
 fn segments_roll_at_the_size_limit_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let r = repo("r");
-    let opts = EngineOptions { small_blob_max: 1024, segment_bytes_max: 300, verify_reads: true };
-    let blobs: Vec<Vec<u8>> = (0..40).map(|i| format!("blob number {i} ").repeat(i % 5 + 1).into_bytes()).collect();
+    let opts = EngineOptions {
+        small_blob_max: 1024,
+        segment_bytes_max: 300,
+        verify_reads: true,
+    };
+    let blobs: Vec<Vec<u8>> = (0..40)
+        .map(|i| format!("blob number {i} ").repeat(i % 5 + 1).into_bytes())
+        .collect();
     let before = {
         let engine = Engine::open_with(dir.path(), opts).unwrap();
         for b in &blobs {
@@ -168,18 +204,28 @@ fn reopen_after_every_kind_of_write_shows_the_same_store() {
     let layer = push(&engine, &a, &[5u8; 200]);
     engine = check(engine);
     let body = manifest_body(&config, &[&layer]);
-    let m = engine.put_manifest(&a, &"v1".parse().unwrap(), None, &body).unwrap().digest;
+    let m = engine
+        .put_manifest(&a, &"v1".parse().unwrap(), None, &body)
+        .unwrap()
+        .digest;
     engine = check(engine);
     engine.mount_blob(&b, &a, &layer).unwrap();
     engine = check(engine);
-    engine.put_manifest(&a, &"v2".parse().unwrap(), None, &body).unwrap();
+    engine
+        .put_manifest(&a, &"v2".parse().unwrap(), None, &body)
+        .unwrap();
     engine.delete_tag(&a, &"v1".parse().unwrap()).unwrap();
     engine = check(engine);
     engine.delete_manifest(&a, &m).unwrap();
     engine = check(engine);
     engine.delete_blob(&b, &layer).unwrap();
     engine = check(engine);
-    engine.garbage_collect(&GcOptions { grace_period: Duration::ZERO, ..GcOptions::default() }).unwrap();
+    engine
+        .garbage_collect(&GcOptions {
+            grace_period: Duration::ZERO,
+            ..GcOptions::default()
+        })
+        .unwrap();
     engine = check(engine);
     assert!(engine.catalog().is_empty());
 }
@@ -201,9 +247,19 @@ fn a_torn_segment_tail_cut_at_every_byte_is_truncated() {
     let whole = std::fs::metadata(&seg).unwrap().len();
     let torn_payload = b"an append that a crash cut short";
     let mut record = Vec::new();
-    segment::encode_record(&Digest::sha256_of(torn_payload), 0, torn_payload, &mut record);
+    segment::encode_record(
+        &Digest::sha256_of(torn_payload),
+        0,
+        torn_payload,
+        &mut record,
+    );
     for cut in 1..record.len() {
-        std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(whole).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(whole)
+            .unwrap();
         append_raw(&seg, &record[..cut]);
         let engine = Engine::open(dir.path()).unwrap();
         let report = engine.open_report();
@@ -224,8 +280,15 @@ fn a_torn_segment_tail_cut_at_every_byte_is_truncated() {
 /// Flips one bit of the stored payload of `d`.
 fn flip_payload_bit(engine: &Engine, d: &Digest) -> PathBuf {
     let loc = engine.store.locate(d).unwrap();
-    let path = engine.root().join("segments").join(format!("{:08}.seg", loc.seg));
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let path = engine
+        .root()
+        .join("segments")
+        .join(format!("{:08}.seg", loc.seg));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut byte = [0u8];
     f.read_exact_at(&mut byte, loc.payload + 1).unwrap();
     byte[0] ^= 0x10;
@@ -250,18 +313,30 @@ fn a_flipped_bit_in_a_middle_record_is_isolated_reported_and_never_served() {
     {
         let engine = Engine::open(dir.path()).unwrap();
         assert!(engine.open_report().snapshot_entries >= 3);
-        assert!(matches!(read(&engine, &r, &d2), Err(EngineError::Corrupt(_))));
-        assert!(matches!(engine.open_blob(&r, &d2), Err(_)), "a damaged record was handed out for sending");
+        assert!(matches!(
+            read(&engine, &r, &d2),
+            Err(EngineError::Corrupt(_))
+        ));
+        assert!(
+            matches!(engine.open_blob(&r, &d2), Err(_)),
+            "a damaged record was handed out for sending"
+        );
     }
     // ...and without it, the open-time scan isolates and reports it.
     std::fs::remove_file(dir.path().join("segments/index.snap")).unwrap();
     let engine = Engine::open(dir.path()).unwrap();
     let report = engine.open_report();
-    assert_eq!((report.damaged_records, report.segment_torn_tail_bytes), (1, 0));
+    assert_eq!(
+        (report.damaged_records, report.segment_torn_tail_bytes),
+        (1, 0)
+    );
     assert_eq!(engine.damaged_records()[0].claimed.as_ref(), Some(&d2));
     assert_eq!(read(&engine, &r, &d1).unwrap(), b"first record");
     assert_eq!(read(&engine, &r, &d3).unwrap(), b"last record");
-    assert!(matches!(read(&engine, &r, &d2), Err(EngineError::Corrupt(_))));
+    assert!(matches!(
+        read(&engine, &r, &d2),
+        Err(EngineError::Corrupt(_))
+    ));
     // Appends continue after the damage; the damage stays isolated.
     let d4 = push(&engine, &r, b"after the damage");
     // A new push of the damaged blob stores a good copy.
@@ -277,15 +352,33 @@ fn a_flipped_bit_in_a_middle_record_is_isolated_reported_and_never_served() {
 #[test]
 fn scrub_finds_bit_rot_names_its_tags_and_stops_serving_it() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open_with(dir.path(), EngineOptions { small_blob_max: 1 << 20, ..small_opts() }).unwrap();
+    let engine = Engine::open_with(
+        dir.path(),
+        EngineOptions {
+            small_blob_max: 1 << 20,
+            ..small_opts()
+        },
+    )
+    .unwrap();
     let r = repo("team/app");
     let config = push(&engine, &r, b"{}");
     let layer = push(&engine, &r, b"layer that will rot");
-    let m = engine.put_manifest(&r, &"v1".parse().unwrap(), None, &manifest_body(&config, &[&layer])).unwrap().digest;
+    let m = engine
+        .put_manifest(
+            &r,
+            &"v1".parse().unwrap(),
+            None,
+            &manifest_body(&config, &[&layer]),
+        )
+        .unwrap()
+        .digest;
     assert!(engine.scrub().unwrap().problems.is_empty());
     flip_payload_bit(&engine, &layer);
     let report = engine.scrub().unwrap();
-    assert_eq!(report.records_checked, 2, "config and manifest remain valid");
+    assert_eq!(
+        report.records_checked, 2,
+        "config and manifest remain valid"
+    );
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     let p = &report.problems[0];
     assert_eq!(p.digest.as_ref(), Some(&layer));
@@ -293,34 +386,59 @@ fn scrub_finds_bit_rot_names_its_tags_and_stops_serving_it() {
     assert!(!p.intact_copy);
     assert_eq!(
         p.references,
-        vec![RepoReference { repo: "team/app".into(), linked: true, manifests: vec![m], tags: vec!["v1".into()] }]
+        vec![RepoReference {
+            repo: "team/app".into(),
+            linked: true,
+            manifests: vec![m],
+            tags: vec!["v1".into()]
+        }]
     );
-    assert!(matches!(read(&engine, &r, &layer), Err(EngineError::Corrupt(_))));
+    assert!(matches!(
+        read(&engine, &r, &layer),
+        Err(EngineError::Corrupt(_))
+    ));
     // Scrub again: the damage is still there and still reported.
     assert_eq!(engine.scrub().unwrap().problems.len(), 1);
     // A missing standalone file is reported as missing.
     let big = push(&engine, &r, &[3u8; 2 << 20]);
     std::fs::remove_file(engine.store.blob_path(&big)).unwrap();
     let report = engine.scrub().unwrap();
-    assert!(report.problems.iter().any(|p| p.digest.as_ref() == Some(&big) && p.kind == ProblemKind::Missing));
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.digest.as_ref() == Some(&big) && p.kind == ProblemKind::Missing));
 }
 
 #[test]
 fn verify_reads_refuses_a_record_that_rotted_after_open() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open_with(dir.path(), EngineOptions { verify_reads: true, ..EngineOptions::default() }).unwrap();
+    let engine = Engine::open_with(
+        dir.path(),
+        EngineOptions {
+            verify_reads: true,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
     let r = repo("r");
     let d = push(&engine, &r, b"will rot");
     let ok = push(&engine, &r, b"stays fine");
     flip_payload_bit(&engine, &d);
-    assert!(matches!(read(&engine, &r, &d), Err(EngineError::Corrupt(_))));
+    assert!(matches!(
+        read(&engine, &r, &d),
+        Err(EngineError::Corrupt(_))
+    ));
     assert_eq!(read(&engine, &r, &ok).unwrap(), b"stays fine");
 }
 
 #[test]
 fn concurrent_appends_from_eight_threads_share_fsyncs_and_dedup() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { small_blob_max: 1 << 20, segment_bytes_max: 2048, verify_reads: true };
+    let opts = EngineOptions {
+        small_blob_max: 1 << 20,
+        segment_bytes_max: 2048,
+        verify_reads: true,
+    };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -340,43 +458,98 @@ fn concurrent_appends_from_eight_threads_share_fsyncs_and_dedup() {
     let before = view(&engine);
     drop(engine);
     let engine = Engine::open_with(dir.path(), opts).unwrap();
-    assert_eq!(engine.open_report().segment_records, 8 * 25 + 25, "every blob stored exactly once");
+    assert_eq!(
+        engine.open_report().segment_records,
+        8 * 25 + 25,
+        "every blob stored exactly once"
+    );
     assert!(engine.open_report().segments > 1);
     assert_eq!(view(&engine), before);
 }
 
 fn no_grace() -> GcOptions {
-    GcOptions { grace_period: Duration::ZERO, ..GcOptions::default() }
+    GcOptions {
+        grace_period: Duration::ZERO,
+        ..GcOptions::default()
+    }
 }
 
 #[test]
 fn gc_keeps_everything_reachable_and_frees_the_rest() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { small_blob_max: 100, segment_bytes_max: 600, verify_reads: true };
+    let opts = EngineOptions {
+        small_blob_max: 100,
+        segment_bytes_max: 600,
+        verify_reads: true,
+    };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let (a, b) = (repo("a"), repo("b"));
     let config = push(&engine, &a, b"{}");
-    let layers: Vec<Digest> = (0..20).map(|i| push(&engine, &a, format!("layer {i}").repeat(3).as_bytes())).collect();
+    let layers: Vec<Digest> = (0..20)
+        .map(|i| push(&engine, &a, format!("layer {i}").repeat(3).as_bytes()))
+        .collect();
     let big_kept = push(&engine, &a, &[1u8; 1000]);
     let big_orphan = push(&engine, &a, &[2u8; 1000]);
     let kept: Vec<&Digest> = layers[..5].iter().chain([&big_kept]).collect();
-    let tagged = engine.put_manifest(&a, &"kept".parse().unwrap(), None, &manifest_body(&config, &kept)).unwrap().digest;
-    let untagged =
-        engine.put_manifest(&a, &"gone".parse().unwrap(), None, &manifest_body(&config, &[&layers[5], &layers[6]])).unwrap().digest;
+    let tagged = engine
+        .put_manifest(
+            &a,
+            &"kept".parse().unwrap(),
+            None,
+            &manifest_body(&config, &kept),
+        )
+        .unwrap()
+        .digest;
+    let untagged = engine
+        .put_manifest(
+            &a,
+            &"gone".parse().unwrap(),
+            None,
+            &manifest_body(&config, &[&layers[5], &layers[6]]),
+        )
+        .unwrap()
+        .digest;
     engine.delete_tag(&a, &"gone".parse().unwrap()).unwrap();
     engine.mount_blob(&b, &a, &layers[7]).unwrap(); // linked, never referenced
     let mut expected = view(&engine);
 
-    let dry = engine.garbage_collect(&GcOptions { dry_run: true, delete_untagged: true, ..no_grace() }).unwrap();
+    let dry = engine
+        .garbage_collect(&GcOptions {
+            dry_run: true,
+            delete_untagged: true,
+            ..no_grace()
+        })
+        .unwrap();
     assert_eq!(view(&engine), expected, "a dry run changes nothing");
-    let report = engine.garbage_collect(&GcOptions { delete_untagged: true, ..no_grace() }).unwrap();
+    let report = engine
+        .garbage_collect(&GcOptions {
+            delete_untagged: true,
+            ..no_grace()
+        })
+        .unwrap();
     assert_eq!(dry.blobs_deleted, report.blobs_deleted);
-    assert_eq!(report.manifests_deleted, vec![RepoDigest { repo: "a".into(), digest: untagged.clone() }]);
+    assert_eq!(
+        report.manifests_deleted,
+        vec![RepoDigest {
+            repo: "a".into(),
+            digest: untagged.clone()
+        }]
+    );
     // 15 small layers and one big one are unreferenced.
-    assert_eq!(report.blobs_deleted.len(), 15 + 1 + 1, "{:?}", report.blobs_deleted);
+    assert_eq!(
+        report.blobs_deleted.len(),
+        15 + 1 + 1,
+        "{:?}",
+        report.blobs_deleted
+    );
     assert!(report.blobs_deleted.contains(&untagged) && report.blobs_deleted.contains(&big_orphan));
     assert!(!report.segments_compacted.is_empty());
-    expected.retain(|k, _| kept.iter().any(|d| k.ends_with(&d.to_string())) || k.contains(&tagged.to_string()) || k.contains(&config.to_string()) || k.ends_with(":tag:kept"));
+    expected.retain(|k, _| {
+        kept.iter().any(|d| k.ends_with(&d.to_string()))
+            || k.contains(&tagged.to_string())
+            || k.contains(&config.to_string())
+            || k.ends_with(":tag:kept")
+    });
     assert_eq!(view(&engine), expected);
     assert!(engine.blob_len(&a, &layers[10]).is_err() && engine.blob_len(&b, &layers[7]).is_err());
     assert!(!engine.store.blob_path(&big_orphan).exists());
@@ -386,16 +559,28 @@ fn gc_keeps_everything_reachable_and_frees_the_rest() {
     // Everything left is reachable: a second collection removes no link or
     // manifest. Dead records still in the (never compacted) active segment
     // are found again by the scan and forgotten again; nothing live is.
-    let again = engine.garbage_collect(&GcOptions { delete_untagged: true, ..no_grace() }).unwrap();
+    let again = engine
+        .garbage_collect(&GcOptions {
+            delete_untagged: true,
+            ..no_grace()
+        })
+        .unwrap();
     assert!(again.links_removed.is_empty() && again.manifests_deleted.is_empty());
-    assert!(again.blobs_deleted.iter().all(|d| report.blobs_deleted.contains(d)));
+    assert!(again
+        .blobs_deleted
+        .iter()
+        .all(|d| report.blobs_deleted.contains(d)));
     assert_eq!(view(&engine), expected);
 }
 
 #[test]
 fn compaction_preserves_live_bytes_and_open_reads_of_old_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { small_blob_max: 4096, segment_bytes_max: 1000, verify_reads: true };
+    let opts = EngineOptions {
+        small_blob_max: 4096,
+        segment_bytes_max: 1000,
+        verify_reads: true,
+    };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let r = repo("r");
     let config = push(&engine, &r, b"{}");
@@ -406,15 +591,34 @@ fn compaction_preserves_live_bytes_and_open_reads_of_old_segments() {
         })
         .collect();
     let live: Vec<&Digest> = blobs.iter().step_by(3).map(|(d, _)| d).collect();
-    engine.put_manifest(&r, &"t".parse().unwrap(), None, &manifest_body(&config, &live)).unwrap();
+    engine
+        .put_manifest(
+            &r,
+            &"t".parse().unwrap(),
+            None,
+            &manifest_body(&config, &live),
+        )
+        .unwrap();
     let held = engine.open_blob(&r, live[0]).unwrap();
     let segs_before = segment_files(dir.path()).len();
-    let report = engine.garbage_collect(&GcOptions { compact_garbage_ratio: 0.3, ..no_grace() }).unwrap();
-    assert!(report.segments_compacted.len() >= 3, "{:?}", report.segments_compacted);
+    let report = engine
+        .garbage_collect(&GcOptions {
+            compact_garbage_ratio: 0.3,
+            ..no_grace()
+        })
+        .unwrap();
+    assert!(
+        report.segments_compacted.len() >= 3,
+        "{:?}",
+        report.segments_compacted
+    );
     assert!(segment_files(dir.path()).len() < segs_before);
     let mut out = vec![0u8; held.len as usize];
     held.file.read_exact_at(&mut out, held.offset).unwrap();
-    assert_eq!(out, blobs[0].1, "a read handle on a compacted segment stays valid");
+    assert_eq!(
+        out, blobs[0].1,
+        "a read handle on a compacted segment stays valid"
+    );
     let check = |engine: &Engine| {
         for (i, (d, bytes)) in blobs.iter().enumerate() {
             if i % 3 == 0 {
@@ -441,11 +645,25 @@ fn the_grace_period_keeps_a_blob_whose_manifest_is_not_pushed_yet() {
     let report = engine.garbage_collect(&GcOptions::default()).unwrap();
     assert!(report.blobs_deleted.is_empty());
     assert_eq!(report.links_kept_in_grace.len(), 2);
-    engine.put_manifest(&r, &"t".parse().unwrap(), None, &manifest_body(&config, &[&layer])).unwrap();
+    engine
+        .put_manifest(
+            &r,
+            &"t".parse().unwrap(),
+            None,
+            &manifest_body(&config, &[&layer]),
+        )
+        .unwrap();
     // Without a grace period the same sequence loses the push, cleanly.
     let orphan = push(&engine, &r, b"orphan");
     engine.garbage_collect(&no_grace()).unwrap();
-    let err = engine.put_manifest(&r, &"u".parse().unwrap(), None, &manifest_body(&config, &[&orphan])).unwrap_err();
+    let err = engine
+        .put_manifest(
+            &r,
+            &"u".parse().unwrap(),
+            None,
+            &manifest_body(&config, &[&orphan]),
+        )
+        .unwrap_err();
     assert!(matches!(err, EngineError::ManifestBlobUnknown(_)));
     assert_eq!(read(&engine, &r, &layer).unwrap(), b"in flight");
 }
@@ -453,7 +671,11 @@ fn the_grace_period_keeps_a_blob_whose_manifest_is_not_pushed_yet() {
 #[test]
 fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EngineOptions { small_blob_max: 4096, segment_bytes_max: 2000, verify_reads: true };
+    let opts = EngineOptions {
+        small_blob_max: 4096,
+        segment_bytes_max: 2000,
+        verify_reads: true,
+    };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let collector = {
@@ -461,7 +683,11 @@ fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(Ordering::Relaxed) || runs == 0 {
-                let options = GcOptions { delete_untagged: true, compact_garbage_ratio: 0.0, ..GcOptions::default() };
+                let options = GcOptions {
+                    delete_untagged: true,
+                    compact_garbage_ratio: 0.0,
+                    ..GcOptions::default()
+                };
                 engine.garbage_collect(&options).unwrap();
                 runs += 1;
             }
@@ -479,7 +705,9 @@ fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
                     let layer_bytes = format!("layer {t} {i} ").repeat(i + 1).into_bytes();
                     let layer = push(&engine, &r, &layer_bytes);
                     let tag: Reference = format!("v{i}").parse().unwrap();
-                    engine.put_manifest(&r, &tag, None, &manifest_body(&config, &[&layer])).unwrap();
+                    engine
+                        .put_manifest(&r, &tag, None, &manifest_body(&config, &[&layer]))
+                        .unwrap();
                     images.push((tag, layer, layer_bytes));
                     for (tag, layer, bytes) in &images {
                         assert_eq!(&read(&engine, &r, layer).unwrap(), bytes);
@@ -528,7 +756,9 @@ fn index_snapshot_restarts_without_rescanning_and_falls_back_when_stale() {
         // old snapshot to put back, as if the process had crashed.
         let snap = dir.path().join("segments/index.snap");
         let old = std::fs::read(&snap).unwrap();
-        after = (0..5u32).map(|i| push(&engine, &r, format!("later {i}").as_bytes())).collect();
+        after = (0..5u32)
+            .map(|i| push(&engine, &r, format!("later {i}").as_bytes()))
+            .collect();
         drop(engine);
         std::fs::write(&snap, old).unwrap();
     }

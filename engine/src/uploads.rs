@@ -46,7 +46,9 @@ impl FromStr for UploadId {
         if s.len() != 36 {
             return Err(UploadIdError);
         }
-        uuid::Uuid::parse_str(s).map(UploadId).map_err(|_| UploadIdError)
+        uuid::Uuid::parse_str(s)
+            .map(UploadId)
+            .map_err(|_| UploadIdError)
     }
 }
 
@@ -67,17 +69,37 @@ impl Upload {
         let dir = uploads_dir.join(id.to_string());
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("repo"), repo.as_str())?;
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(dir.join("data"))?;
-        Ok(Upload { repo, dir, file, len: 0, hasher: Some(Hasher::new(Algorithm::Sha256)) })
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("data"))?;
+        Ok(Upload {
+            repo,
+            dir,
+            file,
+            len: 0,
+            hasher: Some(Hasher::new(Algorithm::Sha256)),
+        })
     }
 
     /// Reopens a session directory left by an earlier run; `None` if it is
     /// not a complete session (it is then removed by the caller).
     pub fn reopen(dir: &Path) -> Option<Upload> {
         let repo = fs::read_to_string(dir.join("repo")).ok()?.parse().ok()?;
-        let file = OpenOptions::new().read(true).write(true).open(dir.join("data")).ok()?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("data"))
+            .ok()?;
         let len = file.metadata().ok()?.len();
-        Some(Upload { repo, dir: dir.to_owned(), file, len, hasher: None })
+        Some(Upload {
+            repo,
+            dir: dir.to_owned(),
+            file,
+            len,
+            hasher: None,
+        })
     }
 
     /// Bytes received so far.
@@ -103,7 +125,10 @@ impl Upload {
             let want = buf.len().min((self.len - offset) as usize);
             let n = self.file.read_at(&mut buf[..want], offset)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload data shorter than recorded"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upload data shorter than recorded",
+                ));
             }
             hasher.update(&buf[..n]);
             offset += n as u64;

@@ -17,10 +17,16 @@ use berth_engine::{Digest, Reference, RepositoryName, Tag};
 /// restatement of its grammar accepts, and an accepted value displays as
 /// the input string.
 pub fn names(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
 
     let name = s.parse::<RepositoryName>();
-    assert_eq!(name.is_ok(), is_repository_name(s), "RepositoryName {s:?}: {name:?}");
+    assert_eq!(
+        name.is_ok(),
+        is_repository_name(s),
+        "RepositoryName {s:?}: {name:?}"
+    );
     if let Ok(name) = &name {
         assert_eq!((name.to_string().as_str(), name.as_str()), (s, s));
     }
@@ -60,7 +66,8 @@ fn is_repository_name(s: &str) -> bool {
     let component_ok = |c: &str| {
         c.starts_with(alnum)
             && c.ends_with(alnum)
-            && c.chars().all(|ch| alnum(ch) || matches!(ch, '.' | '_' | '-'))
+            && c.chars()
+                .all(|ch| alnum(ch) || matches!(ch, '.' | '_' | '-'))
             && c.split(alnum)
                 .filter(|run| !run.is_empty())
                 .all(|run| matches!(run, "." | "_" | "__") || run.bytes().all(|b| b == b'-'))
@@ -78,7 +85,9 @@ fn is_tag(s: &str) -> bool {
 
 /// `sha256:` or `blake3:` and 64, or `sha512:` and 128, lowercase hex digits.
 fn is_digest(s: &str) -> bool {
-    let hex = |h: &str, n: usize| h.len() == n && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hex = |h: &str, n: usize| {
+        h.len() == n && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
     match s.split_once(':') {
         Some(("sha256" | "blake3", h)) => hex(h, 64),
         Some(("sha512", h)) => hex(h, 128),
@@ -112,7 +121,9 @@ const CONTENT_TYPES: [Option<&str>; 10] = [
 /// with `schemaVersion` 2; an image has a config blob and no children, an
 /// index no blobs; every digest re-parses from its display form.
 pub fn manifest(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let (content_type, body) = match CONTENT_TYPES.get(usize::from(selector) % 12) {
         Some(&ct) => (ct.map(str::to_owned), rest),
         None => {
@@ -121,11 +132,24 @@ pub fn manifest(data: &[u8]) {
             (Some(ct), rest.get(end + 1..).unwrap_or(&[]))
         }
     };
-    let Ok(m) = parse_manifest(content_type.as_deref(), body) else { return };
+    let Ok(m) = parse_manifest(content_type.as_deref(), body) else {
+        return;
+    };
 
-    assert!(ACCEPTED.contains(&m.media_type.as_str()), "media type {:?}", m.media_type);
+    assert!(
+        ACCEPTED.contains(&m.media_type.as_str()),
+        "media type {:?}",
+        m.media_type
+    );
     let index = matches!(m.media_type.as_str(), OCI_INDEX | DOCKER_LIST);
-    assert_eq!(m.kind, if index { ManifestKind::Index } else { ManifestKind::Image });
+    assert_eq!(
+        m.kind,
+        if index {
+            ManifestKind::Index
+        } else {
+            ManifestKind::Image
+        }
+    );
     match m.kind {
         ManifestKind::Image => assert!(!m.blobs.is_empty() && m.children.is_empty()),
         ManifestKind::Index => assert!(m.blobs.is_empty()),
@@ -167,7 +191,10 @@ pub fn metalog(data: &[u8]) {
     let valid = usize::try_from(replay.valid_bytes).expect("valid_bytes fits usize");
     assert!(valid <= data.len());
     let prefix = decode_log(&data[..valid]);
-    assert_eq!((&prefix.batches, prefix.valid_bytes), (&replay.batches, replay.valid_bytes));
+    assert_eq!(
+        (&prefix.batches, prefix.valid_bytes),
+        (&replay.batches, replay.valid_bytes)
+    );
 
     let mut pos = 0;
     for batch in &replay.batches {
@@ -181,14 +208,24 @@ pub fn metalog(data: &[u8]) {
         encode_record(batch, &mut ours);
         let known_deviation = record[5..8] != [0, 0, 0] || record[16..] != ours[16..];
         if METALOG_STRICT || !known_deviation {
-            assert!(record == ours.as_slice(), "record at {} is not what encode_record writes", pos - record.len());
+            assert!(
+                record == ours.as_slice(),
+                "record at {} is not what encode_record writes",
+                pos - record.len()
+            );
         } else {
             assert_eq!(record[..5], ours[..5]); // magic and version
-            assert_eq!(decode_log(record).batches.as_slice(), std::slice::from_ref(batch));
+            assert_eq!(
+                decode_log(record).batches.as_slice(),
+                std::slice::from_ref(batch)
+            );
         }
         // What the encoder writes, the decoder reads back whole.
         let back = decode_log(&ours);
-        assert_eq!((back.batches.as_slice(), back.valid_bytes), (std::slice::from_ref(batch), ours.len() as u64));
+        assert_eq!(
+            (back.batches.as_slice(), back.valid_bytes),
+            (std::slice::from_ref(batch), ours.len() as u64)
+        );
     }
     assert_eq!(pos, valid, "records do not add up to valid_bytes");
 }

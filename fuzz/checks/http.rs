@@ -136,7 +136,11 @@ pub fn check_range(value: &str, len: u64) {
     };
     let got = parse_range(value, len);
     for other in [0, 1, len / 2, len.saturating_add(1), u64::MAX] {
-        assert_eq!(class(parse_range(value, other)), class(got), "{value:?} at {len} vs {other}");
+        assert_eq!(
+            class(parse_range(value, other)),
+            class(got),
+            "{value:?} at {len} vs {other}"
+        );
     }
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         assert_eq!(got, Full);
@@ -155,20 +159,35 @@ pub fn check_range(value: &str, len: u64) {
             assert!(start <= end && end < len, "{value:?} at {len}: {got:?}");
             let canonical = format!("bytes={start}-{end}");
             assert_eq!(parse_range(&canonical, len), got, "{canonical:?} at {len}");
-            let Partial { start: first, end: last } = unbounded else {
+            let Partial {
+                start: first,
+                end: last,
+            } = unbounded
+            else {
                 panic!("{value:?}: {got:?} at {len} but {unbounded:?} at u64::MAX");
             };
             if suffix {
                 let n = u64::MAX - first; // the suffix length
-                assert_eq!((start, end), (len.saturating_sub(n), len - 1), "{value:?} at {len}");
+                assert_eq!(
+                    (start, end),
+                    (len.saturating_sub(n), len - 1),
+                    "{value:?} at {len}"
+                );
             } else {
-                assert_eq!((start, end), (first, last.min(len - 1)), "{value:?} at {len}");
+                assert_eq!(
+                    (start, end),
+                    (first, last.min(len - 1)),
+                    "{value:?} at {len}"
+                );
             }
         }
         Unsatisfiable => match unbounded {
             Unsatisfiable => assert!(suffix, "{value:?}"), // `-0`
             Partial { start: first, .. } => {
-                assert!(len == 0 || (!suffix && first >= len), "{value:?} at {len}: unsatisfiable")
+                assert!(
+                    len == 0 || (!suffix && first >= len),
+                    "{value:?} at {len}: unsatisfiable"
+                )
             }
             other => panic!("{value:?}: unsatisfiable at {len} but {other:?} at u64::MAX"),
         },
@@ -211,23 +230,38 @@ pub fn check_content_range(value: &str) {
     match got {
         Ok((start, end)) => {
             assert!(well_formed, "{value:?} accepted as {start}-{end}");
-            assert_eq!((number(0), number(1)), (Some(start), Some(end)), "{value:?}");
+            assert_eq!(
+                (number(0), number(1)),
+                (Some(start), Some(end)),
+                "{value:?}"
+            );
             assert!(start <= end, "{value:?}");
             for canonical in [
                 format!("{start}-{end}"),
                 format!("bytes={start}-{end}"),
                 format!("bytes {start}-{end}"),
             ] {
-                assert_eq!(parse_content_range(&canonical), Ok((start, end)), "{canonical:?}");
+                assert_eq!(
+                    parse_content_range(&canonical),
+                    Ok((start, end)),
+                    "{canonical:?}"
+                );
             }
         }
         Err(ContentRangeError::Malformed) => assert!(!well_formed, "{value:?}: Malformed"),
         Err(ContentRangeError::TooLarge) => {
-            assert!(well_formed && (number(0).is_none() || number(1).is_none()), "{value:?}: TooLarge")
+            assert!(
+                well_formed && (number(0).is_none() || number(1).is_none()),
+                "{value:?}: TooLarge"
+            )
         }
         Err(ContentRangeError::EndBeforeStart { start, end }) => {
             assert!(well_formed && end < start, "{value:?}");
-            assert_eq!((number(0), number(1)), (Some(start), Some(end)), "{value:?}");
+            assert_eq!(
+                (number(0), number(1)),
+                (Some(start), Some(end)),
+                "{value:?}"
+            );
         }
     }
 }

@@ -205,24 +205,39 @@ const KNOWN_KEYS: &[&str] = &[
 impl Config {
     /// Loads the configuration from `file` (or the embedded default) and
     /// the given environment.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let mut root = parse_yaml(EMBEDDED_DEFAULT, "<embedded default>")?;
         let env: Vec<(String, String)> = env.into_iter().collect();
         let file = file.map(Path::to_path_buf).or_else(|| {
-            env.iter().find(|(k, _)| k == "REGISTRY_CONFIGURATION_PATH").map(|(_, v)| PathBuf::from(v))
+            env.iter()
+                .find(|(k, _)| k == "REGISTRY_CONFIGURATION_PATH")
+                .map(|(_, v)| PathBuf::from(v))
         });
         if let Some(path) = &file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let overlay = parse_yaml(&text, &path.display().to_string())?;
             merge(&mut root, overlay);
         }
         for (name, value) in &env {
-            let Some(key_path) = name.strip_prefix("REGISTRY_") else { continue };
+            let Some(key_path) = name.strip_prefix("REGISTRY_") else {
+                continue;
+            };
             if name == "REGISTRY_CONFIGURATION_PATH" || key_path.is_empty() {
                 continue;
             }
-            let parsed = serde_yaml_ng::from_str::<Value>(value).unwrap_or_else(|_| Value::String(value.clone()));
-            let parsed = if parsed.is_null() { Value::String(value.clone()) } else { parsed };
+            let parsed = serde_yaml_ng::from_str::<Value>(value)
+                .unwrap_or_else(|_| Value::String(value.clone()));
+            let parsed = if parsed.is_null() {
+                Value::String(value.clone())
+            } else {
+                parsed
+            };
             let keys: Vec<String> = key_path.split('_').map(str::to_ascii_lowercase).collect();
             set_path(&mut root, &keys, parsed);
         }
@@ -252,24 +267,36 @@ impl Config {
             None | Some("") | Some("text") => crate::logging::Formatter::Text,
             Some("json") | Some("logstash") => crate::logging::Formatter::Json,
             Some(other) => {
-                return Err(ConfigError::Invalid { key: "log.formatter", expected: "text or json", got: other.to_owned() })
+                return Err(ConfigError::Invalid {
+                    key: "log.formatter",
+                    expected: "text or json",
+                    got: other.to_owned(),
+                })
             }
         };
         let access_log = !boolean(root, "log.accesslog.disabled")?.unwrap_or(false);
         let log_level = string(root, "log.level")?.unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(ConfigError::Invalid { key: "log.level", expected: "error, warn, info or debug", got: log_level });
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                expected: "error, warn, info or debug",
+                got: log_level,
+            });
         }
         let threads = match lookup(root, "runtime.threads") {
             None => 0,
-            Some(v) => v.as_u64().filter(|n| *n <= 1024).ok_or_else(|| ConfigError::Invalid {
-                key: "runtime.threads",
-                expected: "an integer from 0 (one per core) to 1024",
-                got: describe(v),
-            })? as usize,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= 1024)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "runtime.threads",
+                    expected: "an integer from 0 (one per core) to 1024",
+                    got: describe(v),
+                })? as usize,
         };
         let root_directory = PathBuf::from(
-            string(root, "storage.filesystem.rootdirectory")?.unwrap_or_else(|| "/var/lib/registry".into()),
+            string(root, "storage.filesystem.rootdirectory")?
+                .unwrap_or_else(|| "/var/lib/registry".into()),
         );
         let drain_timeout = match string(root, "http.draintimeout")? {
             None => std::time::Duration::from_secs(30),
@@ -280,21 +307,31 @@ impl Config {
             })?,
         };
         let defaults = crate::conn::ConnSettings::default();
-        let millis = |key: &'static str, default: std::time::Duration| -> Result<std::time::Duration, ConfigError> {
+        let millis = |key: &'static str,
+                      default: std::time::Duration|
+         -> Result<std::time::Duration, ConfigError> {
             Ok(match lookup(root, key) {
                 None => default,
-                Some(v) => std::time::Duration::from_millis(v.as_u64().filter(|n| *n > 0 && *n <= 86_400_000).ok_or_else(|| {
-                    ConfigError::Invalid { key, expected: "milliseconds from 1 to 86400000", got: describe(v) }
-                })?),
+                Some(v) => std::time::Duration::from_millis(
+                    v.as_u64()
+                        .filter(|n| *n > 0 && *n <= 86_400_000)
+                        .ok_or_else(|| ConfigError::Invalid {
+                            key,
+                            expected: "milliseconds from 1 to 86400000",
+                            got: describe(v),
+                        })?,
+                ),
             })
         };
         let count = |key: &'static str, default: usize, max: u64| -> Result<usize, ConfigError> {
             Ok(match lookup(root, key) {
                 None => default,
-                Some(v) => v.as_u64().filter(|n| *n > 0 && *n <= max).ok_or_else(|| ConfigError::Invalid {
-                    key,
-                    expected: "a positive integer within its limit",
-                    got: describe(v),
+                Some(v) => v.as_u64().filter(|n| *n > 0 && *n <= max).ok_or_else(|| {
+                    ConfigError::Invalid {
+                        key,
+                        expected: "a positive integer within its limit",
+                        got: describe(v),
+                    }
                 })? as usize,
             })
         };
@@ -310,37 +347,60 @@ impl Config {
             trusted_proxies,
             head_read_timeout: millis("http.limits.headreadtimeoutms", defaults.head_read_timeout)?,
             idle_timeout: millis("http.limits.idletimeoutms", defaults.idle_timeout)?,
-            body_progress_timeout: millis("http.limits.bodyprogresstimeoutms", defaults.body_progress_timeout)?,
-            connections_per_loop_max: count("http.limits.connectionsperloopmax", defaults.connections_per_loop_max, 1 << 20)?,
+            body_progress_timeout: millis(
+                "http.limits.bodyprogresstimeoutms",
+                defaults.body_progress_timeout,
+            )?,
+            connections_per_loop_max: count(
+                "http.limits.connectionsperloopmax",
+                defaults.connections_per_loop_max,
+                1 << 20,
+            )?,
         };
         let http_defaults = berth_http::Limits::default();
-        let head_bytes_max = count("http.limits.headbytesmax", http_defaults.head_bytes_max, 1 << 20)?;
+        let head_bytes_max = count(
+            "http.limits.headbytesmax",
+            http_defaults.head_bytes_max,
+            1 << 20,
+        )?;
         let headers_max = count("http.limits.headersmax", http_defaults.headers_max, 1024)?;
-        let target_bytes_max = count("http.limits.targetbytesmax", http_defaults.target_bytes_max, 1 << 20)?;
+        let target_bytes_max = count(
+            "http.limits.targetbytesmax",
+            http_defaults.target_bytes_max,
+            1 << 20,
+        )?;
         let duration = |key: &'static str| -> Result<Option<std::time::Duration>, ConfigError> {
             match string(root, key)? {
                 None => Ok(None),
-                Some(text) => parse_duration(&text)
-                    .map(Some)
-                    .ok_or(ConfigError::Invalid { key, expected: "a duration such as 24h or 30m", got: text }),
+                Some(text) => parse_duration(&text).map(Some).ok_or(ConfigError::Invalid {
+                    key,
+                    expected: "a duration such as 24h or 30m",
+                    got: text,
+                }),
             }
         };
         let gc_interval = duration("storage.gc.interval")?.filter(|d| !d.is_zero());
-        let gc_grace_period = duration("storage.gc.graceperiod")?.unwrap_or(std::time::Duration::from_secs(3600));
+        let gc_grace_period =
+            duration("storage.gc.graceperiod")?.unwrap_or(std::time::Duration::from_secs(3600));
         let gc_delete_untagged = boolean(root, "storage.gc.deleteuntagged")?.unwrap_or(false);
-        let upload_purging = if boolean(root, "storage.maintenance.uploadpurging.enabled")?.unwrap_or(true) {
-            Some(UploadPurging {
-                age: duration("storage.maintenance.uploadpurging.age")?.unwrap_or(std::time::Duration::from_secs(168 * 3600)),
-                interval: duration("storage.maintenance.uploadpurging.interval")?
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
-                dry_run: boolean(root, "storage.maintenance.uploadpurging.dryrun")?.unwrap_or(false),
-            })
-        } else {
-            None
-        };
+        let upload_purging =
+            if boolean(root, "storage.maintenance.uploadpurging.enabled")?.unwrap_or(true) {
+                Some(UploadPurging {
+                    age: duration("storage.maintenance.uploadpurging.age")?
+                        .unwrap_or(std::time::Duration::from_secs(168 * 3600)),
+                    interval: duration("storage.maintenance.uploadpurging.interval")?
+                        .filter(|d| !d.is_zero())
+                        .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
+                    dry_run: boolean(root, "storage.maintenance.uploadpurging.dryrun")?
+                        .unwrap_or(false),
+                })
+            } else {
+                None
+            };
         let tls = tls_settings(root)?;
-        let letsencrypt = match string(root, "http.tls.letsencrypt.cachefile")?.filter(|c| !c.is_empty()) {
+        let letsencrypt = match string(root, "http.tls.letsencrypt.cachefile")?
+            .filter(|c| !c.is_empty())
+        {
             None if lookup(root, "http.tls.letsencrypt.hosts").is_some() => {
                 return Err(ConfigError::Invalid {
                     key: "http.tls.letsencrypt.cachefile",
@@ -353,7 +413,8 @@ impl Config {
                 if tls.is_some() {
                     return Err(ConfigError::Invalid {
                         key: "http.tls.letsencrypt",
-                        expected: "either http.tls.certificate/key or http.tls.letsencrypt, not both",
+                        expected:
+                            "either http.tls.certificate/key or http.tls.letsencrypt, not both",
                         got: "both".into(),
                     });
                 }
@@ -372,7 +433,9 @@ impl Config {
                     directory_url: string(root, "http.tls.letsencrypt.directoryurl")?
                         .filter(|u| !u.is_empty())
                         .unwrap_or_else(|| crate::acme::LETS_ENCRYPT.to_owned()),
-                    directory_ca: string(root, "http.tls.letsencrypt.directoryca")?.filter(|c| !c.is_empty()).map(PathBuf::from),
+                    directory_ca: string(root, "http.tls.letsencrypt.directoryca")?
+                        .filter(|c| !c.is_empty())
+                        .map(PathBuf::from),
                 })
             }
         };
@@ -411,17 +474,28 @@ impl Config {
 /// A list of strings: a YAML sequence, or (from `REGISTRY_..._0`-style
 /// environment overrides) a map whose keys are indexes.
 fn string_list(root: &Value, key: &'static str) -> Result<Vec<String>, ConfigError> {
-    let invalid = |got: &Value| ConfigError::Invalid { key, expected: "a list of strings", got: describe(got) };
+    let invalid = |got: &Value| ConfigError::Invalid {
+        key,
+        expected: "a list of strings",
+        got: describe(got),
+    };
     match lookup(root, key) {
         None => Ok(Vec::new()),
-        Some(Value::Sequence(items)) => {
-            items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(v))).collect()
-        }
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(v)))
+            .collect(),
         Some(Value::Mapping(map)) => {
             let mut indexed = Vec::new();
             for (k, v) in map {
-                let index = k.as_str().and_then(|k| k.parse::<usize>().ok()).ok_or_else(|| invalid(k))?;
-                indexed.push((index, v.as_str().map(str::to_owned).ok_or_else(|| invalid(v))?));
+                let index = k
+                    .as_str()
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .ok_or_else(|| invalid(k))?;
+                indexed.push((
+                    index,
+                    v.as_str().map(str::to_owned).ok_or_else(|| invalid(v))?,
+                ));
             }
             indexed.sort();
             Ok(indexed.into_iter().map(|(_, v)| v).collect())
@@ -438,40 +512,65 @@ fn auth_config(root: &Value) -> Result<AuthConfig, ConfigError> {
         Some(Value::Mapping(m)) if m.is_empty() => return Ok(AuthConfig::None),
         Some(Value::Mapping(m)) => m,
         Some(other) => {
-            return Err(ConfigError::Invalid { key: "auth", expected: "a section naming one method (htpasswd)", got: describe(other) })
+            return Err(ConfigError::Invalid {
+                key: "auth",
+                expected: "a section naming one method (htpasswd)",
+                got: describe(other),
+            })
         }
     };
-    let kinds: Vec<String> = section.keys().map(|k| k.as_str().unwrap_or("?").to_owned()).collect();
+    let kinds: Vec<String> = section
+        .keys()
+        .map(|k| k.as_str().unwrap_or("?").to_owned())
+        .collect();
     match kinds.as_slice() {
         [kind] if kind == "htpasswd" => {
-            let realm = string(root, "auth.htpasswd.realm")?.filter(|r| !r.is_empty()).ok_or(ConfigError::Invalid {
-                key: "auth.htpasswd.realm",
-                expected: "the realm for the login challenge (REGISTRY_AUTH_HTPASSWD_REALM)",
-                got: "nothing".into(),
-            })?;
-            let path = string(root, "auth.htpasswd.path")?.filter(|p| !p.is_empty()).ok_or(ConfigError::Invalid {
-                key: "auth.htpasswd.path",
-                expected: "the htpasswd file (REGISTRY_AUTH_HTPASSWD_PATH)",
-                got: "nothing".into(),
-            })?;
-            Ok(AuthConfig::Htpasswd { realm, path: PathBuf::from(path) })
+            let realm = string(root, "auth.htpasswd.realm")?
+                .filter(|r| !r.is_empty())
+                .ok_or(ConfigError::Invalid {
+                    key: "auth.htpasswd.realm",
+                    expected: "the realm for the login challenge (REGISTRY_AUTH_HTPASSWD_REALM)",
+                    got: "nothing".into(),
+                })?;
+            let path = string(root, "auth.htpasswd.path")?
+                .filter(|p| !p.is_empty())
+                .ok_or(ConfigError::Invalid {
+                    key: "auth.htpasswd.path",
+                    expected: "the htpasswd file (REGISTRY_AUTH_HTPASSWD_PATH)",
+                    got: "nothing".into(),
+                })?;
+            Ok(AuthConfig::Htpasswd {
+                realm,
+                path: PathBuf::from(path),
+            })
         }
         [kind] if kind == "token" => {
             let required = |key: &'static str, what: &'static str| -> Result<String, ConfigError> {
-                string(root, key)?.filter(|v| !v.is_empty()).ok_or(ConfigError::Invalid { key, expected: what, got: "nothing".into() })
+                string(root, key)?
+                    .filter(|v| !v.is_empty())
+                    .ok_or(ConfigError::Invalid {
+                        key,
+                        expected: what,
+                        got: "nothing".into(),
+                    })
             };
             let settings = crate::auth::token::TokenSettings {
                 realm: required("auth.token.realm", "the token service URL")?,
                 service: required("auth.token.service", "this registry's service name")?,
                 issuer: required("auth.token.issuer", "the token issuer")?,
-                root_cert_bundle: string(root, "auth.token.rootcertbundle")?.filter(|v| !v.is_empty()).map(PathBuf::from),
-                jwks: string(root, "auth.token.jwks")?.filter(|v| !v.is_empty()).map(PathBuf::from),
+                root_cert_bundle: string(root, "auth.token.rootcertbundle")?
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+                jwks: string(root, "auth.token.jwks")?
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
                 signing_algorithms: string_list(root, "auth.token.signingalgorithms")?,
             };
             if settings.root_cert_bundle.is_none() && settings.jwks.is_none() {
                 return Err(ConfigError::Invalid {
                     key: "auth.token.rootcertbundle",
-                    expected: "a PEM certificate bundle (or auth.token.jwks) with the token signing keys",
+                    expected:
+                        "a PEM certificate bundle (or auth.token.jwks) with the token signing keys",
                     got: "nothing".into(),
                 });
             }
@@ -479,10 +578,15 @@ fn auth_config(root: &Value) -> Result<AuthConfig, ConfigError> {
         }
         [kind] => Err(ConfigError::Invalid {
             key: "auth",
-            expected: "htpasswd or token (other methods are not supported; refusing to run unprotected)",
+            expected:
+                "htpasswd or token (other methods are not supported; refusing to run unprotected)",
             got: kind.clone(),
         }),
-        _ => Err(ConfigError::Invalid { key: "auth", expected: "exactly one method", got: kinds.join(", ") }),
+        _ => Err(ConfigError::Invalid {
+            key: "auth",
+            expected: "exactly one method",
+            got: kinds.join(", "),
+        }),
     }
 }
 
@@ -494,10 +598,18 @@ fn tls_settings(root: &Value) -> Result<Option<crate::tls::TlsSettings>, ConfigE
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (PathBuf::from(c), PathBuf::from(k)),
         (Some(_), None) => {
-            return Err(ConfigError::Invalid { key: "http.tls.key", expected: "a PEM key file (http.tls.certificate is set)", got: "nothing".into() })
+            return Err(ConfigError::Invalid {
+                key: "http.tls.key",
+                expected: "a PEM key file (http.tls.certificate is set)",
+                got: "nothing".into(),
+            })
         }
         (None, Some(_)) => {
-            return Err(ConfigError::Invalid { key: "http.tls.certificate", expected: "a PEM certificate file (http.tls.key is set)", got: "nothing".into() })
+            return Err(ConfigError::Invalid {
+                key: "http.tls.certificate",
+                expected: "a PEM certificate file (http.tls.key is set)",
+                got: "nothing".into(),
+            })
         }
     };
     let client_auth = match string(root, "http.tls.clientauth")?.as_deref() {
@@ -525,7 +637,10 @@ fn tls_settings(root: &Value) -> Result<Option<crate::tls::TlsSettings>, ConfigE
     Ok(Some(TlsSettings {
         certificate,
         key,
-        client_cas: string_list(root, "http.tls.clientcas")?.into_iter().map(PathBuf::from).collect(),
+        client_cas: string_list(root, "http.tls.clientcas")?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
         client_auth,
         minimum,
         cipher_suites: string_list(root, "http.tls.ciphersuites")?,
@@ -538,49 +653,101 @@ impl Config {
     pub fn effective(&self) -> String {
         let mut lines = vec![
             format!("log.level: {}", self.log_level),
-            format!("log.formatter: {}", match self.log_formatter {
-                crate::logging::Formatter::Text => "text",
-                crate::logging::Formatter::Json => "json",
-            }),
+            format!(
+                "log.formatter: {}",
+                match self.log_formatter {
+                    crate::logging::Formatter::Text => "text",
+                    crate::logging::Formatter::Json => "json",
+                }
+            ),
             format!("log.accesslog.disabled: {}", !self.access_log),
-            format!("storage.filesystem.rootdirectory: {}", self.root_directory.display()),
+            format!(
+                "storage.filesystem.rootdirectory: {}",
+                self.root_directory.display()
+            ),
             format!("storage.delete.enabled: {}", self.delete_enabled),
-            format!("storage.gc.interval: {}", self.gc_interval.map(|d| format!("{d:?}")).unwrap_or_else(|| "off".into())),
+            format!(
+                "storage.gc.interval: {}",
+                self.gc_interval
+                    .map(|d| format!("{d:?}"))
+                    .unwrap_or_else(|| "off".into())
+            ),
             format!("storage.gc.graceperiod: {:?}", self.gc_grace_period),
             format!("storage.gc.deleteuntagged: {}", self.gc_delete_untagged),
             match &self.upload_purging {
                 None => "storage.maintenance.uploadpurging.enabled: false".to_string(),
-                Some(p) => format!("storage.maintenance.uploadpurging: age {:?}, interval {:?}, dryrun {}", p.age, p.interval, p.dry_run),
+                Some(p) => format!(
+                    "storage.maintenance.uploadpurging: age {:?}, interval {:?}, dryrun {}",
+                    p.age, p.interval, p.dry_run
+                ),
             },
             format!("http.addr: {}", self.listen),
             format!("http.host: {}", self.host.as_deref().unwrap_or("")),
             format!("http.relativeurls: {}", self.relative_urls),
-            format!("http.secret: {}", if self.http_secret.is_some() { "********" } else { "(generated, kept in the data directory)" }),
+            format!(
+                "http.secret: {}",
+                if self.http_secret.is_some() {
+                    "********"
+                } else {
+                    "(generated, kept in the data directory)"
+                }
+            ),
             format!("http.draintimeout: {:?}", self.drain_timeout),
             format!("http.limits.headbytesmax: {}", self.head_bytes_max),
             format!("http.limits.headersmax: {}", self.headers_max),
             format!("http.limits.targetbytesmax: {}", self.target_bytes_max),
-            format!("http.limits.headreadtimeoutms: {}", self.conn_settings.head_read_timeout.as_millis()),
-            format!("http.limits.idletimeoutms: {}", self.conn_settings.idle_timeout.as_millis()),
-            format!("http.limits.bodyprogresstimeoutms: {}", self.conn_settings.body_progress_timeout.as_millis()),
-            format!("http.limits.connectionsperloopmax: {}", self.conn_settings.connections_per_loop_max),
+            format!(
+                "http.limits.headreadtimeoutms: {}",
+                self.conn_settings.head_read_timeout.as_millis()
+            ),
+            format!(
+                "http.limits.idletimeoutms: {}",
+                self.conn_settings.idle_timeout.as_millis()
+            ),
+            format!(
+                "http.limits.bodyprogresstimeoutms: {}",
+                self.conn_settings.body_progress_timeout.as_millis()
+            ),
+            format!(
+                "http.limits.connectionsperloopmax: {}",
+                self.conn_settings.connections_per_loop_max
+            ),
         ];
         if let Some(le) = &self.letsencrypt {
-            lines.push(format!("http.tls.letsencrypt.cachefile: {}", le.cache_file.display()));
-            lines.push(format!("http.tls.letsencrypt.hosts: [{}]", le.hosts.join(", ")));
-            lines.push(format!("http.tls.letsencrypt.directoryurl: {}", le.directory_url));
+            lines.push(format!(
+                "http.tls.letsencrypt.cachefile: {}",
+                le.cache_file.display()
+            ));
+            lines.push(format!(
+                "http.tls.letsencrypt.hosts: [{}]",
+                le.hosts.join(", ")
+            ));
+            lines.push(format!(
+                "http.tls.letsencrypt.directoryurl: {}",
+                le.directory_url
+            ));
         }
         match &self.tls {
             None if self.letsencrypt.is_some() => {}
             None => lines.push("http.tls: (none: plain HTTP)".into()),
             Some(tls) => {
-                lines.push(format!("http.tls.certificate: {}", tls.certificate.display()));
+                lines.push(format!(
+                    "http.tls.certificate: {}",
+                    tls.certificate.display()
+                ));
                 lines.push(format!("http.tls.key: {}", tls.key.display()));
-                let cas: Vec<String> = tls.client_cas.iter().map(|p| p.display().to_string()).collect();
+                let cas: Vec<String> = tls
+                    .client_cas
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 lines.push(format!("http.tls.clientcas: [{}]", cas.join(", ")));
                 lines.push(format!("http.tls.clientauth: {:?}", tls.client_auth));
                 lines.push(format!("http.tls.minimumtls: {:?}", tls.minimum));
-                lines.push(format!("http.tls.ciphersuites: [{}]", tls.cipher_suites.join(", ")));
+                lines.push(format!(
+                    "http.tls.ciphersuites: [{}]",
+                    tls.cipher_suites.join(", ")
+                ));
             }
         }
         match &self.auth {
@@ -589,8 +756,20 @@ impl Config {
                 lines.push(format!("auth.token.realm: {}", t.realm));
                 lines.push(format!("auth.token.service: {}", t.service));
                 lines.push(format!("auth.token.issuer: {}", t.issuer));
-                lines.push(format!("auth.token.rootcertbundle: {}", t.root_cert_bundle.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
-                lines.push(format!("auth.token.jwks: {}", t.jwks.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+                lines.push(format!(
+                    "auth.token.rootcertbundle: {}",
+                    t.root_cert_bundle
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ));
+                lines.push(format!(
+                    "auth.token.jwks: {}",
+                    t.jwks
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ));
             }
             AuthConfig::Htpasswd { realm, path } => {
                 lines.push(format!("auth.htpasswd.realm: {realm}"));
@@ -606,9 +785,15 @@ impl Config {
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Value, ConfigError> {
-    let value: Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| ConfigError::Yaml { path: origin.to_owned(), message: e.to_string() })?;
-    Ok(if value.is_null() { Value::Mapping(Mapping::new()) } else { value })
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Yaml {
+        path: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(if value.is_null() {
+        Value::Mapping(Mapping::new())
+    } else {
+        value
+    })
 }
 
 /// Overlays `overlay` onto `base`: maps merge key by key, anything else replaces.
@@ -646,7 +831,9 @@ fn set_path(root: &mut Value, keys: &[String], value: Value) {
         if let (Value::Mapping(map), Value::String(kind)) = (&mut *root, &value) {
             if !kind.is_empty() {
                 let key = Value::String(kind.clone());
-                let settings = map.remove(&key).unwrap_or_else(|| Value::Mapping(Mapping::new()));
+                let settings = map
+                    .remove(&key)
+                    .unwrap_or_else(|| Value::Mapping(Mapping::new()));
                 map.clear();
                 map.insert(key, settings);
                 return;
@@ -670,11 +857,16 @@ fn set_path(root: &mut Value, keys: &[String], value: Value) {
 }
 
 fn lookup<'v>(root: &'v Value, dotted: &str) -> Option<&'v Value> {
-    dotted.split('.').try_fold(root, |v, k| v.get(k)).filter(|v| !v.is_null())
+    dotted
+        .split('.')
+        .try_fold(root, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
 }
 
 fn describe(v: &Value) -> String {
-    serde_yaml_ng::to_string(v).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "?".into())
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn string(root: &Value, key: &'static str) -> Result<Option<String>, ConfigError> {
@@ -682,7 +874,11 @@ fn string(root: &Value, key: &'static str) -> Result<Option<String>, ConfigError
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(ConfigError::Invalid { key, expected: "a string", got: describe(other) }),
+        Some(other) => Err(ConfigError::Invalid {
+            key,
+            expected: "a string",
+            got: describe(other),
+        }),
     }
 }
 
@@ -690,7 +886,11 @@ fn boolean(root: &Value, key: &'static str) -> Result<Option<bool>, ConfigError>
     match lookup(root, key) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(ConfigError::Invalid { key, expected: "true or false", got: describe(other) }),
+        Some(other) => Err(ConfigError::Invalid {
+            key,
+            expected: "true or false",
+            got: describe(other),
+        }),
     }
 }
 
@@ -706,7 +906,11 @@ fn collect_unknown(v: &Value, prefix: String, out: &mut Vec<String>) {
     }
     for (k, child) in map {
         let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
-        let path = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
         collect_unknown(child, path, out);
     }
 }
@@ -724,10 +928,14 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let number: f64 = rest[..number_len].parse().ok()?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -756,7 +964,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -829,12 +1040,23 @@ mod tests {
         .unwrap();
         let tls = c.tls.unwrap();
         assert_eq!(tls.certificate, PathBuf::from("/certs/domain.crt"));
-        assert_eq!(tls.client_cas, vec![PathBuf::from("/certs/a.pem"), PathBuf::from("/certs/b.pem")]);
+        assert_eq!(
+            tls.client_cas,
+            vec![PathBuf::from("/certs/a.pem"), PathBuf::from("/certs/b.pem")]
+        );
         assert_eq!(tls.minimum, crate::tls::MinimumVersion::Tls13);
         assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x")])).unwrap_err();
         assert!(err.to_string().contains("http.tls.key"), "{err}");
-        let err = Config::load(None, env(&[("REGISTRY_HTTP_TLS_CERTIFICATE", "/x"), ("REGISTRY_HTTP_TLS_KEY", "/y"), ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.0")])).unwrap_err();
+        let err = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_HTTP_TLS_CERTIFICATE", "/x"),
+                ("REGISTRY_HTTP_TLS_KEY", "/y"),
+                ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.0"),
+            ]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("http.tls.minimumtls"), "{err}");
     }
 
@@ -845,20 +1067,41 @@ mod tests {
             ("REGISTRY_AUTH", "htpasswd"),
             ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
         ];
-        let expected = AuthConfig::Htpasswd { realm: "Registry Realm".into(), path: PathBuf::from("/auth/htpasswd") };
+        let expected = AuthConfig::Htpasswd {
+            realm: "Registry Realm".into(),
+            path: PathBuf::from("/auth/htpasswd"),
+        };
         for order in [[0, 1, 2], [1, 0, 2], [2, 0, 1], [1, 2, 0]] {
-            let c = Config::load(None, order.iter().map(|&i| (vars[i].0.to_string(), vars[i].1.to_string()))).unwrap();
+            let c = Config::load(
+                None,
+                order
+                    .iter()
+                    .map(|&i| (vars[i].0.to_string(), vars[i].1.to_string())),
+            )
+            .unwrap();
             assert_eq!(c.auth, expected, "{order:?}");
             assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
         }
-        let err = Config::load(None, env(&[("REGISTRY_AUTH", "htpasswd"), ("REGISTRY_AUTH_HTPASSWD_PATH", "/x")])).unwrap_err();
+        let err = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_AUTH", "htpasswd"),
+                ("REGISTRY_AUTH_HTPASSWD_PATH", "/x"),
+            ]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("auth.htpasswd.realm"), "{err}");
         let err = Config::load(None, env(&[("REGISTRY_AUTH", "silly")])).unwrap_err();
         assert!(err.to_string().contains("auth"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yml");
         std::fs::write(&path, "auth:\n  htpasswd:\n    realm: r\n    path: /p\n").unwrap();
-        assert_eq!(Config::load(Some(&path), env(&[("REGISTRY_AUTH", "")])).unwrap().auth, AuthConfig::None);
+        assert_eq!(
+            Config::load(Some(&path), env(&[("REGISTRY_AUTH", "")]))
+                .unwrap()
+                .auth,
+            AuthConfig::None
+        );
     }
 
     #[test]
@@ -872,7 +1115,8 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let err = Config::load(None, env(&[("REGISTRY_STORAGE_DELETE_ENABLED", "maybe")])).unwrap_err();
+        let err =
+            Config::load(None, env(&[("REGISTRY_STORAGE_DELETE_ENABLED", "maybe")])).unwrap_err();
         assert!(err.to_string().contains("storage.delete.enabled"), "{err}");
         let err = Config::load(None, env(&[("REGISTRY_HTTP_ADDR", "nowhere")])).unwrap_err();
         assert!(err.to_string().contains("http.addr"), "{err}");

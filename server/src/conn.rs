@@ -10,10 +10,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::stream::Stream;
 use berth_http::{parse_request_head, BodyDecoder, BodyFraming, Method, RequestHead, ResponseHead};
 use compio::buf::BufResult;
 use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use crate::stream::Stream;
 
 use crate::api::{self, error::ApiError, response, Ctx};
 
@@ -79,7 +79,10 @@ impl std::str::FromStr for IpNet {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<std::net::IpAddr>().map_err(|_| ())?, Some(p.parse::<u8>().map_err(|_| ())?)),
+            Some((a, p)) => (
+                a.parse::<std::net::IpAddr>().map_err(|_| ())?,
+                Some(p.parse::<u8>().map_err(|_| ())?),
+            ),
             None => (s.parse::<std::net::IpAddr>().map_err(|_| ())?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -100,11 +103,19 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (std::net::IpAddr::V4(net), std::net::IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (std::net::IpAddr::V6(net), std::net::IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -120,7 +131,9 @@ pub fn client_address(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[
     if !is_trusted(peer.ip()) {
         return peer.to_string();
     }
-    let Some(list) = forwarded_for else { return peer.to_string() };
+    let Some(list) = forwarded_for else {
+        return peer.to_string();
+    };
     for entry in list.rsplit(',').map(str::trim) {
         match entry.parse::<std::net::IpAddr>() {
             Ok(ip) if is_trusted(ip) => continue,
@@ -164,7 +177,10 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     fn new() -> ReadBuf {
-        ReadBuf { data: Vec::with_capacity(16 * 1024), pos: 0 }
+        ReadBuf {
+            data: Vec::with_capacity(16 * 1024),
+            pos: 0,
+        }
     }
 
     fn unread(&self) -> &[u8] {
@@ -262,10 +278,13 @@ impl RequestBody<'_> {
                 self.buf.pos += consumed;
                 if len > 0 {
                     // Reset the buffer lazily: the returned slice borrows it.
-                    let range = base.wrapping_add(start)..base.wrapping_add(start).wrapping_add(len);
+                    let range =
+                        base.wrapping_add(start)..base.wrapping_add(start).wrapping_add(len);
                     return match self.buf.data.get(range) {
                         Some(out) => Ok(Some(out)),
-                        None => Err(BodyReadError::Io(io::Error::other("body decoder returned a slice outside its input"))),
+                        None => Err(BodyReadError::Io(io::Error::other(
+                            "body decoder returned a slice outside its input",
+                        ))),
                     };
                 }
                 if done {
@@ -326,7 +345,13 @@ pub struct Request<'h> {
 
 /// Serves one connection until the client closes it, an error occurs, or
 /// keep-alive ends.
-pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: BusyCount, limits: Rc<ConnSettings>) {
+pub async fn serve(
+    mut stream: Stream,
+    peer: SocketAddr,
+    ctx: Rc<Ctx>,
+    busy: BusyCount,
+    limits: Rc<ConnSettings>,
+) {
     if let Some(tcp) = stream.as_plain_tcp() {
         let _ = tcp.set_nodelay(true);
     }
@@ -341,7 +366,10 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
                 let error = ApiError::new(api::error::ErrorCode::Unknown, message);
                 let mut response = response::Response::error(&error);
                 response.status = status;
-                if write_response(&mut stream, false, response, false, &mut sender).await.is_ok() {
+                if write_response(&mut stream, false, response, false, &mut sender)
+                    .await
+                    .is_ok()
+                {
                     linger(&mut stream, &mut buf).await;
                 }
                 crate::logging::AccessRecord {
@@ -361,13 +389,21 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
         let started = Instant::now();
         let _busy = busy.enter();
         let Some(path) = api::query::percent_decode(head.path()) else {
-            let error = ApiError::new(api::error::ErrorCode::Unknown, "request path has a malformed %-escape");
+            let error = ApiError::new(
+                api::error::ErrorCode::Unknown,
+                "request path has a malformed %-escape",
+            );
             let mut response = response::Response::error(&error);
             response.status = 400;
             let _ = write_response(&mut stream, false, response, false, &mut sender).await;
             return;
         };
-        let request = Request { head: &head, path, peer, tls: stream.as_plain_tcp().is_none() };
+        let request = Request {
+            head: &head,
+            path,
+            peer,
+            tls: stream.as_plain_tcp().is_none(),
+        };
         let mut body = RequestBody {
             stream: &mut stream,
             progress_timeout: limits.body_progress_timeout,
@@ -390,7 +426,11 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, ctx: Rc<Ctx>, busy: Bus
         let is_head = head.method == Method::Head;
         sender.last_path = "";
         let written = write_response(&mut stream, is_head, response, keep_alive, &mut sender).await;
-        let client = client_address(peer, head.headers.get("x-forwarded-for"), &limits.trusted_proxies);
+        let client = client_address(
+            peer,
+            head.headers.get("x-forwarded-for"),
+            &limits.trusted_proxies,
+        );
         crate::logging::AccessRecord {
             client: &client,
             user,
@@ -452,7 +492,8 @@ async fn read_head(
     limits: &ConnSettings,
 ) -> Result<Option<RequestHead>, HeadFailure> {
     // Set when the head's first byte is seen; the whole head must follow in time.
-    let mut head_deadline = (!buf.unread().is_empty()).then(|| Instant::now() + limits.head_read_timeout);
+    let mut head_deadline =
+        (!buf.unread().is_empty()).then(|| Instant::now() + limits.head_read_timeout);
     loop {
         if !buf.unread().is_empty() {
             match parse_request_head(buf.unread(), &ctx.http_limits) {
@@ -470,7 +511,12 @@ async fn read_head(
         };
         match compio::time::timeout(wait, buf.fill(stream)).await {
             Err(_) if head_deadline.is_none() => return Ok(None),
-            Err(_) => return Err(HeadFailure::Bad(408, "the request head did not arrive in time".into())),
+            Err(_) => {
+                return Err(HeadFailure::Bad(
+                    408,
+                    "the request head did not arrive in time".into(),
+                ))
+            }
             Ok(Ok(0)) if buf.unread().is_empty() => return Ok(None),
             Ok(Ok(0)) => return Err(HeadFailure::Io),
             Ok(Ok(_)) => {
@@ -545,11 +591,23 @@ pub struct BlobSender {
 
 impl BlobSender {
     fn new() -> BlobSender {
-        let zero_copy = compio::runtime::Runtime::try_with_current(|r| r.driver_type().is_iouring()).unwrap_or(false);
-        BlobSender { zero_copy, last_path: "", pipe: None }
+        let zero_copy =
+            compio::runtime::Runtime::try_with_current(|r| r.driver_type().is_iouring())
+                .unwrap_or(false);
+        BlobSender {
+            zero_copy,
+            last_path: "",
+            pipe: None,
+        }
     }
 
-    async fn send(&mut self, stream: &mut Stream, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    async fn send(
+        &mut self,
+        stream: &mut Stream,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         let Some(tcp) = stream.as_plain_tcp().filter(|_| self.zero_copy) else {
             self.last_path = "copy";
             return send_by_copy(stream, &file, offset, len).await;
@@ -557,7 +615,8 @@ impl BlobSender {
         if self.pipe.is_none() {
             match compio::fs::pipe::anonymous() {
                 Ok((rx, tx)) => {
-                    let capacity = rustix::pipe::fcntl_setpipe_size(&tx, PIPE_BYTES).unwrap_or(64 * 1024);
+                    let capacity =
+                        rustix::pipe::fcntl_setpipe_size(&tx, PIPE_BYTES).unwrap_or(64 * 1024);
                     self.pipe = Some((rx, tx, capacity));
                 }
                 Err(e) => {
@@ -576,9 +635,16 @@ impl BlobSender {
         let mut sent = 0u64;
         while sent < len {
             let want = (len - sent).min(capacity as u64) as usize;
-            let into_pipe = compio::fs::pipe::splice(&file, tx, want).offset_in((offset + sent) as i64).await;
+            let into_pipe = compio::fs::pipe::splice(&file, tx, want)
+                .offset_in((offset + sent) as i64)
+                .await;
             let n = match into_pipe {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than its record")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob file shorter than its record",
+                    ))
+                }
                 Ok(n) => n,
                 Err(e) => {
                     self.pipe = None;
@@ -590,7 +656,10 @@ impl BlobSender {
                 match compio::fs::pipe::splice(rx, stream, n - drained).await {
                     Ok(0) => {
                         self.pipe = None;
-                        return Err(io::Error::new(io::ErrorKind::WriteZero, "client stopped reading"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "client stopped reading",
+                        ));
                     }
                     Ok(k) => drained += k,
                     Err(e) => {
@@ -608,7 +677,12 @@ impl BlobSender {
 }
 
 /// Sends `len` bytes of `file` from `offset`, one bounded buffer at a time.
-async fn send_by_copy(stream: &mut Stream, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+async fn send_by_copy(
+    stream: &mut Stream,
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
     let mut sent = 0u64;
     let mut buf = vec![0u8; SEND_CHUNK_BYTES.min(len.max(1) as usize)];
     while sent < len {
@@ -616,7 +690,10 @@ async fn send_by_copy(stream: &mut Stream, file: &std::fs::File, offset: u64, le
         buf.resize(want, 0);
         let n = file.read_at(&mut buf[..want], offset + sent)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob file shorter than its record"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob file shorter than its record",
+            ));
         }
         buf.truncate(n);
         let BufResult(result, returned) = stream.write_all(buf).await;
@@ -638,12 +715,27 @@ mod tests {
         let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
         let proxy: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let stranger: SocketAddr = "203.0.113.9:4000".parse().unwrap();
-        assert_eq!(client_address(proxy, Some("198.51.100.7"), &proxies), "198.51.100.7");
-        assert_eq!(client_address(proxy, Some("1.1.1.1, 198.51.100.7, 10.0.0.5"), &proxies), "198.51.100.7");
-        assert_eq!(client_address(stranger, Some("198.51.100.7"), &proxies), "203.0.113.9:4000");
-        assert_eq!(client_address(proxy, Some("garbage"), &proxies), "10.1.2.3:4000");
+        assert_eq!(
+            client_address(proxy, Some("198.51.100.7"), &proxies),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            client_address(proxy, Some("1.1.1.1, 198.51.100.7, 10.0.0.5"), &proxies),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            client_address(stranger, Some("198.51.100.7"), &proxies),
+            "203.0.113.9:4000"
+        );
+        assert_eq!(
+            client_address(proxy, Some("garbage"), &proxies),
+            "10.1.2.3:4000"
+        );
         assert_eq!(client_address(proxy, None, &proxies), "10.1.2.3:4000");
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
-        assert!("::ffff:10.9.9.9".parse::<std::net::IpAddr>().map(|ip| proxies[0].contains(ip)).unwrap());
+        assert!("::ffff:10.9.9.9"
+            .parse::<std::net::IpAddr>()
+            .map(|ip| proxies[0].contains(ip))
+            .unwrap());
     }
 }

@@ -21,7 +21,8 @@ static ACCESS_LOG: AtomicBool = AtomicBool::new(true);
 pub fn init(level: &str, formatter: Formatter, access_log: bool) {
     JSON.store(formatter == Formatter::Json, Ordering::Relaxed);
     ACCESS_LOG.store(access_log, Ordering::Relaxed);
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
     builder.format(move |out, record| {
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
         match formatter {
@@ -63,7 +64,9 @@ pub struct AccessRecord<'a> {
 impl AccessRecord<'_> {
     /// Writes the record to the access log (target `access`, level info).
     pub fn emit(&self) {
-        if !ACCESS_LOG.load(Ordering::Relaxed) || !log::log_enabled!(target: "access", log::Level::Info) {
+        if !ACCESS_LOG.load(Ordering::Relaxed)
+            || !log::log_enabled!(target: "access", log::Level::Info)
+        {
             return;
         }
         let millis = self.duration.as_secs_f64() * 1000.0;

@@ -87,7 +87,11 @@ fn main() -> ExitCode {
     // Invoked as `htpasswd` (the image links it), behave like Apache's
     // htpasswd for the registry:2 guide's `--entrypoint htpasswd ... -Bbn`.
     let mut args: Vec<String> = std::env::args().collect();
-    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name()).and_then(|n| n.to_str()).unwrap_or("");
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     if invoked_as == "htpasswd" {
         return htpasswd(&args[1..]);
     }
@@ -98,9 +102,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Config { action: ConfigAction::Check { config } } => check_config(config),
+        Command::Config {
+            action: ConfigAction::Check { config },
+        } => check_config(config),
         Command::Htpasswd { args } => htpasswd(&args),
-        Command::GarbageCollect { dry_run, delete_untagged, config } => garbage_collect(config, dry_run, delete_untagged),
+        Command::GarbageCollect {
+            dry_run,
+            delete_untagged,
+            config,
+        } => garbage_collect(config, dry_run, delete_untagged),
         Command::Scrub { config } => scrub(config),
     }
 }
@@ -117,13 +127,26 @@ struct ProgressBar {
 impl ProgressBar {
     fn new(label: &'static str) -> ProgressBar {
         use std::io::IsTerminal;
-        ProgressBar { label, shown: None, last_tenth: u64::MAX, terminal: std::io::stderr().is_terminal() }
+        ProgressBar {
+            label,
+            shown: None,
+            last_tenth: u64::MAX,
+            terminal: std::io::stderr().is_terminal(),
+        }
     }
 
     fn show(&mut self, done: u64, total: u64) {
-        let fraction = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
         if self.terminal {
-            if self.shown.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100)) && done < total {
+            if self
+                .shown
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
+                && done < total
+            {
                 return;
             }
             self.shown = Some(std::time::Instant::now());
@@ -141,7 +164,13 @@ impl ProgressBar {
             let tenth = (fraction * 10.0) as u64;
             if tenth != self.last_tenth {
                 self.last_tenth = tenth;
-                eprintln!("{}: {:.0}% ({} of {} MiB)", self.label, fraction * 100.0, done >> 20, total >> 20);
+                eprintln!(
+                    "{}: {:.0}% ({} of {} MiB)",
+                    self.label,
+                    fraction * 100.0,
+                    done >> 20,
+                    total >> 20
+                );
             }
         }
     }
@@ -160,7 +189,10 @@ fn open_store(config_path: Option<PathBuf>) -> Result<(Config, berth_engine::Eng
         ExitCode::from(2)
     })?;
     let engine = berth_engine::Engine::open(&config.root_directory).map_err(|e| {
-        eprintln!("berth: cannot open the data directory {}: {e}", config.root_directory.display());
+        eprintln!(
+            "berth: cannot open the data directory {}: {e}",
+            config.root_directory.display()
+        );
         if matches!(e, berth_engine::EngineError::Locked(_)) {
             eprintln!("berth: stop the server first, or use its online GC (storage.gc.interval)");
         }
@@ -174,15 +206,32 @@ fn garbage_collect(config_path: Option<PathBuf>, dry_run: bool, delete_untagged:
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    eprintln!("berth: garbage-collecting {}{}", config.root_directory.display(), if dry_run { " (dry run)" } else { "" });
-    let options = berth_engine::GcOptions { dry_run, delete_untagged, grace_period: config.gc_grace_period, ..Default::default() };
+    eprintln!(
+        "berth: garbage-collecting {}{}",
+        config.root_directory.display(),
+        if dry_run { " (dry run)" } else { "" }
+    );
+    let options = berth_engine::GcOptions {
+        dry_run,
+        delete_untagged,
+        grace_period: config.gc_grace_period,
+        ..Default::default()
+    };
     match engine.garbage_collect(&options) {
         Ok(report) => {
             for m in &report.manifests_deleted {
-                println!("{}manifest {}@{}", if dry_run { "would delete " } else { "deleted " }, m.repo, m.digest);
+                println!(
+                    "{}manifest {}@{}",
+                    if dry_run { "would delete " } else { "deleted " },
+                    m.repo,
+                    m.digest
+                );
             }
             for b in &report.blobs_deleted {
-                println!("{}blob {b}", if dry_run { "would delete " } else { "deleted " });
+                println!(
+                    "{}blob {b}",
+                    if dry_run { "would delete " } else { "deleted " }
+                );
             }
             println!(
                 "{} manifests, {} repository links, {} blobs ({} bytes) {}; {} links kept within the grace period; {} segments compacted, {} bytes reclaimed",
@@ -216,18 +265,47 @@ fn scrub(config_path: Option<PathBuf>) -> ExitCode {
     match result {
         Ok(report) => {
             for problem in &report.problems {
-                let digest = problem.digest.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "(unreadable digest)".into());
-                println!("DAMAGED {digest}: {:?} at {:?}{}", problem.kind, problem.location, if problem.intact_copy { " (an intact copy remains)" } else { "" });
+                let digest = problem
+                    .digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "(unreadable digest)".into());
+                println!(
+                    "DAMAGED {digest}: {:?} at {:?}{}",
+                    problem.kind,
+                    problem.location,
+                    if problem.intact_copy {
+                        " (an intact copy remains)"
+                    } else {
+                        ""
+                    }
+                );
                 for r in &problem.references {
-                    println!("  repository {}: tags [{}], manifests [{}]", r.repo, r.tags.join(", "),
-                        r.manifests.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "));
+                    println!(
+                        "  repository {}: tags [{}], manifests [{}]",
+                        r.repo,
+                        r.tags.join(", "),
+                        r.manifests
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
             }
             println!(
                 "checked {} segments, {} records, {} files, {} bytes: {} problems",
-                report.segments_checked, report.records_checked, report.files_checked, report.bytes_checked, report.problems.len()
+                report.segments_checked,
+                report.records_checked,
+                report.files_checked,
+                report.bytes_checked,
+                report.problems.len()
             );
-            if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("berth: scrub failed: {e}");
@@ -239,39 +317,55 @@ fn scrub(config_path: Option<PathBuf>) -> ExitCode {
 /// Writes the index snapshot every ten minutes, so a restart after a crash
 /// scans at most ten minutes of writes.
 fn schedule_index_snapshots(engine: Arc<berth_engine::Engine>) {
-    let spawned = std::thread::Builder::new().name("berth-snapshot".into()).spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_secs(600));
-        if let Err(e) = engine.write_index_snapshot() {
-            log::warn!("index snapshot failed: {e}");
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("berth-snapshot".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            if let Err(e) = engine.write_index_snapshot() {
+                log::warn!("index snapshot failed: {e}");
+            }
+        });
     if let Err(e) = spawned {
         log::error!("cannot start the index snapshot thread: {e}");
     }
 }
 
 /// Removes idle upload sessions every `interval` on its own thread.
-fn schedule_upload_purging(engine: Arc<berth_engine::Engine>, purging: berth::config::UploadPurging) {
-    let spawned = std::thread::Builder::new().name("berth-upload-purge".into()).spawn(move || loop {
-        std::thread::sleep(purging.interval);
-        match engine.purge_uploads(purging.age, purging.dry_run) {
-            Ok(purged) if purged.is_empty() => {}
-            Ok(purged) => log::info!(
-                "upload purging: {} {} sessions idle longer than {:?}",
-                if purging.dry_run { "would remove" } else { "removed" },
-                purged.len(),
-                purging.age
-            ),
-            Err(e) => log::error!("upload purging failed: {e}"),
-        }
-    });
+fn schedule_upload_purging(
+    engine: Arc<berth_engine::Engine>,
+    purging: berth::config::UploadPurging,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("berth-upload-purge".into())
+        .spawn(move || loop {
+            std::thread::sleep(purging.interval);
+            match engine.purge_uploads(purging.age, purging.dry_run) {
+                Ok(purged) if purged.is_empty() => {}
+                Ok(purged) => log::info!(
+                    "upload purging: {} {} sessions idle longer than {:?}",
+                    if purging.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    },
+                    purged.len(),
+                    purging.age
+                ),
+                Err(e) => log::error!("upload purging failed: {e}"),
+            }
+        });
     if let Err(e) = spawned {
         log::error!("cannot start the upload purging thread: {e}");
     }
 }
 
 /// Runs the online GC every `interval` on its own thread.
-fn schedule_gc(engine: Arc<berth_engine::Engine>, interval: std::time::Duration, grace_period: std::time::Duration, delete_untagged: bool) {
+fn schedule_gc(
+    engine: Arc<berth_engine::Engine>,
+    interval: std::time::Duration,
+    grace_period: std::time::Duration,
+    delete_untagged: bool,
+) {
     let spawned = std::thread::Builder::new().name("berth-gc".into()).spawn(move || loop {
         std::thread::sleep(interval);
         let options = berth_engine::GcOptions { delete_untagged, grace_period, ..Default::default() };
@@ -356,7 +450,12 @@ fn generated_secret(root: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut secret = vec![0u8; 32];
     getrandom::getrandom(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
     let tmp = root.join("http-secret.tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(&secret)?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
@@ -376,24 +475,37 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     // file or token key stops the start with one line naming it.
     let auth = match &config.auth {
         berth::config::AuthConfig::None => berth::auth::Auth::Anonymous,
-        berth::config::AuthConfig::Token(settings) => match berth::auth::token::TokenAuth::new(settings.clone()) {
-            Ok(tokens) => berth::auth::Auth::Token(Arc::new(tokens)),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::from(2);
+        berth::config::AuthConfig::Token(settings) => {
+            match berth::auth::token::TokenAuth::new(settings.clone()) {
+                Ok(tokens) => berth::auth::Auth::Token(Arc::new(tokens)),
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
-        berth::config::AuthConfig::Htpasswd { realm, path } => match berth::auth::htpasswd::Htpasswd::open(path, realm) {
-            Ok(store) => berth::auth::Auth::Htpasswd(store),
-            Err(e) => {
-                eprintln!("berth: {e}");
-                return ExitCode::from(2);
+        }
+        berth::config::AuthConfig::Htpasswd { realm, path } => {
+            match berth::auth::htpasswd::Htpasswd::open(path, realm) {
+                Ok(store) => berth::auth::Auth::Htpasswd(store),
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
     };
-    match (&config_path, std::env::var_os("REGISTRY_CONFIGURATION_PATH")) {
-        (Some(path), _) => log::info!("configuration: {} with REGISTRY_* overrides", path.display()),
-        (None, Some(path)) => log::info!("configuration: {} with REGISTRY_* overrides", PathBuf::from(path).display()),
+    match (
+        &config_path,
+        std::env::var_os("REGISTRY_CONFIGURATION_PATH"),
+    ) {
+        (Some(path), _) => log::info!(
+            "configuration: {} with REGISTRY_* overrides",
+            path.display()
+        ),
+        (None, Some(path)) => log::info!(
+            "configuration: {} with REGISTRY_* overrides",
+            PathBuf::from(path).display()
+        ),
         (None, None) => log::info!("configuration: embedded default with REGISTRY_* overrides"),
     }
     for key in &config.unknown_keys {
@@ -402,17 +514,29 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let engine = match berth_engine::Engine::open(&config.root_directory) {
         Ok(engine) => engine,
         Err(e) => {
-            eprintln!("berth: cannot open the data directory {}: {e}", config.root_directory.display());
+            eprintln!(
+                "berth: cannot open the data directory {}: {e}",
+                config.root_directory.display()
+            );
             return ExitCode::from(1);
         }
     };
     let report = engine.open_report();
     if report.torn_tail_bytes > 0 {
-        log::warn!("metadata log: dropped a torn tail of {} bytes (a write cut short by a crash)", report.torn_tail_bytes);
+        log::warn!(
+            "metadata log: dropped a torn tail of {} bytes (a write cut short by a crash)",
+            report.torn_tail_bytes
+        );
     }
-    log::info!("store opened: {} metadata records, {} upload sessions resumed", report.records, report.uploads_resumed);
+    log::info!(
+        "store opened: {} metadata records, {} upload sessions resumed",
+        report.records,
+        report.uploads_resumed
+    );
     let threads = if config.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         config.threads
     };
@@ -427,14 +551,19 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
                 secret
             }
             Err(e) => {
-                eprintln!("berth: cannot create the generated http secret in {}: {e}", config.root_directory.display());
+                eprintln!(
+                    "berth: cannot create the generated http secret in {}: {e}",
+                    config.root_directory.display()
+                );
                 return ExitCode::from(1);
             }
         },
     };
     let tls = match (&config.tls, &config.letsencrypt) {
         (Some(settings), _) => Some(berth::tls::server_config(settings).map_err(|e| e.to_string())),
-        (None, Some(letsencrypt)) => Some(berth::acme::start(letsencrypt.clone()).map_err(|e| e.to_string())),
+        (None, Some(letsencrypt)) => {
+            Some(berth::acme::start(letsencrypt.clone()).map_err(|e| e.to_string()))
+        }
         (None, None) => None,
     };
     let tls = match tls.transpose() {
@@ -446,8 +575,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let engine = Arc::new(engine);
     if let Some(interval) = config.gc_interval {
-        log::info!("online GC every {interval:?} (grace period {:?})", config.gc_grace_period);
-        schedule_gc(engine.clone(), interval, config.gc_grace_period, config.gc_delete_untagged);
+        log::info!(
+            "online GC every {interval:?} (grace period {:?})",
+            config.gc_grace_period
+        );
+        schedule_gc(
+            engine.clone(),
+            interval,
+            config.gc_grace_period,
+            config.gc_delete_untagged,
+        );
     }
     let engine_at_exit = engine.clone();
     schedule_index_snapshots(engine.clone());
@@ -479,7 +616,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             // Drained: save the segment index so the next start skips the scan.
             match engine_at_exit.write_index_snapshot() {
                 Ok(entries) => log::info!("index snapshot written ({entries} entries)"),
-                Err(e) => log::warn!("index snapshot not written ({e}); the next start scans the segments"),
+                Err(e) => log::warn!(
+                    "index snapshot not written ({e}); the next start scans the segments"
+                ),
             }
             ExitCode::SUCCESS
         }

@@ -66,7 +66,8 @@ pub struct ServeOptions {
 /// Binds one SO_REUSEPORT listener for `addr`.
 pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     let listen = |source| ServeError::Listen { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(listen)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(listen)?;
     socket.set_reuse_address(true).map_err(listen)?;
     socket.set_reuse_port(true).map_err(listen)?;
     socket.bind(&addr.into()).map_err(listen)?;
@@ -81,7 +82,9 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeEr
 /// `drain_timeout`), idle connections are closed, and `serve` returns. A
 /// second signal exits at once.
 pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> {
-    let listeners = (0..options.threads).map(|_| bind_reuseport(addr)).collect::<Result<Vec<_>, _>>()?;
+    let listeners = (0..options.threads)
+        .map(|_| bind_reuseport(addr))
+        .collect::<Result<Vec<_>, _>>()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::new();
     let mut stops = Vec::new();
@@ -102,10 +105,18 @@ pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> 
     for started in ready_rx {
         drivers.push(started?);
     }
-    let driver = if drivers.iter().all(|d| *d == DriverType::IoUring) { "io_uring" } else { "poll (epoll)" };
+    let driver = if drivers.iter().all(|d| *d == DriverType::IoUring) {
+        "io_uring"
+    } else {
+        "poll (epoll)"
+    };
     log::info!(
         "berth listening on {addr} ({}) with {} event loops, driver {driver}, data in {}",
-        if options.tls.is_some() { "https" } else { "http" },
+        if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         drivers.len(),
         options.engine.root().display()
     );

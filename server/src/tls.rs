@@ -80,7 +80,11 @@ pub fn request_reload() {
 }
 
 fn file_error(what: &'static str, path: &Path, message: impl fmt::Display) -> TlsError {
-    TlsError::File { what, path: path.to_owned(), message: message.to_string() }
+    TlsError::File {
+        what,
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -89,16 +93,31 @@ fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error("certificate file", path, e))?;
     if chain.is_empty() {
-        return Err(file_error("certificate file", path, "holds no PEM certificate"));
+        return Err(file_error(
+            "certificate file",
+            path,
+            "holds no PEM certificate",
+        ));
     }
     Ok(chain)
 }
 
-fn load_certified_key(settings: &TlsSettings, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+fn load_certified_key(
+    settings: &TlsSettings,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
     let chain = load_chain(&settings.certificate)?;
-    let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| file_error("key file", &settings.key, e))?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key)
+        .map_err(|e| file_error("key file", &settings.key, e))?;
     CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        file_error("key file", &settings.key, format!("does not fit the certificate in {}: {e}", settings.certificate.display()))
+        file_error(
+            "key file",
+            &settings.key,
+            format!(
+                "does not fit the certificate in {}: {e}",
+                settings.certificate.display()
+            ),
+        )
     })
 }
 
@@ -113,19 +132,27 @@ struct ReloadingResolver {
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// When the files were last looked at, and their (mtime, size) then.
-    checked: Mutex<(Instant, Option<(SystemTime, u64)>, Option<(SystemTime, u64)>)>,
+    checked: Mutex<(
+        Instant,
+        Option<(SystemTime, u64)>,
+        Option<(SystemTime, u64)>,
+    )>,
 }
 
 impl fmt::Debug for ReloadingResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReloadingResolver").field("certificate", &self.settings.certificate).finish()
+        f.debug_struct("ReloadingResolver")
+            .field("certificate", &self.settings.certificate)
+            .finish()
     }
 }
 
 impl ReloadingResolver {
     fn maybe_reload(&self) {
         let forced = RELOAD_REQUESTED.swap(false, Ordering::SeqCst);
-        let Ok(mut checked) = self.checked.lock() else { return };
+        let Ok(mut checked) = self.checked.lock() else {
+            return;
+        };
         if !forced && checked.0.elapsed() < Duration::from_secs(1) {
             return;
         }
@@ -140,7 +167,10 @@ impl ReloadingResolver {
                 if let Ok(mut current) = self.current.write() {
                     *current = Arc::new(key);
                 }
-                log::info!("TLS certificate reloaded from {}", self.settings.certificate.display());
+                log::info!(
+                    "TLS certificate reloaded from {}",
+                    self.settings.certificate.display()
+                );
             }
             Err(e) => log::error!("TLS certificate reload failed, keeping the old one: {e}"),
         }
@@ -159,17 +189,31 @@ impl ResolvesServerCert for ReloadingResolver {
 pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut provider = rustls::crypto::ring::default_provider();
     if !settings.cipher_suites.is_empty() {
-        let wanted: Vec<String> = settings.cipher_suites.iter().map(|s| s.to_ascii_uppercase()).collect();
+        let wanted: Vec<String> = settings
+            .cipher_suites
+            .iter()
+            .map(|s| s.to_ascii_uppercase())
+            .collect();
         for name in &wanted {
-            if !provider.cipher_suites.iter().any(|s| format!("{:?}", s.suite()) == *name) {
-                let known: Vec<String> = provider.cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+            if !provider
+                .cipher_suites
+                .iter()
+                .any(|s| format!("{:?}", s.suite()) == *name)
+            {
+                let known: Vec<String> = provider
+                    .cipher_suites
+                    .iter()
+                    .map(|s| format!("{:?}", s.suite()))
+                    .collect();
                 return Err(TlsError::Config(format!(
                     "http.tls.ciphersuites: unknown suite {name}; supported: {}",
                     known.join(", ")
                 )));
             }
         }
-        provider.cipher_suites.retain(|s| wanted.contains(&format!("{:?}", s.suite())));
+        provider
+            .cipher_suites
+            .retain(|s| wanted.contains(&format!("{:?}", s.suite())));
     }
     let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.minimum {
@@ -186,21 +230,30 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
         let mut roots = rustls::RootCertStore::empty();
         for path in &settings.client_cas {
             for cert in load_chain(path)? {
-                roots.add(cert).map_err(|e| file_error("client CA file", path, e))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error("client CA file", path, e))?;
             }
         }
-        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
         if settings.client_auth == ClientAuth::VerifyIfGiven {
             verifier = verifier.allow_unauthenticated();
         }
-        let verifier = verifier.build().map_err(|e| TlsError::Config(format!("http.tls.clientcas: {e}")))?;
+        let verifier = verifier
+            .build()
+            .map_err(|e| TlsError::Config(format!("http.tls.clientcas: {e}")))?;
         builder.with_client_cert_verifier(verifier)
     };
     let resolver = ReloadingResolver {
         settings: settings.clone(),
         provider,
         current: RwLock::new(Arc::new(key)),
-        checked: Mutex::new((Instant::now(), stamp(&settings.certificate), stamp(&settings.key))),
+        checked: Mutex::new((
+            Instant::now(),
+            stamp(&settings.certificate),
+            stamp(&settings.key),
+        )),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -213,7 +266,10 @@ mod tests {
 
     fn settings(dir: &Path, suites: &[&str], minimum: MinimumVersion) -> TlsSettings {
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
         let (cert_path, key_path) = (dir.join("c.pem"), dir.join("k.pem"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
@@ -230,10 +286,25 @@ mod tests {
     #[test]
     fn cipher_suites_are_chosen_by_iana_name_and_unknown_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = server_config(&settings(dir.path(), &["TLS13_AES_256_GCM_SHA384"], MinimumVersion::Tls13)).unwrap();
-        let names: Vec<String> = config.crypto_provider().cipher_suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+        let config = server_config(&settings(
+            dir.path(),
+            &["TLS13_AES_256_GCM_SHA384"],
+            MinimumVersion::Tls13,
+        ))
+        .unwrap();
+        let names: Vec<String> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
         assert_eq!(names, vec!["TLS13_AES_256_GCM_SHA384".to_string()]);
-        let err = server_config(&settings(dir.path(), &["TLS_RSA_WITH_RC4_128_MD5"], MinimumVersion::Tls12)).unwrap_err();
+        let err = server_config(&settings(
+            dir.path(),
+            &["TLS_RSA_WITH_RC4_128_MD5"],
+            MinimumVersion::Tls12,
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("http.tls.ciphersuites"), "{err}");
     }
 

@@ -43,26 +43,80 @@ fn new_key(dir: &Path, name: &str, kind: KeyKind) -> PathBuf {
     let path = dir.join(format!("{name}.key"));
     let p = path.to_str().expect("utf-8 path");
     match kind {
-        KeyKind::EcSec1 => openssl(dir, &["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", p]),
+        KeyKind::EcSec1 => openssl(
+            dir,
+            &[
+                "ecparam",
+                "-genkey",
+                "-name",
+                "prime256v1",
+                "-noout",
+                "-out",
+                p,
+            ],
+        ),
         KeyKind::RsaPkcs1 => openssl(dir, &["genrsa", "-traditional", "-out", p, "2048"]),
-        KeyKind::RsaPkcs8 => openssl(dir, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p]),
+        KeyKind::RsaPkcs8 => openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                p,
+            ],
+        ),
     }
     path
 }
 
 /// Signs a CSR for `key` with `ca` (cert, key), adding `extensions`.
-fn sign(dir: &Path, name: &str, subject: &str, key: &Path, ca: (&Path, &Path), extensions: &str) -> PathBuf {
+fn sign(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    key: &Path,
+    ca: (&Path, &Path),
+    extensions: &str,
+) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     let ext = dir.join(format!("{name}.ext"));
     let cert = dir.join(format!("{name}.crt"));
     write(&ext, extensions);
-    openssl(dir, &["req", "-new", "-key", key.to_str().expect("utf-8"), "-subj", subject, "-out", csr.to_str().expect("utf-8")]);
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", csr.to_str().expect("utf-8"), "-CA", ca.0.to_str().expect("utf-8"),
-            "-CAkey", ca.1.to_str().expect("utf-8"), "-CAcreateserial", "-days", "2", "-sha256",
-            "-extfile", ext.to_str().expect("utf-8"), "-out", cert.to_str().expect("utf-8"),
+            "req",
+            "-new",
+            "-key",
+            key.to_str().expect("utf-8"),
+            "-subj",
+            subject,
+            "-out",
+            csr.to_str().expect("utf-8"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().expect("utf-8"),
+            "-CA",
+            ca.0.to_str().expect("utf-8"),
+            "-CAkey",
+            ca.1.to_str().expect("utf-8"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            ext.to_str().expect("utf-8"),
+            "-out",
+            cert.to_str().expect("utf-8"),
         ],
     );
     cert
@@ -77,9 +131,22 @@ impl Pki {
         openssl(
             dir,
             &[
-                "req", "-x509", "-new", "-key", root_key.to_str().expect("utf-8"), "-subj", "/CN=berth test root",
-                "-days", "2", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", root_cert.to_str().expect("utf-8"),
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                root_key.to_str().expect("utf-8"),
+                "-subj",
+                "/CN=berth test root",
+                "-days",
+                "2",
+                "-sha256",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-out",
+                root_cert.to_str().expect("utf-8"),
             ],
         );
         let intermediate_key = new_key(dir, "intermediate", KeyKind::EcSec1);
@@ -91,7 +158,13 @@ impl Pki {
             (&root_cert, &root_key),
             "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
         );
-        Pki { dir: dir.to_owned(), root_cert, root_key, intermediate_cert, intermediate_key }
+        Pki {
+            dir: dir.to_owned(),
+            root_cert,
+            root_key,
+            intermediate_cert,
+            intermediate_key,
+        }
     }
 
     /// A server certificate for 127.0.0.1 and localhost signed by the

@@ -4,9 +4,9 @@
 //! [`Containerd::start`] panics with its log tail: never a silent skip.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::os::unix::process::CommandExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,10 @@ impl Containerd {
     pub fn start() -> Containerd {
         let containerd = cmd::require_tool("containerd");
         cmd::require_tool("ctr");
-        let dir = tempfile::Builder::new().prefix("berth-containerd.").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-containerd.")
+            .tempdir()
+            .expect("temp dir");
         let p = dir.path();
         let sock = p.join("containerd.sock");
         let config = p.join("config.toml");
@@ -49,19 +52,37 @@ impl Containerd {
         let log = cmd::append_file(&log_path);
         let err = log.try_clone().expect("dup log");
         let mut c = Command::new(containerd);
-        c.arg("--config").arg(&config).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err)).process_group(0);
+        c.arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .process_group(0);
         cmd::die_with_parent(&mut c, libc::SIGTERM);
-        let child = c.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", cmd::describe(&c)));
-        let mut d = Containerd { dir, child: Some(child), sock, log_path };
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", cmd::describe(&c)));
+        let mut d = Containerd {
+            dir,
+            child: Some(child),
+            sock,
+            log_path,
+        };
         let t0 = Instant::now();
         loop {
             if d.ctr(&["version"]).status.success() {
-                eprintln!("[berth-tests] containerd up after {:.1}s", t0.elapsed().as_secs_f64());
+                eprintln!(
+                    "[berth-tests] containerd up after {:.1}s",
+                    t0.elapsed().as_secs_f64()
+                );
                 return d;
             }
             let exited = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if exited.is_some() || t0.elapsed() > READY_TIMEOUT {
-                panic!("containerd did not come up ({exited:?}):\n{}", tail_file(&d.log_path, 40));
+                panic!(
+                    "containerd did not come up ({exited:?}):\n{}",
+                    tail_file(&d.log_path, 40)
+                );
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -100,7 +121,10 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         if thread::panicking() {
-            eprintln!("[berth-tests] containerd log tail:\n{}", tail_file(&self.log_path, 30));
+            eprintln!(
+                "[berth-tests] containerd log tail:\n{}",
+                tail_file(&self.log_path, 30)
+            );
         }
         if let Some(mut child) = self.child.take() {
             cmd::terminate(&mut child, Duration::from_secs(10), true);

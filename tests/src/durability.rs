@@ -4,11 +4,10 @@
 //! disk fills up while they run). Everything here talks to the registry
 //! over its HTTP API only; nothing reads its data directory.
 
-
 use sha2::{Digest as _, Sha256};
 
-pub use crate::http::{agent, try_request, TransportError};
 use crate::http::HttpResponse;
+pub use crate::http::{agent, try_request, TransportError};
 use crate::images::XorShift;
 
 /// xorshift64* PRNG: tiny, deterministic for a given seed, good enough for

@@ -126,7 +126,6 @@ pub fn try_request(
     })
 }
 
-
 /// Sends a request and returns whatever the server answers (any status);
 /// panics with the error if no answer arrives.
 pub fn request(
@@ -135,7 +134,8 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> HttpResponse {
-    try_request(&default_agent(), method, url, headers, body).unwrap_or_else(|e| panic!("HTTP {method} {url} failed: {e}"))
+    try_request(&default_agent(), method, url, headers, body)
+        .unwrap_or_else(|e| panic!("HTTP {method} {url} failed: {e}"))
 }
 
 pub fn get(url: &str, headers: &[(&str, &str)]) -> HttpResponse {

@@ -16,11 +16,11 @@
 
 pub mod api;
 pub mod certs;
-pub mod containerd;
 pub mod cmd;
+pub mod containerd;
 pub mod docker;
-pub mod durability;
 pub mod dockerd;
+pub mod durability;
 pub mod http;
 pub mod images;
 pub mod registry;

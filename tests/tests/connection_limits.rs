@@ -35,7 +35,9 @@ fn read_until_close(stream: &mut TcpStream, within: Duration) -> (String, bool) 
         match stream.read(&mut buf) {
             Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (String::from_utf8_lossy(&out).into_owned(), true),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&out).into_owned(), true)
+            }
             Err(_) => return (String::from_utf8_lossy(&out).into_owned(), false),
         }
     }
@@ -50,17 +52,23 @@ fn a_slow_head_gets_408_and_an_idle_connection_is_closed() {
         return;
     };
     let mut slow = TcpStream::connect(r.addr()).expect("connect");
-    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHo").expect("partial head");
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHo")
+        .expect("partial head");
     let (text, closed) = read_until_close(&mut slow, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(closed);
 
     let mut idle = TcpStream::connect(r.addr()).expect("connect");
-    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
     let started = Instant::now();
     let (text, closed) = read_until_close(&mut idle, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 200") && closed, "{text}");
-    assert!(started.elapsed() >= Duration::from_millis(700), "closed too early: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -79,7 +87,11 @@ fn a_stalled_upload_is_cut_and_others_are_served() {
     assert!(closed, "stalled upload was not cut: {text}");
     assert!(!text.contains("201"), "{text}");
     let catalog = request("GET", &r.url("/v2/_catalog"), &[], None).json();
-    assert_eq!(catalog["repositories"], serde_json::json!([]), "a cut upload must store nothing");
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!([]),
+        "a cut upload must store nothing"
+    );
 }
 
 #[test]
@@ -92,9 +104,12 @@ fn connections_past_the_cap_are_refused() {
     };
     // The harness's readiness probe has closed by now; give the loop a moment to count it out.
     std::thread::sleep(Duration::from_millis(200));
-    let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(r.addr()).expect("connect")).collect();
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(r.addr()).expect("connect"))
+        .collect();
     for s in &mut held {
-        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
         let mut buf = [0u8; 12];
         s.read_exact(&mut buf).expect("response");
         assert_eq!(&buf, b"HTTP/1.1 200");
@@ -102,24 +117,36 @@ fn connections_past_the_cap_are_refused() {
     let mut extra = TcpStream::connect(r.addr()).expect("the kernel still completes the handshake");
     let _ = extra.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n");
     let (text, closed) = read_until_close(&mut extra, Duration::from_secs(5));
-    assert!(closed && text.is_empty(), "third connection was served: {text}");
+    assert!(
+        closed && text.is_empty(),
+        "third connection was served: {text}"
+    );
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(request("GET", &r.url("/v2/"), &[], None).status, 200, "capacity did not come back");
+    assert_eq!(
+        request("GET", &r.url("/v2/"), &[], None).status,
+        200,
+        "capacity did not come back"
+    );
 }
 
 #[test]
 fn header_count_and_target_length_limits_are_configurable() {
-    let Some((r, _dir)) = start(&[("REGISTRY_HTTP_LIMITS_HEADERSMAX", "5"), ("REGISTRY_HTTP_LIMITS_TARGETBYTESMAX", "64")]) else {
+    let Some((r, _dir)) = start(&[
+        ("REGISTRY_HTTP_LIMITS_HEADERSMAX", "5"),
+        ("REGISTRY_HTTP_LIMITS_TARGETBYTESMAX", "64"),
+    ]) else {
         return;
     };
     let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
     let mut s = TcpStream::connect(r.addr()).expect("connect");
-    s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes()).expect("write");
+    s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes())
+        .expect("write");
     let (text, _) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     let mut s = TcpStream::connect(r.addr()).expect("connect");
-    s.write_all(format!("GET /v2/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)).as_bytes()).expect("write");
+    s.write_all(format!("GET /v2/{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100)).as_bytes())
+        .expect("write");
     let (text, _) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 414"), "{text}");
     assert_eq!(request("GET", &r.url("/v2/"), &[], None).status, 200);

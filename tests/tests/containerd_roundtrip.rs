@@ -11,33 +11,78 @@ use berth_tests::registry::Registry;
 
 #[test]
 fn ctr_push_fetch_and_platform_pull() {
-    let work = tempfile::Builder::new().prefix("berth-ctr.").tempdir().expect("temp dir");
+    let work = tempfile::Builder::new()
+        .prefix("berth-ctr.")
+        .tempdir()
+        .expect("temp dir");
     let index = images::index(&work.path().join("index"), "latest");
     let multi = images::multi(&work.path().join("multi"), "latest");
     let r = Registry::start(&work.path().join("data"));
     let containerd = Containerd::start();
     for layout in [&index, &multi] {
-        let name = layout.dir.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        let name = layout
+            .dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
         let archive = work.path().join(format!("{name}.oci.tar"));
-        let status = Command::new("tar").arg("-C").arg(&layout.dir).arg("-cf").arg(&archive).arg(".").status().expect("tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&layout.dir)
+            .arg("-cf")
+            .arg(&archive)
+            .arg(".")
+            .status()
+            .expect("tar");
         assert!(status.success());
         let base = format!("{}/ctr/{name}", r.addr());
-        containerd.ctr_ok(&["images", "import", "--all-platforms", "--no-unpack", "--base-name", &base, archive.to_str().expect("utf-8")]);
+        containerd.ctr_ok(&[
+            "images",
+            "import",
+            "--all-platforms",
+            "--no-unpack",
+            "--base-name",
+            &base,
+            archive.to_str().expect("utf-8"),
+        ]);
         let reference = format!("{base}:latest");
         containerd.ctr_ok(&["images", "push", "--plain-http", &reference]);
-        let registry_digest = berth_tests::api::manifest_digest(&r.base_url(), &format!("ctr/{name}"), "latest");
-        assert_eq!(registry_digest.as_deref(), Some(layout.digest.as_str()), "ctr sends manifests unchanged");
+        let registry_digest =
+            berth_tests::api::manifest_digest(&r.base_url(), &format!("ctr/{name}"), "latest");
+        assert_eq!(
+            registry_digest.as_deref(),
+            Some(layout.digest.as_str()),
+            "ctr sends manifests unchanged"
+        );
         containerd.ctr_ok(&["images", "rm", "--sync", &reference]);
         containerd.ctr_ok(&["content", "prune", "references"]);
-        containerd.ctr_ok(&["content", "fetch", "--plain-http", "--all-platforms", &reference]);
+        containerd.ctr_ok(&[
+            "content",
+            "fetch",
+            "--plain-http",
+            "--all-platforms",
+            &reference,
+        ]);
         let listed = containerd.ctr_ok(&["content", "ls", "-q"]);
         for blob in &layout.blobs {
-            assert!(listed.contains(&blob.digest), "{} was not fetched back from berth", blob.digest);
+            assert!(
+                listed.contains(&blob.digest),
+                "{} was not fetched back from berth",
+                blob.digest
+            );
         }
         let images_out = containerd.ctr_ok(&["images", "ls"]);
         assert!(images_out.contains(&layout.digest), "{images_out}");
     }
     let arm = format!("{}/ctr/index:latest", r.addr());
     containerd.ctr_ok(&["images", "rm", "--sync", &arm]);
-    containerd.ctr_ok(&["images", "pull", "--plain-http", "--platform", "linux/arm64", &arm]);
+    containerd.ctr_ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--platform",
+        "linux/arm64",
+        &arm,
+    ]);
 }

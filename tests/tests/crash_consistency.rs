@@ -43,8 +43,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use berth_tests::durability::{
-    absolute, agent, blob_bytes, first_difference, image_index, image_manifest,
-    references, seed_from_env, sha256_digest, try_request, with_query, Rng, TransportError,
+    absolute, agent, blob_bytes, first_difference, image_index, image_manifest, references,
+    seed_from_env, sha256_digest, try_request, with_query, Rng, TransportError,
 };
 use berth_tests::http::{HttpResponse, ACCEPT_MANIFESTS};
 use berth_tests::registry::{Registry, RegistryCommand};
@@ -268,7 +268,10 @@ impl Worker {
                         Ok(())
                     }
                     Sent::Answer(r) => {
-                        self.unexpected(&format!("mount {digest} from {from} (acknowledged there) into {repo}"), &r);
+                        self.unexpected(
+                            &format!("mount {digest} from {from} (acknowledged there) into {repo}"),
+                            &r,
+                        );
                         Ok(())
                     }
                     Sent::Lost(e) if e.status == Some(201) => {
@@ -302,14 +305,24 @@ impl Worker {
             ) {
                 Sent::Answer(r) if r.status == 201 => {
                     if r.header("Docker-Content-Digest") != Some(digest.as_str()) {
-                        self.unexpected(&format!("monolithic {repo} {digest}: wrong Docker-Content-Digest"), &r);
+                        self.unexpected(
+                            &format!("monolithic {repo} {digest}: wrong Docker-Content-Digest"),
+                            &r,
+                        );
                     }
-                    self.log(format!("blob {repo} {} {}B monolithic: 201", short(&digest), spec.size));
+                    self.log(format!(
+                        "blob {repo} {} {}B monolithic: 201",
+                        short(&digest),
+                        spec.size
+                    ));
                     self.ack_blob(repo, &digest, spec);
                     Ok(())
                 }
                 Sent::Answer(r) => {
-                    self.unexpected(&format!("monolithic upload of {digest} ({} B) to {repo}", spec.size), &r);
+                    self.unexpected(
+                        &format!("monolithic upload of {digest} ({} B) to {repo}", spec.size),
+                        &r,
+                    );
                     Ok(())
                 }
                 Sent::Lost(e) if e.status == Some(201) => {
@@ -323,7 +336,13 @@ impl Worker {
         }
     }
 
-    fn push_chunked(&mut self, repo: &str, spec: BlobSpec, data: &[u8], digest: &str) -> Result<(), InFlight> {
+    fn push_chunked(
+        &mut self,
+        repo: &str,
+        spec: BlobSpec,
+        data: &[u8],
+        digest: &str,
+    ) -> Result<(), InFlight> {
         let base = self.shared.base.clone();
         let mut inflight = InFlight::Blob {
             repo: repo.into(),
@@ -332,7 +351,12 @@ impl Worker {
             how: "chunked",
             session: None,
         };
-        let start = match self.send("POST", &format!("{base}/v2/{repo}/blobs/uploads/"), &[], None) {
+        let start = match self.send(
+            "POST",
+            &format!("{base}/v2/{repo}/blobs/uploads/"),
+            &[],
+            None,
+        ) {
             Sent::Answer(r) if r.status == 202 => r,
             Sent::Answer(r) => {
                 self.unexpected(&format!("starting an upload in {repo}"), &r);
@@ -358,7 +382,11 @@ impl Worker {
         cuts.push(0);
         cuts.push(data.len());
         cuts.sort();
-        let bounds: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1])).filter(|(a, b)| b > a).collect();
+        let bounds: Vec<(usize, usize)> = cuts
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .filter(|(a, b)| b > a)
+            .collect();
         let n = bounds.len();
         for (i, (a, b)) in bounds.iter().copied().enumerate() {
             if last_in_put && i + 1 == n {
@@ -374,7 +402,10 @@ impl Worker {
             match self.send(
                 "PATCH",
                 &session.location,
-                &[("Content-Range", &range), ("Content-Type", "application/octet-stream")],
+                &[
+                    ("Content-Range", &range),
+                    ("Content-Type", "application/octet-stream"),
+                ],
                 Some(&data[a..b]),
             ) {
                 Sent::Answer(r) if r.status == 202 => {
@@ -399,11 +430,23 @@ impl Worker {
             *s = Some(session.clone());
         }
         let url = with_query(&session.location, "digest", digest);
-        let body: &[u8] = if last_in_put { &data[session.acked_len..] } else { &[] };
-        match self.send("PUT", &url, &[("Content-Type", "application/octet-stream")], Some(body)) {
+        let body: &[u8] = if last_in_put {
+            &data[session.acked_len..]
+        } else {
+            &[]
+        };
+        match self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", "application/octet-stream")],
+            Some(body),
+        ) {
             Sent::Answer(r) if r.status == 201 => {
                 if r.header("Docker-Content-Digest") != Some(digest) {
-                    self.unexpected(&format!("chunked {repo} {digest}: wrong Docker-Content-Digest"), &r);
+                    self.unexpected(
+                        &format!("chunked {repo} {digest}: wrong Docker-Content-Digest"),
+                        &r,
+                    );
                 }
                 self.log(format!(
                     "blob {repo} {} {}B chunked({n}{}): 201",
@@ -415,7 +458,13 @@ impl Worker {
                 Ok(())
             }
             Sent::Answer(r) => {
-                self.unexpected(&format!("finishing chunked upload of {digest} ({} B) in {repo}", spec.size), &r);
+                self.unexpected(
+                    &format!(
+                        "finishing chunked upload of {digest} ({} B) in {repo}",
+                        spec.size
+                    ),
+                    &r,
+                );
                 Ok(())
             }
             Sent::Lost(e) if e.status == Some(201) => {
@@ -428,7 +477,13 @@ impl Worker {
 
     fn push_manifest(&mut self, repo: &str) -> Result<(), InFlight> {
         let base = self.shared.base.clone();
-        let nonce = format!("it{}-w{}-op{}-{:x}", self.iteration, self.id, self.ops, self.rng.next_u64());
+        let nonce = format!(
+            "it{}-w{}-op{}-{:x}",
+            self.iteration,
+            self.id,
+            self.ops,
+            self.rng.next_u64()
+        );
         let (blobs, manifests) = {
             let m = self.shared.model.lock().unwrap();
             let blobs: Vec<(String, usize)> = m
@@ -450,12 +505,18 @@ impl Worker {
         }
         let (bytes, media_type, kind) = if !manifests.is_empty() && self.rng.chance(15) {
             let k = self.rng.range(1, 2.min(manifests.len() as u64)) as usize;
-            let children: Vec<(String, usize)> = (0..k).map(|_| self.rng.pick(&manifests).clone()).collect();
-            (image_index(&children, &nonce), berth_tests::durability::OCI_INDEX, "index")
+            let children: Vec<(String, usize)> =
+                (0..k).map(|_| self.rng.pick(&manifests).clone()).collect();
+            (
+                image_index(&children, &nonce),
+                berth_tests::durability::OCI_INDEX,
+                "index",
+            )
         } else {
             let config = self.rng.pick(&blobs).clone();
             let k = self.rng.range(0, 3) as usize;
-            let layers: Vec<(String, usize)> = (0..k).map(|_| self.rng.pick(&blobs).clone()).collect();
+            let layers: Vec<(String, usize)> =
+                (0..k).map(|_| self.rng.pick(&blobs).clone()).collect();
             (
                 image_manifest((&config.0, config.1), &layers, &nonce),
                 berth_tests::durability::OCI_MANIFEST,
@@ -464,7 +525,11 @@ impl Worker {
         };
         let digest = sha256_digest(&bytes);
         let tag = if self.rng.chance(80) {
-            Some(format!("w{}-t{}", self.id, self.rng.range(0, TAGS_PER_WORKER - 1)))
+            Some(format!(
+                "w{}-t{}",
+                self.id,
+                self.rng.range(0, TAGS_PER_WORKER - 1)
+            ))
         } else {
             None
         };
@@ -480,19 +545,28 @@ impl Worker {
         let acked = match self.send("PUT", &url, &[("Content-Type", media_type)], Some(&bytes)) {
             Sent::Answer(r) if r.status == 201 => {
                 if r.header("Docker-Content-Digest") != Some(digest.as_str()) {
-                    self.unexpected(&format!("PUT manifest {repo}:{reference}: wrong Docker-Content-Digest"), &r);
+                    self.unexpected(
+                        &format!("PUT manifest {repo}:{reference}: wrong Docker-Content-Digest"),
+                        &r,
+                    );
                 }
                 true
             }
             Sent::Answer(r) => {
-                self.unexpected(&format!("PUT {kind} manifest {digest} to {repo}:{reference}"), &r);
+                self.unexpected(
+                    &format!("PUT {kind} manifest {digest} to {repo}:{reference}"),
+                    &r,
+                );
                 false
             }
             Sent::Lost(e) if e.status == Some(201) => true,
             Sent::Lost(_) => return Err(inflight),
         };
         if acked {
-            self.log(format!("manifest {repo}:{reference} {kind} {}: 201", short(&digest)));
+            self.log(format!(
+                "manifest {repo}:{reference} {kind} {}: 201",
+                short(&digest)
+            ));
             let mut m = self.shared.model.lock().unwrap();
             m.manifests.insert(key(repo, &digest), bytes);
             if let Some(tag) = tag {
@@ -554,7 +628,13 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn req(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> HttpResponse {
+    fn req(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> HttpResponse {
         try_request(&self.agent, method, url, headers, body).unwrap_or_else(|e| {
             panic!("{}: the restarted server did not answer: {e}", self.context)
         })
@@ -569,14 +649,20 @@ impl Checker<'_> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
         let r = self.req("GET", &url, &[], None);
         if r.status != 200 {
-            self.bad(format!("GET {repo} blob {digest} ({} B): {}", spec.size, describe(&r)));
+            self.bad(format!(
+                "GET {repo} blob {digest} ({} B): {}",
+                spec.size,
+                describe(&r)
+            ));
             return false;
         }
         let mut ok = true;
         let body_digest = sha256_digest(&r.body);
         if let Some(h) = r.header("Docker-Content-Digest") {
             if h != digest {
-                self.bad(format!("GET {repo} blob {digest}: Docker-Content-Digest {h}"));
+                self.bad(format!(
+                    "GET {repo} blob {digest}: Docker-Content-Digest {h}"
+                ));
                 ok = false;
             }
             if h != body_digest {
@@ -607,14 +693,20 @@ impl Checker<'_> {
         let r = self.req("HEAD", &url, &[], None);
         match r.status {
             200 => {
-                let len = r.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
+                let len = r
+                    .header("Content-Length")
+                    .and_then(|v| v.parse::<u64>().ok());
                 if len != Some(size) {
-                    self.bad(format!("HEAD {repo} blob {digest}: Content-Length {len:?}, want {size}"));
+                    self.bad(format!(
+                        "HEAD {repo} blob {digest}: Content-Length {len:?}, want {size}"
+                    ));
                     return None;
                 }
                 if let Some(h) = r.header("Docker-Content-Digest") {
                     if h != digest {
-                        self.bad(format!("HEAD {repo} blob {digest}: Docker-Content-Digest {h}"));
+                        self.bad(format!(
+                            "HEAD {repo} blob {digest}: Docker-Content-Digest {h}"
+                        ));
                         return None;
                     }
                 }
@@ -637,7 +729,9 @@ impl Checker<'_> {
             200 => {
                 let body_digest = sha256_digest(&r.body);
                 let Some(h) = r.header("Docker-Content-Digest") else {
-                    self.bad(format!("GET {repo}:{reference}: 200 without Docker-Content-Digest"));
+                    self.bad(format!(
+                        "GET {repo}:{reference}: 200 without Docker-Content-Digest"
+                    ));
                     return Err(());
                 };
                 if h != body_digest {
@@ -665,7 +759,10 @@ impl Checker<'_> {
         if status.status == 404 && session.finishing {
             // The final PUT was in flight: it may have consumed the session
             // without committing; the client starts over. Nothing acknowledged.
-            self.shared.log(&format!("{}: session of {digest} gone after an in-flight PUT", self.context));
+            self.shared.log(&format!(
+                "{}: session of {digest} gone after an in-flight PUT",
+                self.context
+            ));
             return false;
         }
         if status.status != 204 {
@@ -683,11 +780,18 @@ impl Checker<'_> {
             Some(end)
         };
         let Some(end) = parse(&status) else {
-            self.bad(format!("upload status for {digest}: bad Range {:?}", status.header("Range")));
+            self.bad(format!(
+                "upload status for {digest}: bad Range {:?}",
+                status.header("Range")
+            ));
             return false;
         };
         // "0-0" is both 0 and 1 bytes; take what we acknowledged, then correct on 416.
-        let mut len = if end == 0 { session.acked_len.min(1) } else { end + 1 };
+        let mut len = if end == 0 {
+            session.acked_len.min(1)
+        } else {
+            end + 1
+        };
         if len < session.acked_len {
             self.bad(format!(
                 "upload session of {digest} in {repo} lost acknowledged data: the server acknowledged {} B before the crash, reports Range 0-{end} after restart",
@@ -711,7 +815,10 @@ impl Checker<'_> {
                 let r = self.req(
                     "PATCH",
                     &location,
-                    &[("Content-Range", &range), ("Content-Type", "application/octet-stream")],
+                    &[
+                        ("Content-Range", &range),
+                        ("Content-Type", "application/octet-stream"),
+                    ],
                     Some(&data[len..]),
                 );
                 if r.status == 416 {
@@ -726,7 +833,10 @@ impl Checker<'_> {
                     }
                 }
                 if r.status != 202 {
-                    self.bad(format!("resuming the upload of {digest} at {len}: PATCH {range} -> {}", describe(&r)));
+                    self.bad(format!(
+                        "resuming the upload of {digest} at {len}: PATCH {range} -> {}",
+                        describe(&r)
+                    ));
                     return false;
                 }
                 if let Some(l) = r.header("Location") {
@@ -735,7 +845,12 @@ impl Checker<'_> {
             }
             break;
         }
-        let r = self.req("PUT", &with_query(&location, "digest", digest), &[], Some(&[]));
+        let r = self.req(
+            "PUT",
+            &with_query(&location, "digest", digest),
+            &[],
+            Some(&[]),
+        );
         if r.status != 201 {
             self.bad(format!(
                 "finishing the resumed upload of {digest} ({} B, resumed at {len}): {}",
@@ -744,13 +859,21 @@ impl Checker<'_> {
             ));
             return false;
         }
-        self.shared.log(&format!("resumed upload {repo} {} at {len}/{}: 201", short(digest), spec.size));
+        self.shared.log(&format!(
+            "resumed upload {repo} {} at {len}/{}: 201",
+            short(digest),
+            spec.size
+        ));
         true
     }
 
     fn resolve(&self, model: &mut Model, inflight: &[InFlight]) {
         for w in inflight {
-            self.shared.log(&format!("{}: in flight: {}", self.context, describe_inflight(w)));
+            self.shared.log(&format!(
+                "{}: in flight: {}",
+                self.context,
+                describe_inflight(w)
+            ));
             match w {
                 InFlight::Blob {
                     repo,
@@ -773,7 +896,9 @@ impl Checker<'_> {
                         }
                         Some(false) => {
                             if let Some(s) = session {
-                                if self.resume(repo, digest, *spec, s) && self.read_blob(repo, digest, *spec) {
+                                if self.resume(repo, digest, *spec, s)
+                                    && self.read_blob(repo, digest, *spec)
+                                {
                                     model.blobs.insert(key(repo, digest), *spec);
                                     model.fresh_blobs.insert(key(repo, digest));
                                 }
@@ -809,7 +934,8 @@ impl Checker<'_> {
                         match self.get_manifest(repo, tag) {
                             Ok(observed) => {
                                 let observed = observed.map(|(d, _)| d);
-                                let allowed = observed == before || observed.as_deref() == Some(digest.as_str());
+                                let allowed = observed == before
+                                    || observed.as_deref() == Some(digest.as_str());
                                 if !allowed {
                                     self.bad(format!(
                                         "tag {repo}:{tag} points to {observed:?} after the crash; allowed: the last acknowledged {before:?} or the in-flight {digest}"
@@ -820,7 +946,9 @@ impl Checker<'_> {
                                             "tag {repo}:{tag} points to the in-flight manifest {digest}, which is not readable by digest"
                                         ));
                                     }
-                                    if observed.is_some() || model.tags.contains_key(&key(repo, tag)) {
+                                    if observed.is_some()
+                                        || model.tags.contains_key(&key(repo, tag))
+                                    {
                                         model.tags.insert(key(repo, tag), observed);
                                     }
                                 }
@@ -853,16 +981,22 @@ impl Checker<'_> {
             match (self.get_manifest(repo, tag), want) {
                 (Ok(Some((d, body))), Some(w)) => {
                     if &d != w {
-                        self.bad(format!("tag {repo}:{tag} points to {d}, the last acknowledged PUT was {w}"));
+                        self.bad(format!(
+                            "tag {repo}:{tag} points to {d}, the last acknowledged PUT was {w}"
+                        ));
                     } else if model.manifests.get(&key(repo, w)) != Some(&body) {
-                        self.bad(format!("tag {repo}:{tag} -> {d}: bytes differ from the acknowledged manifest"));
+                        self.bad(format!(
+                            "tag {repo}:{tag} -> {d}: bytes differ from the acknowledged manifest"
+                        ));
                     }
                 }
                 (Ok(None), Some(w)) => {
                     self.bad(format!("acknowledged tag {repo}:{tag} (-> {w}) is gone"));
                 }
                 (Ok(Some((d, _))), None) => {
-                    self.bad(format!("tag {repo}:{tag} was deleted (acknowledged) but points to {d}"));
+                    self.bad(format!(
+                        "tag {repo}:{tag} was deleted (acknowledged) but points to {d}"
+                    ));
                 }
                 (Ok(None), None) | (Err(()), _) => {}
             }
@@ -887,9 +1021,12 @@ impl Checker<'_> {
             }
         }
         for repo in REPOS {
-            let has_content = model.blobs.keys().any(|(r, _)| r == repo) || model.manifests.keys().any(|(r, _)| r == repo);
+            let has_content = model.blobs.keys().any(|(r, _)| r == repo)
+                || model.manifests.keys().any(|(r, _)| r == repo);
             if has_content && catalog.status == 200 && !listed.contains(repo) {
-                self.bad(format!("_catalog does not list {repo}, which has acknowledged content"));
+                self.bad(format!(
+                    "_catalog does not list {repo}, which has acknowledged content"
+                ));
             }
             let want: BTreeSet<String> = model
                 .tags
@@ -897,7 +1034,12 @@ impl Checker<'_> {
                 .filter(|((r, _), d)| r == repo && d.is_some())
                 .map(|((_, t), _)| t.clone())
                 .collect();
-            let r = self.req("GET", &format!("{}/v2/{repo}/tags/list", self.base), &[], None);
+            let r = self.req(
+                "GET",
+                &format!("{}/v2/{repo}/tags/list", self.base),
+                &[],
+                None,
+            );
             let got: BTreeSet<String> = match r.status {
                 200 => r.json()["tags"]
                     .as_array()
@@ -920,7 +1062,9 @@ impl Checker<'_> {
             // Every listed tag resolves to a readable, self-consistent manifest.
             for tag in got.difference(&want) {
                 match self.get_manifest(repo, tag) {
-                    Ok(None) => self.bad(format!("{repo}:{tag} is listed but points to no manifest")),
+                    Ok(None) => {
+                        self.bad(format!("{repo}:{tag} is listed but points to no manifest"))
+                    }
                     _ => {}
                 }
             }
@@ -931,7 +1075,9 @@ impl Checker<'_> {
             match self.get_manifest(repo, digest) {
                 Ok(Some((_, body))) => {
                     if &body != bytes {
-                        self.bad(format!("manifest {repo}@{digest}: bytes differ from the acknowledged ones"));
+                        self.bad(format!(
+                            "manifest {repo}@{digest}: bytes differ from the acknowledged ones"
+                        ));
                     }
                 }
                 Ok(None) => self.bad(format!("acknowledged manifest {repo}@{digest} is gone")),
@@ -950,13 +1096,19 @@ impl Checker<'_> {
                 }
             } else if !model.blobs.contains_key(&key(repo, d)) {
                 if self.head_blob(repo, d, *size) == Some(false) {
-                    self.bad(format!("a manifest in {repo} references blob {d}, which is gone"));
+                    self.bad(format!(
+                        "a manifest in {repo} references blob {d}, which is gone"
+                    ));
                 }
             }
         }
         // Blobs: HEAD all, GET the fresh ones and a sample (or all).
         let mut read = 0;
-        let old: Vec<&Key> = model.blobs.keys().filter(|k| !model.fresh_blobs.contains(*k)).collect();
+        let old: Vec<&Key> = model
+            .blobs
+            .keys()
+            .filter(|k| !model.fresh_blobs.contains(*k))
+            .collect();
         let mut sample: BTreeSet<&Key> = BTreeSet::new();
         if !old.is_empty() {
             for _ in 0..SAMPLE_OLD_BLOBS.min(old.len()) {
@@ -969,7 +1121,10 @@ impl Checker<'_> {
                 self.read_blob(repo, digest, *spec);
                 read += 1;
             } else if self.head_blob(repo, digest, spec.size as u64) == Some(false) {
-                self.bad(format!("acknowledged blob {repo}@{digest} ({} B) is gone", spec.size));
+                self.bad(format!(
+                    "acknowledged blob {repo}@{digest} ({} B) is gone",
+                    spec.size
+                ));
             }
         }
         (model.blobs.len(), read)
@@ -990,7 +1145,10 @@ fn describe_inflight(w: &InFlight) -> String {
             session.as_ref().map(|s| (s.acked_len, s.finishing))
         ),
         InFlight::Manifest {
-            repo, reference, digest, ..
+            repo,
+            reference,
+            digest,
+            ..
         } => format!("manifest PUT {repo}:{reference} -> {digest}"),
         InFlight::TagDelete { repo, tag } => format!("DELETE tag {repo}:{tag}"),
     }
@@ -1022,7 +1180,9 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
         stop: AtomicBool::new(false),
         base: registry.base_url(),
     });
-    shared.log(&format!("seed {seed:#x} iterations {iterations} workers {workers}"));
+    shared.log(&format!(
+        "seed {seed:#x} iterations {iterations} workers {workers}"
+    ));
 
     let fail = |shared: &Shared, iteration: usize, registry: &Registry| {
         let v = shared.violations.lock().unwrap();
@@ -1048,7 +1208,10 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
                 let w = Worker {
                     id,
                     iteration,
-                    rng: Rng::new(seed ^ ((iteration as u64) << 32) ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9)),
+                    rng: Rng::new(
+                        seed ^ ((iteration as u64) << 32)
+                            ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9),
+                    ),
                     agent: agent(Duration::from_secs(30)),
                     shared: shared.clone(),
                     ops: 0,
@@ -1057,7 +1220,9 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
                     .name(format!("pusher-{id}"))
                     .spawn(move || {
                         let shared = w.shared.clone();
-                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.run())) {
+                        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                            w.run()
+                        })) {
                             Ok(inflight) => inflight,
                             Err(_) => {
                                 shared.violation(format!("pusher {id} panicked"));
@@ -1077,7 +1242,10 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
             .into_iter()
             .filter_map(|h| h.join().expect("pusher thread"))
             .collect();
-        shared.log(&format!("it{iteration}: SIGKILL after {delay:?}; {} write(s) in flight", inflight.len()));
+        shared.log(&format!(
+            "it{iteration}: SIGKILL after {delay:?}; {} write(s) in flight",
+            inflight.len()
+        ));
         registry.start_again();
         let checker = Checker {
             base: registry.base_url(),
@@ -1122,13 +1290,22 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
     let model = shared.model.lock().unwrap();
     let (blobs, read) = checker.check(&model, &mut main_rng, true);
     drop(model);
-    step(t0, &format!("final graceful restart: {blobs} blobs, {read} read back"));
+    step(
+        t0,
+        &format!("final graceful restart: {blobs} blobs, {read} read back"),
+    );
     let log = registry.log_tail(5000);
     if log.contains("panicked at") {
-        shared.violation(format!("the registry log shows a panic:\n{}", registry.log_tail(60)));
+        shared.violation(format!(
+            "the registry log shows a panic:\n{}",
+            registry.log_tail(60)
+        ));
     }
     fail(&shared, iterations, &registry);
-    assert!(total_ops > 0, "no operation was ever acknowledged: the test did not exercise anything");
+    assert!(
+        total_ops > 0,
+        "no operation was ever acknowledged: the test did not exercise anything"
+    );
     let _ = std::fs::remove_file(&oplog_path);
     eprintln!(
         "[crash_consistency] ok: seed {seed:#x}, {iterations} kills (delays {kills:?} ms), {total_ops} acknowledged operations, {:.1}s",

@@ -73,10 +73,21 @@ impl SmallFs {
         let m = mount.to_str().expect("utf-8 temp path");
         let tmpfs = run_quiet(
             "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0755"), "tmpfs", m],
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0755"),
+                "tmpfs",
+                m,
+            ],
         );
         if tmpfs.is_ok() {
-            return SmallFs { mount, kind: "tmpfs", _dir: dir };
+            return SmallFs {
+                mount,
+                kind: "tmpfs",
+                _dir: dir,
+            };
         }
         let image = dir.path().join("fs.img");
         let loop_ext4 = (|| {
@@ -150,8 +161,16 @@ fn fill_to_the_brim(path: &Path) -> u64 {
 
 #[derive(Clone, Debug)]
 enum Acked {
-    Blob { digest: String, seed: u64, size: usize },
-    Manifest { tag: String, digest: String, bytes: Vec<u8> },
+    Blob {
+        digest: String,
+        seed: u64,
+        size: usize,
+    },
+    Manifest {
+        tag: String,
+        digest: String,
+        bytes: Vec<u8>,
+    },
 }
 
 struct Pusher {
@@ -175,18 +194,36 @@ enum Outcome {
 }
 
 impl Pusher {
-    fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<HttpResponse, TransportError> {
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<HttpResponse, TransportError> {
         try_request(&self.agent, method, url, headers, body)
     }
 
     /// Judges a non-success answer: clean (JSON error body) or not.
-    fn judge(&mut self, what: &str, res: Result<HttpResponse, TransportError>, want: u16) -> Result<HttpResponse, Outcome> {
+    fn judge(
+        &mut self,
+        what: &str,
+        res: Result<HttpResponse, TransportError>,
+        want: u16,
+    ) -> Result<HttpResponse, Outcome> {
         match res {
             Ok(r) if r.status == want => Ok(r),
             Ok(r) if r.status >= 400 => match error_code(&r) {
-                Some(code) => Err(Outcome::Refused(r.status, format!("{code}: {}", r.json()["errors"][0]["message"]))),
+                Some(code) => Err(Outcome::Refused(
+                    r.status,
+                    format!("{code}: {}", r.json()["errors"][0]["message"]),
+                )),
                 None => {
-                    let p = format!("{what}: {} without a JSON error body: {:?}", r.status, r.text());
+                    let p = format!(
+                        "{what}: {} without a JSON error body: {:?}",
+                        r.status,
+                        r.text()
+                    );
                     self.problems.push(p.clone());
                     Err(Outcome::Broken(p))
                 }
@@ -206,7 +243,10 @@ impl Pusher {
 
     fn push_blob(&mut self, size: usize, chunked: bool) -> Outcome {
         let o = self.push_blob_inner(size, chunked);
-        let what = format!("{} blob {size} B", if chunked { "chunked" } else { "monolithic" });
+        let what = format!(
+            "{} blob {size} B",
+            if chunked { "chunked" } else { "monolithic" }
+        );
         self.note(what, &o);
         o
     }
@@ -236,13 +276,23 @@ impl Pusher {
         );
         let done = if !chunked {
             let url = format!("{}/v2/{REPO}/blobs/uploads/?digest={digest}", self.base);
-            let res = self.send("POST", &url, &[("Content-Type", "application/octet-stream")], Some(&data));
+            let res = self.send(
+                "POST",
+                &url,
+                &[("Content-Type", "application/octet-stream")],
+                Some(&data),
+            );
             match self.judge(&what, res, 201) {
                 Ok(r) => r,
                 Err(o) => return o,
             }
         } else {
-            let res = self.send("POST", &format!("{}/v2/{REPO}/blobs/uploads/", self.base), &[], None);
+            let res = self.send(
+                "POST",
+                &format!("{}/v2/{REPO}/blobs/uploads/", self.base),
+                &[],
+                None,
+            );
             let start = match self.judge(&format!("{what}: POST"), res, 202) {
                 Ok(r) => r,
                 Err(o) => return o,
@@ -258,7 +308,10 @@ impl Pusher {
                 let res = self.send(
                     "PATCH",
                     &location,
-                    &[("Content-Range", &range), ("Content-Type", "application/octet-stream")],
+                    &[
+                        ("Content-Range", &range),
+                        ("Content-Type", "application/octet-stream"),
+                    ],
                     Some(&data[a..b]),
                 );
                 match self.judge(&format!("{what}: PATCH {range}"), res, 202) {
@@ -276,7 +329,12 @@ impl Pusher {
             let finished = match result {
                 Some(o) => Err(o),
                 None => {
-                    let res = self.send("PUT", &with_query(&location, "digest", &digest), &[], Some(&[]));
+                    let res = self.send(
+                        "PUT",
+                        &with_query(&location, "digest", &digest),
+                        &[],
+                        Some(&[]),
+                    );
                     self.judge(&format!("{what}: PUT"), res, 201)
                 }
             };
@@ -286,7 +344,11 @@ impl Pusher {
                     // A client abandons the session (and frees what it holds).
                     if let Ok(r) = self.send("DELETE", &location, &[], None) {
                         if !matches!(r.status, 204 | 404) && error_code(&r).is_none() {
-                            self.problems.push(format!("{what}: cancelling the session: {} {:?}", r.status, r.text()));
+                            self.problems.push(format!(
+                                "{what}: cancelling the session: {} {:?}",
+                                r.status,
+                                r.text()
+                            ));
                         }
                     }
                     return o;
@@ -294,7 +356,10 @@ impl Pusher {
             }
         };
         if done.header("Docker-Content-Digest") != Some(digest.as_str()) {
-            self.problems.push(format!("{what}: 201 with Docker-Content-Digest {:?}", done.header("Docker-Content-Digest")));
+            self.problems.push(format!(
+                "{what}: 201 with Docker-Content-Digest {:?}",
+                done.header("Docker-Content-Digest")
+            ));
         }
         self.acked.push(Acked::Blob { digest, seed, size });
         Outcome::Ok
@@ -316,7 +381,11 @@ impl Pusher {
         let res = self.send("PUT", &url, &[("Content-Type", OCI_MANIFEST)], Some(&bytes));
         match self.judge(&format!("PUT manifest {REPO}:{tag}"), res, 201) {
             Ok(_) => {
-                self.acked.push(Acked::Manifest { tag, digest: md, bytes });
+                self.acked.push(Acked::Manifest {
+                    tag,
+                    digest: md,
+                    bytes,
+                });
                 Outcome::Ok
             }
             Err(o) => o,
@@ -339,24 +408,44 @@ fn verify_all(base: &str, acked: &[Acked], when: &str) -> Vec<String> {
                 let r = get(&format!("{base}/v2/{REPO}/blobs/{digest}"), &[]);
                 let want = blob_bytes(*seed, *size);
                 if r.status != 200 {
-                    problems.push(format!("{when}: acknowledged blob {digest} ({size} B): GET -> {} {}", r.status, r.text()));
+                    problems.push(format!(
+                        "{when}: acknowledged blob {digest} ({size} B): GET -> {} {}",
+                        r.status,
+                        r.text()
+                    ));
                 } else if r.body != want {
                     problems.push(format!(
                         "{when}: blob {digest}: {} B back, {size} B acknowledged, first difference at {}",
                         r.body.len(),
                         first_difference(&r.body, &want)
                     ));
-                } else if r.header("Docker-Content-Digest").is_some_and(|h| h != digest) {
-                    problems.push(format!("{when}: blob {digest}: Docker-Content-Digest {:?}", r.header("Docker-Content-Digest")));
+                } else if r
+                    .header("Docker-Content-Digest")
+                    .is_some_and(|h| h != digest)
+                {
+                    problems.push(format!(
+                        "{when}: blob {digest}: Docker-Content-Digest {:?}",
+                        r.header("Docker-Content-Digest")
+                    ));
                 }
             }
             Acked::Manifest { tag, digest, bytes } => {
                 tags.push(tag.clone());
                 for reference in [tag.as_str(), digest.as_str()] {
-                    let r = get(&format!("{base}/v2/{REPO}/manifests/{reference}"), &[("Accept", ACCEPT_MANIFESTS)]);
+                    let r = get(
+                        &format!("{base}/v2/{REPO}/manifests/{reference}"),
+                        &[("Accept", ACCEPT_MANIFESTS)],
+                    );
                     if r.status != 200 {
-                        problems.push(format!("{when}: acknowledged manifest {REPO}:{reference}: GET -> {} {}", r.status, r.text()));
-                    } else if &r.body != bytes || r.header("Docker-Content-Digest") != Some(digest.as_str()) || sha256_digest(&r.body) != *digest {
+                        problems.push(format!(
+                            "{when}: acknowledged manifest {REPO}:{reference}: GET -> {} {}",
+                            r.status,
+                            r.text()
+                        ));
+                    } else if &r.body != bytes
+                        || r.header("Docker-Content-Digest") != Some(digest.as_str())
+                        || sha256_digest(&r.body) != *digest
+                    {
                         problems.push(format!(
                             "{when}: manifest {REPO}:{reference}: bytes or Docker-Content-Digest ({:?}) differ from the acknowledged {digest}",
                             r.header("Docker-Content-Digest")
@@ -378,7 +467,9 @@ fn verify_all(base: &str, acked: &[Acked], when: &str) -> Vec<String> {
         listed.sort();
         tags.sort();
         if listed != tags {
-            problems.push(format!("{when}: tags/list {listed:?}, acknowledged {tags:?}"));
+            problems.push(format!(
+                "{when}: tags/list {listed:?}, acknowledged {tags:?}"
+            ));
         }
     } else if !tags.is_empty() {
         problems.push(format!("{when}: tags/list -> {} {}", r.status, r.text()));
@@ -408,7 +499,13 @@ fn server_up(r: &Registry) -> Result<(), String> {
             return Err(format!("the server process {pid} is gone"));
         }
     }
-    match try_request(&agent(Duration::from_secs(10)), "GET", &r.url("/v2/"), &[], None) {
+    match try_request(
+        &agent(Duration::from_secs(10)),
+        "GET",
+        &r.url("/v2/"),
+        &[],
+        None,
+    ) {
         Ok(res) if res.status == 200 => Ok(()),
         Ok(res) => Err(format!("GET /v2/ -> {}", res.status)),
         Err(e) => Err(format!("GET /v2/ failed: {e}")),
@@ -420,13 +517,24 @@ fn log_errors(r: &Registry, max: usize) -> String {
     let log = r.log_tail(20000);
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains(" 500 ") || l.contains(" 507 ") || l.contains("panicked"))
+        .filter(|l| {
+            l.contains("ERROR")
+                || l.contains("WARN")
+                || l.contains(" 500 ")
+                || l.contains(" 507 ")
+                || l.contains("panicked")
+        })
         .collect();
     let skip = lines.len().saturating_sub(max);
     lines[skip..].join("\n")
 }
 
-const ENOSPC_WORDS: [&str; 4] = ["no space left on device", "os error 28", "enospc", "disk full"];
+const ENOSPC_WORDS: [&str; 4] = [
+    "no space left on device",
+    "os error 28",
+    "enospc",
+    "disk full",
+];
 
 #[test]
 fn a_full_disk_gives_clear_errors_and_loses_nothing() {
@@ -472,7 +580,11 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
                     match p.push_manifest() {
                         Outcome::Ok => {}
                         Outcome::Refused(status, e) => {
-                            first_failure = Some((format!("manifest after blob #{i}"), format!("{status} {e}"), took));
+                            first_failure = Some((
+                                format!("manifest after blob #{i}"),
+                                format!("{status} {e}"),
+                                took,
+                            ));
                             break;
                         }
                         Outcome::Broken(e) => {
@@ -483,7 +595,14 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
                 }
             }
             Outcome::Refused(status, e) => {
-                first_failure = Some((format!("blob #{i} ({}, {BIG} B)", if i % 2 == 1 { "chunked" } else { "monolithic" }), format!("{status} {e}"), took));
+                first_failure = Some((
+                    format!(
+                        "blob #{i} ({}, {BIG} B)",
+                        if i % 2 == 1 { "chunked" } else { "monolithic" }
+                    ),
+                    format!("{status} {e}"),
+                    took,
+                ));
                 break;
             }
             Outcome::Broken(e) => {
@@ -512,7 +631,11 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         ));
     }
     if let Err(e) = server_up(&registry) {
-        panic!("the server did not survive the full disk: {e}\n{:?}\n--- log ---\n{}", p.problems, registry.log_tail(40));
+        panic!(
+            "the server did not survive the full disk: {e}\n{:?}\n--- log ---\n{}",
+            p.problems,
+            registry.log_tail(40)
+        );
     }
 
     // 3. Squeeze: smaller pushes until they fail too; every answer clean.
@@ -547,7 +670,11 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         ),
     );
     if let Err(e) = server_up(&registry) {
-        panic!("the server did not survive the full disk: {e}\n{:?}\n--- log ---\n{}", p.problems, registry.log_tail(40));
+        panic!(
+            "the server did not survive the full disk: {e}\n{:?}\n--- log ---\n{}",
+            p.problems,
+            registry.log_tail(40)
+        );
     }
 
     // 4. Everything acknowledged, read back while the disk is full.
@@ -556,35 +683,61 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
 
     // 5. Free space; a new push must succeed.
     fs::remove_file(&filler).expect("delete the filler");
-    step(t0, &format!("filler deleted: {} KiB free", small.free_bytes() / 1024));
+    step(
+        t0,
+        &format!("filler deleted: {} KiB free", small.free_bytes() / 1024),
+    );
     let push_after = |p: &mut Pusher, when: &str, problems: &mut Vec<String>| {
         match p.push_blob(1024 * 1024, false) {
             Outcome::Ok => {}
-            Outcome::Refused(s, e) => problems.push(format!("{when}: a 1 MiB monolithic push failed: {s} {e}")),
+            Outcome::Refused(s, e) => {
+                problems.push(format!("{when}: a 1 MiB monolithic push failed: {s} {e}"))
+            }
             Outcome::Broken(e) => problems.push(format!("{when}: {e}")),
         }
         match p.push_blob(300 * 1024, true) {
             Outcome::Ok => {}
-            Outcome::Refused(s, e) => problems.push(format!("{when}: a 300 KiB chunked push failed: {s} {e}")),
+            Outcome::Refused(s, e) => {
+                problems.push(format!("{when}: a 300 KiB chunked push failed: {s} {e}"))
+            }
             Outcome::Broken(e) => problems.push(format!("{when}: {e}")),
         }
         match p.push_manifest() {
             Outcome::Ok => {}
-            Outcome::Refused(s, e) => problems.push(format!("{when}: a manifest push failed: {s} {e}")),
+            Outcome::Refused(s, e) => {
+                problems.push(format!("{when}: a manifest push failed: {s} {e}"))
+            }
             Outcome::Broken(e) => problems.push(format!("{when}: {e}")),
         }
         problems.append(&mut p.problems);
     };
     push_after(&mut p, "after freeing space (no restart)", &mut problems);
     problems.extend(verify_all(&p.base, &p.acked, "after freeing space"));
-    step(t0, &format!("pushed after freeing space; {} problem(s) so far", problems.len()));
+    step(
+        t0,
+        &format!(
+            "pushed after freeing space; {} problem(s) so far",
+            problems.len()
+        ),
+    );
 
     // 6. Graceful restart.
     registry.restart();
     problems.extend(verify_all(&p.base, &p.acked, "after a restart"));
     push_after(&mut p, "after the restart", &mut problems);
-    problems.extend(verify_all(&p.base, &p.acked, "after the restart and a push"));
-    step(t0, &format!("restarted: {} acknowledged objects; {} problem(s) so far", p.acked.len(), problems.len()));
+    problems.extend(verify_all(
+        &p.base,
+        &p.acked,
+        "after the restart and a push",
+    ));
+    step(
+        t0,
+        &format!(
+            "restarted: {} acknowledged objects; {} problem(s) so far",
+            p.acked.len(),
+            problems.len()
+        ),
+    );
 
     // 7. Full to the last byte, kill -9, start on the full disk.
     let brim = small.mount.join("brim");
@@ -606,18 +759,42 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
     if let Err(e) = server_up(&registry) {
         problems.push(format!("start on a full disk after kill -9: {e}"));
     }
-    problems.extend(verify_all(&p.base, &p.acked, "after kill -9 and a start on a full disk"));
+    problems.extend(verify_all(
+        &p.base,
+        &p.acked,
+        "after kill -9 and a start on a full disk",
+    ));
     fs::remove_file(&brim).expect("delete the brim filler");
-    push_after(&mut p, "after kill -9 on a full disk and freeing space", &mut problems);
+    push_after(
+        &mut p,
+        "after kill -9 on a full disk and freeing space",
+        &mut problems,
+    );
     problems.extend(verify_all(&p.base, &p.acked, "at the end"));
     let log = registry.log_tail(5000);
     if log.contains("panicked at") {
-        problems.push(format!("the registry log shows a panic:\n{}", registry.log_tail(60)));
+        problems.push(format!(
+            "the registry log shows a panic:\n{}",
+            registry.log_tail(60)
+        ));
     }
-    step(t0, &format!("done: {} acknowledged objects, {} problem(s)", p.acked.len(), problems.len()));
+    step(
+        t0,
+        &format!(
+            "done: {} acknowledged objects, {} problem(s)",
+            p.acked.len(),
+            problems.len()
+        ),
+    );
     if !problems.is_empty() {
-        eprintln!("[disk_full] registry errors and warnings (last 60):\n{}", log_errors(&registry, 60));
-        eprintln!("[disk_full] push attempts in order:\n  {}", p.trace.join("\n  "));
+        eprintln!(
+            "[disk_full] registry errors and warnings (last 60):\n{}",
+            log_errors(&registry, 60)
+        );
+        eprintln!(
+            "[disk_full] push attempts in order:\n  {}",
+            p.trace.join("\n  ")
+        );
     }
     assert!(
         problems.is_empty(),

@@ -15,7 +15,9 @@ use sha2::{Digest as _, Sha256};
 
 fn berth(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(berth_binary());
-    c.args(args).env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data).env("REGISTRY_CONFIGURATION_PATH", "/dev/null");
+    c.args(args)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", data)
+        .env("REGISTRY_CONFIGURATION_PATH", "/dev/null");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -23,12 +25,21 @@ fn berth(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn stray_blob(r: &Registry, repo: &str, data: &[u8]) -> String {
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(data)));
-    let res = request("POST", &r.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")), &[], Some(data));
+    let res = request(
+        "POST",
+        &r.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")),
+        &[],
+        Some(data),
+    );
     assert_eq!(res.status, 201);
     digest
 }
@@ -46,21 +57,50 @@ fn offline_gc_keeps_images_and_drops_strays_and_scrub_reports_damage() {
     let stray = stray_blob(&r, "gc/index", b"nobody references me");
 
     let busy = berth(&data, &["garbage-collect"], &[]);
-    assert!(!busy.status.success() && text(&busy).contains("in use"), "{}", text(&busy));
+    assert!(
+        !busy.status.success() && text(&busy).contains("in use"),
+        "{}",
+        text(&busy)
+    );
     r.stop();
 
     let no_grace = [("REGISTRY_STORAGE_GC_GRACEPERIOD", "0s")];
     let dry = berth(&data, &["garbage-collect", "--dry-run"], &no_grace);
     assert!(dry.status.success(), "{}", text(&dry));
-    assert!(text(&dry).contains(&format!("would delete blob {stray}")), "{}", text(&dry));
+    assert!(
+        text(&dry).contains(&format!("would delete blob {stray}")),
+        "{}",
+        text(&dry)
+    );
     let real = berth(&data, &["garbage-collect"], &no_grace);
-    assert!(real.status.success() && text(&real).contains(&format!("deleted blob {stray}")), "{}", text(&real));
+    assert!(
+        real.status.success() && text(&real).contains(&format!("deleted blob {stray}")),
+        "{}",
+        text(&real)
+    );
     let clean = berth(&data, &["scrub"], &[]);
-    assert!(clean.status.success() && text(&clean).contains("0 problems"), "{}", text(&clean));
-    assert!(text(&clean).contains("scrub: 100%"), "no progress reported: {}", text(&clean));
+    assert!(
+        clean.status.success() && text(&clean).contains("0 problems"),
+        "{}",
+        text(&clean)
+    );
+    assert!(
+        text(&clean).contains("scrub: 100%"),
+        "no progress reported: {}",
+        text(&clean)
+    );
 
     r.start_again();
-    assert_eq!(request("HEAD", &r.url(&format!("/v2/gc/index/blobs/{stray}")), &[], None).status, 404);
+    assert_eq!(
+        request(
+            "HEAD",
+            &r.url(&format!("/v2/gc/index/blobs/{stray}")),
+            &[],
+            None
+        )
+        .status,
+        404
+    );
     let pulled = work.path().join("pulled/index");
     Skopeo::new().pull_to_layout(&format!("{}/gc/index:latest", r.addr()), &pulled, "latest");
     images::assert_same_blobs(&index, &pulled);
@@ -80,8 +120,16 @@ fn offline_gc_keeps_images_and_drops_strays_and_scrub_reports_damage() {
     }
     assert!(flipped > 0, "no segment file to damage");
     let damaged = berth(&data, &["scrub"], &[]);
-    assert!(!damaged.status.success(), "scrub passed damaged data: {}", text(&damaged));
-    assert!(text(&damaged).contains("DAMAGED") && text(&damaged).contains("repository gc/index"), "{}", text(&damaged));
+    assert!(
+        !damaged.status.success(),
+        "scrub passed damaged data: {}",
+        text(&damaged)
+    );
+    assert!(
+        text(&damaged).contains("DAMAGED") && text(&damaged).contains("repository gc/index"),
+        "{}",
+        text(&damaged)
+    );
 }
 
 #[test]
@@ -90,20 +138,40 @@ fn online_gc_runs_while_serving() {
     if !command.is_berth {
         return;
     }
-    command.env.push(("REGISTRY_STORAGE_GC_INTERVAL".into(), "1s".into()));
-    command.env.push(("REGISTRY_STORAGE_GC_GRACEPERIOD".into(), "0s".into()));
+    command
+        .env
+        .push(("REGISTRY_STORAGE_GC_INTERVAL".into(), "1s".into()));
+    command
+        .env
+        .push(("REGISTRY_STORAGE_GC_GRACEPERIOD".into(), "0s".into()));
     let work = tempfile::tempdir().expect("temp dir");
     let r = Registry::start_with(command, &work.path().join("data"));
     let index = images::index(&work.path().join("index"), "latest");
     Skopeo::new().push_layout(&index, &format!("{}/live/index:latest", r.addr()));
     let stray = stray_blob(&r, "live/index", b"collect me while serving");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while request("HEAD", &r.url(&format!("/v2/live/index/blobs/{stray}")), &[], None).status != 404 {
-        assert!(Instant::now() < deadline, "the online GC never removed the stray blob: {}", r.log_tail(20));
+    while request(
+        "HEAD",
+        &r.url(&format!("/v2/live/index/blobs/{stray}")),
+        &[],
+        None,
+    )
+    .status
+        != 404
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the online GC never removed the stray blob: {}",
+            r.log_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let pulled = work.path().join("pulled/index");
-    Skopeo::new().pull_to_layout(&format!("{}/live/index:latest", r.addr()), &pulled, "latest");
+    Skopeo::new().pull_to_layout(
+        &format!("{}/live/index:latest", r.addr()),
+        &pulled,
+        "latest",
+    );
     images::assert_same_blobs(&index, &pulled);
     assert!(r.log_tail(50).contains("online GC"), "{}", r.log_tail(20));
 }

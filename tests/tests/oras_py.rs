@@ -12,14 +12,30 @@ use berth_tests::registry::{workspace_root, Registry};
 const ORAS_VERSION: &str = "0.2.43";
 
 fn venv() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     let venv = target.join(format!("oras-py-{ORAS_VERSION}"));
     let python = venv.join("bin/python");
     if !python.exists() {
-        let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 runs");
-        assert!(made.success(), "python3 -m venv {} failed (install python3-venv)", venv.display());
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(
+            made.success(),
+            "python3 -m venv {} failed (install python3-venv)",
+            venv.display()
+        );
         let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", &format!("oras=={ORAS_VERSION}")])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("oras=={ORAS_VERSION}"),
+            ])
             .status()
             .expect("pip runs");
         if !pip.success() {
@@ -43,6 +59,13 @@ fn oras_py_push_attach_and_referrers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
-    assert!(out.status.success(), "oras-py check failed:\n{stdout}\n{stderr}\n--- registry log ---\n{}", r.log_tail(40));
-    assert!(stdout.contains("PASS referrers list the attached artifact"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "oras-py check failed:\n{stdout}\n{stderr}\n--- registry log ---\n{}",
+        r.log_tail(40)
+    );
+    assert!(
+        stdout.contains("PASS referrers list the attached artifact"),
+        "{stdout}"
+    );
 }

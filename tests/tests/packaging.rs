@@ -16,12 +16,29 @@ fn read(path: &str) -> String {
 #[test]
 fn image_config_passes_config_check() {
     let config = workspace_root().join("packaging/config.yml");
-    let out = Command::new(berth_binary()).args(["config", "check"]).arg(&config).env_clear().output().expect("berth runs");
+    let out = Command::new(berth_binary())
+        .args(["config", "check"])
+        .arg(&config)
+        .env_clear()
+        .output()
+        .expect("berth runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{}", text, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("http.addr: 0.0.0.0:5000"), "{text}");
-    assert!(text.contains("storage.filesystem.rootdirectory: /var/lib/registry"), "{text}");
-    assert!(out.stderr.is_empty(), "unknown keys in packaging/config.yml: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("storage.filesystem.rootdirectory: /var/lib/registry"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "unknown keys in packaging/config.yml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -37,22 +54,46 @@ fn dockerfile_ships_what_the_docs_promise() {
         assert!(dockerfile.contains(needle), "Dockerfile lacks {needle:?}");
     }
     let compose = read("docker-compose.yml");
-    for needle in ["REGISTRY_HTTP_TLS_CERTIFICATE", "REGISTRY_HTTP_TLS_KEY", "REGISTRY_AUTH: htpasswd", "REGISTRY_AUTH_HTPASSWD_PATH", "REGISTRY_AUTH_HTPASSWD_REALM", "/var/lib/registry"] {
-        assert!(compose.contains(needle), "docker-compose.yml lacks {needle:?}");
+    for needle in [
+        "REGISTRY_HTTP_TLS_CERTIFICATE",
+        "REGISTRY_HTTP_TLS_KEY",
+        "REGISTRY_AUTH: htpasswd",
+        "REGISTRY_AUTH_HTPASSWD_PATH",
+        "REGISTRY_AUTH_HTPASSWD_REALM",
+        "/var/lib/registry",
+    ] {
+        assert!(
+            compose.contains(needle),
+            "docker-compose.yml lacks {needle:?}"
+        );
     }
 }
 
 #[test]
 fn systemd_unit_sets_limits_and_reload() {
     let unit = read("packaging/berth.service");
-    for needle in ["LimitNOFILE=", "LimitMEMLOCK=", "ExecReload=/bin/kill -HUP $MAINPID", "ExecStart=/usr/local/bin/berth serve /etc/docker/registry/config.yml"] {
+    for needle in [
+        "LimitNOFILE=",
+        "LimitMEMLOCK=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecStart=/usr/local/bin/berth serve /etc/docker/registry/config.yml",
+    ] {
         assert!(unit.contains(needle), "berth.service lacks {needle:?}");
     }
-    if let Ok(out) = Command::new("systemd-analyze").arg("verify").arg(workspace_root().join("packaging/berth.service")).output() {
+    if let Ok(out) = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(workspace_root().join("packaging/berth.service"))
+        .output()
+    {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // verify also complains that /usr/local/bin/berth is not installed here; nothing else may appear.
         for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            assert!(line.contains("/usr/local/bin/berth") || line.contains("Failed to prepare filename") || line.contains("Command ") , "systemd-analyze: {line}");
+            assert!(
+                line.contains("/usr/local/bin/berth")
+                    || line.contains("Failed to prepare filename")
+                    || line.contains("Command "),
+                "systemd-analyze: {line}"
+            );
         }
     }
 }
@@ -69,11 +110,28 @@ fn configuration_sources() {
         .output()
         .expect("berth runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("# effective configuration: the embedded default"), "{text}");
-    assert!(text.contains("storage.filesystem.rootdirectory: /var/lib/registry"), "{text}");
+    assert!(
+        text.contains("# effective configuration: the embedded default"),
+        "{text}"
+    );
+    assert!(
+        text.contains("storage.filesystem.rootdirectory: /var/lib/registry"),
+        "{text}"
+    );
     let file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(file.path(), "storage:\n  filesystem:\n    rootdirectory: /srv/from-env\n").expect("write");
-    let out = Command::new(berth_binary()).args(["config", "check"]).env("REGISTRY_CONFIGURATION_PATH", file.path()).output().expect("berth runs");
+    std::fs::write(
+        file.path(),
+        "storage:\n  filesystem:\n    rootdirectory: /srv/from-env\n",
+    )
+    .expect("write");
+    let out = Command::new(berth_binary())
+        .args(["config", "check"])
+        .env("REGISTRY_CONFIGURATION_PATH", file.path())
+        .output()
+        .expect("berth runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("storage.filesystem.rootdirectory: /srv/from-env"), "{text}");
+    assert!(
+        text.contains("storage.filesystem.rootdirectory: /srv/from-env"),
+        "{text}"
+    );
 }

@@ -16,8 +16,13 @@ fn start_tls(dir: &Path, chain: &Path, key: &Path, extra: &[(&str, &str)]) -> Op
     if !command.is_berth {
         return None; // the reference registry is not run with TLS here
     }
-    command.env.push(("REGISTRY_HTTP_TLS_CERTIFICATE".into(), chain.display().to_string()));
-    command.env.push(("REGISTRY_HTTP_TLS_KEY".into(), key.display().to_string()));
+    command.env.push((
+        "REGISTRY_HTTP_TLS_CERTIFICATE".into(),
+        chain.display().to_string(),
+    ));
+    command
+        .env
+        .push(("REGISTRY_HTTP_TLS_KEY".into(), key.display().to_string()));
     for (k, v) in extra {
         command.env.push((k.to_string(), v.to_string()));
     }
@@ -41,14 +46,28 @@ fn curl(args: &[&str]) -> (bool, String, String) {
 fn chain_and_key_formats_verify_against_the_root() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(&dir.path().join("pki"));
-    for (name, kind) in [("ec", KeyKind::EcSec1), ("rsa1", KeyKind::RsaPkcs1), ("rsa8", KeyKind::RsaPkcs8)] {
+    for (name, kind) in [
+        ("ec", KeyKind::EcSec1),
+        ("rsa1", KeyKind::RsaPkcs1),
+        ("rsa8", KeyKind::RsaPkcs8),
+    ] {
         let (chain, key) = pki.server(name, kind);
-        let Some(r) = start_tls(&dir.path().join(name), &chain, &key, &[]) else { return };
+        let Some(r) = start_tls(&dir.path().join(name), &chain, &key, &[]) else {
+            return;
+        };
         let url = format!("https://{}/v2/", r.addr());
-        let (ok, body, err) = curl(&["-i", "--cacert", pki.root_cert.to_str().expect("utf-8"), &url]);
+        let (ok, body, err) = curl(&[
+            "-i",
+            "--cacert",
+            pki.root_cert.to_str().expect("utf-8"),
+            &url,
+        ]);
         assert!(ok, "{name}: {err}");
         assert!(body.starts_with("HTTP/1.1 200"), "{name}: {body}");
-        assert!(body.contains("Docker-Distribution-API-Version: registry/2.0"), "{body}");
+        assert!(
+            body.contains("Docker-Distribution-API-Version: registry/2.0"),
+            "{body}"
+        );
         // Plain HTTP to the TLS port gets no HTTP answer.
         let (plain_ok, _, _) = curl(&[&format!("http://{}/v2/", r.addr())]);
         assert!(!plain_ok, "{name}: plain HTTP was answered on the TLS port");
@@ -60,7 +79,9 @@ fn skopeo_pushes_and_pulls_over_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(&dir.path().join("pki"));
     let (chain, key) = pki.server("registry", KeyKind::EcSec1);
-    let Some(r) = start_tls(dir.path(), &chain, &key, &[]) else { return };
+    let Some(r) = start_tls(dir.path(), &chain, &key, &[]) else {
+        return;
+    };
     let certs = dir.path().join("certs.d");
     std::fs::create_dir_all(&certs).expect("mkdir");
     std::fs::copy(&pki.root_cert, certs.join("ca.crt")).expect("copy ca");
@@ -68,14 +89,33 @@ fn skopeo_pushes_and_pulls_over_tls() {
     let skopeo = berth_tests::skopeo::Skopeo::new();
     let cert_dir = certs.to_str().expect("utf-8");
     let dest = format!("docker://{}/tls/index:latest", r.addr());
-    skopeo.run(&["copy", "--all", "--preserve-digests", "--dest-cert-dir", cert_dir, &layout.oci_ref(), &dest]);
+    skopeo.run(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-cert-dir",
+        cert_dir,
+        &layout.oci_ref(),
+        &dest,
+    ]);
     let pulled = dir.path().join("pulled/index");
     std::fs::create_dir_all(pulled.parent().expect("parent")).expect("mkdir");
     let src_ref = format!("oci:{}:latest", pulled.display());
-    skopeo.run(&["copy", "--all", "--preserve-digests", "--src-cert-dir", cert_dir, &dest, &src_ref]);
+    skopeo.run(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-cert-dir",
+        cert_dir,
+        &dest,
+        &src_ref,
+    ]);
     berth_tests::images::assert_same_blobs(&layout, &pulled);
     // Without trusting the CA, the client refuses the server.
-    let untrusted = Command::new(cmd::require_tool("skopeo")).args(["inspect", "--raw", &dest]).output().expect("skopeo");
+    let untrusted = Command::new(cmd::require_tool("skopeo"))
+        .args(["inspect", "--raw", &dest])
+        .output()
+        .expect("skopeo");
     assert!(!untrusted.status.success(), "skopeo trusted an unknown CA");
 }
 
@@ -90,7 +130,10 @@ fn client_certificates_and_minimum_version() {
         dir.path(),
         &chain,
         &key,
-        &[("REGISTRY_HTTP_TLS_CLIENTCAS_0", root.as_str()), ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.3")],
+        &[
+            ("REGISTRY_HTTP_TLS_CLIENTCAS_0", root.as_str()),
+            ("REGISTRY_HTTP_TLS_MINIMUMTLS", "tls1.3"),
+        ],
     ) else {
         return;
     };
@@ -98,12 +141,25 @@ fn client_certificates_and_minimum_version() {
     let (ok, _, _) = curl(&["--cacert", &root, &url]);
     assert!(!ok, "a client without a certificate was let in");
     let (ok, body, err) = curl(&[
-        "--cacert", &root, "--cert", client_cert.to_str().expect("utf-8"), "--key", client_key.to_str().expect("utf-8"), &url,
+        "--cacert",
+        &root,
+        "--cert",
+        client_cert.to_str().expect("utf-8"),
+        "--key",
+        client_key.to_str().expect("utf-8"),
+        &url,
     ]);
     assert!(ok && body == "{}", "{err} {body}");
     let (ok, _, _) = curl(&[
-        "--cacert", &root, "--cert", client_cert.to_str().expect("utf-8"), "--key", client_key.to_str().expect("utf-8"),
-        "--tls-max", "1.2", &url,
+        "--cacert",
+        &root,
+        "--cert",
+        client_cert.to_str().expect("utf-8"),
+        "--key",
+        client_key.to_str().expect("utf-8"),
+        "--tls-max",
+        "1.2",
+        &url,
     ]);
     assert!(!ok, "TLS 1.2 was accepted with minimumtls tls1.3");
 }
@@ -117,7 +173,9 @@ fn a_replaced_certificate_is_served_without_restart() {
     let live_key = dir.path().join("live.key");
     std::fs::copy(&chain, &live_chain).expect("copy");
     std::fs::copy(&key, &live_key).expect("copy");
-    let Some(r) = start_tls(dir.path(), &live_chain, &live_key, &[]) else { return };
+    let Some(r) = start_tls(dir.path(), &live_chain, &live_key, &[]) else {
+        return;
+    };
     let root = pki.root_cert.to_str().expect("utf-8").to_owned();
     let url = format!("https://{}/v2/", r.addr());
     let (_, _, err) = curl(&["-v", "--cacert", &root, &url]);
@@ -132,7 +190,11 @@ fn a_replaced_certificate_is_served_without_restart() {
         if ok && err.contains("second-name") {
             break;
         }
-        assert!(Instant::now() < deadline, "the new certificate was never served: {err}\n{}", r.log_tail(20));
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served: {err}\n{}",
+            r.log_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }

@@ -47,7 +47,11 @@ pub enum ContentRangeError {
 pub fn parse_content_range(value: &str) -> Result<(u64, u64), ContentRangeError> {
     let value = value.trim_matches([' ', '\t']);
     let spec = match value.get(..6) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bytes ") || prefix.eq_ignore_ascii_case("bytes=") => &value[6..],
+        Some(prefix)
+            if prefix.eq_ignore_ascii_case("bytes ") || prefix.eq_ignore_ascii_case("bytes=") =>
+        {
+            &value[6..]
+        }
         _ => value,
     };
     let (start, end) = spec.split_once('-').ok_or(ContentRangeError::Malformed)?;
@@ -79,12 +83,21 @@ mod tests {
         assert_eq!(parse_content_range(" \t5-9\t "), Ok((5, 9)));
         let max = u64::MAX;
         assert_eq!(parse_content_range(&format!("{max}-{max}")), Ok((max, max)));
-        assert_eq!(parse_content_range(&format!("0000{max}-0{max}")), Ok((max, max)));
+        assert_eq!(
+            parse_content_range(&format!("0000{max}-0{max}")),
+            Ok((max, max))
+        );
     }
 
     #[test]
     fn tolerated_prefixes() {
-        for v in ["bytes 3-4", "bytes=3-4", "BYTES=3-4", "Bytes 3-4", " bytes=3-4 "] {
+        for v in [
+            "bytes 3-4",
+            "bytes=3-4",
+            "BYTES=3-4",
+            "Bytes 3-4",
+            " bytes=3-4 ",
+        ] {
             assert_eq!(parse_content_range(v), Ok((3, 4)), "{v:?}");
         }
     }
@@ -92,9 +105,32 @@ mod tests {
     #[test]
     fn malformed() {
         for v in [
-            "", "-", "5", "5-", "-5", "a-b", "+1-2", "1-+2", "1--2", "1-2-3", "1 -2", "1- 2",
-            "bytes", "bytes ", "bytes=", "bytes  1-2", "bytes= 1-2", "bytes =1-2", "bytes1-2",
-            "bytes=bytes=1-2", "bytes 0-9/10", "bytes 0-9/*", "0x1-0x2", "١-٢", "1-2\r", "1-2\n",
+            "",
+            "-",
+            "5",
+            "5-",
+            "-5",
+            "a-b",
+            "+1-2",
+            "1-+2",
+            "1--2",
+            "1-2-3",
+            "1 -2",
+            "1- 2",
+            "bytes",
+            "bytes ",
+            "bytes=",
+            "bytes  1-2",
+            "bytes= 1-2",
+            "bytes =1-2",
+            "bytes1-2",
+            "bytes=bytes=1-2",
+            "bytes 0-9/10",
+            "bytes 0-9/*",
+            "0x1-0x2",
+            "١-٢",
+            "1-2\r",
+            "1-2\n",
         ] {
             assert_eq!(parse_content_range(v), Err(Malformed), "{v:?}");
         }
@@ -103,10 +139,22 @@ mod tests {
     #[test]
     fn too_large_and_reversed() {
         assert_eq!(parse_content_range("0-18446744073709551616"), Err(TooLarge));
-        assert_eq!(parse_content_range("99999999999999999999-99999999999999999999"), Err(TooLarge));
-        assert_eq!(parse_content_range("x-99999999999999999999"), Err(Malformed));
-        assert_eq!(parse_content_range("10-9"), Err(EndBeforeStart { start: 10, end: 9 }));
-        assert_eq!(parse_content_range("bytes=1-0"), Err(EndBeforeStart { start: 1, end: 0 }));
+        assert_eq!(
+            parse_content_range("99999999999999999999-99999999999999999999"),
+            Err(TooLarge)
+        );
+        assert_eq!(
+            parse_content_range("x-99999999999999999999"),
+            Err(Malformed)
+        );
+        assert_eq!(
+            parse_content_range("10-9"),
+            Err(EndBeforeStart { start: 10, end: 9 })
+        );
+        assert_eq!(
+            parse_content_range("bytes=1-0"),
+            Err(EndBeforeStart { start: 1, end: 0 })
+        );
     }
 
     #[test]

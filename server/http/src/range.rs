@@ -38,7 +38,11 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
     let Some(spec) = value.trim().strip_prefix("bytes=") else {
         return RangeRequest::Full;
     };
-    let specs: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let specs: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if specs.len() > 1 {
         return RangeRequest::Multiple;
     }
@@ -48,13 +52,20 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
         // Suffix range: the last N bytes.
-        let Some(suffix) = digits(last) else { return RangeRequest::Full };
+        let Some(suffix) = digits(last) else {
+            return RangeRequest::Full;
+        };
         if suffix == 0 || len == 0 {
             return RangeRequest::Unsatisfiable;
         }
-        return RangeRequest::Partial { start: len.saturating_sub(suffix), end: len - 1 };
+        return RangeRequest::Partial {
+            start: len.saturating_sub(suffix),
+            end: len - 1,
+        };
     }
-    let Some(start) = digits(first) else { return RangeRequest::Full };
+    let Some(start) = digits(first) else {
+        return RangeRequest::Full;
+    };
     let end = if last.is_empty() {
         u64::MAX
     } else {
@@ -66,7 +77,10 @@ pub fn parse_range(value: &str, len: u64) -> RangeRequest {
     if start >= len {
         return RangeRequest::Unsatisfiable;
     }
-    RangeRequest::Partial { start, end: end.min(len - 1) }
+    RangeRequest::Partial {
+        start,
+        end: end.min(len - 1),
+    }
 }
 
 #[cfg(test)]
@@ -97,17 +111,46 @@ mod tests {
         // huge representation has a 20-digit end, which must parse again.
         let max = u64::MAX;
         let got = parse_range("bytes=-9999999999999999999", max);
-        assert_eq!(got, Partial { start: max - 9_999_999_999_999_999_999, end: max - 1 });
-        let Partial { start, end } = got else { unreachable!() };
+        assert_eq!(
+            got,
+            Partial {
+                start: max - 9_999_999_999_999_999_999,
+                end: max - 1
+            }
+        );
+        let Partial { start, end } = got else {
+            unreachable!()
+        };
         assert_eq!(parse_range(&format!("bytes={start}-{end}"), max), got);
-        assert_eq!(parse_range("bytes=18446744073709551614-", max), Partial { start: max - 1, end: max - 1 });
-        assert_eq!(parse_range("bytes=0-18446744073709551615", 10), Partial { start: 0, end: 9 });
-        assert_eq!(parse_range("bytes=00000000000000000000005-", 10), Partial { start: 5, end: 9 });
+        assert_eq!(
+            parse_range("bytes=18446744073709551614-", max),
+            Partial {
+                start: max - 1,
+                end: max - 1
+            }
+        );
+        assert_eq!(
+            parse_range("bytes=0-18446744073709551615", 10),
+            Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range("bytes=00000000000000000000005-", 10),
+            Partial { start: 5, end: 9 }
+        );
     }
 
     #[test]
     fn invalid_syntax_is_ignored() {
-        for v in ["items=0-1", "bytes=", "bytes=a-b", "bytes=5-2", "bytes=--1", "bytes=+1-2", "bytes=99999999999999999999-", "bytes=18446744073709551616-"] {
+        for v in [
+            "items=0-1",
+            "bytes=",
+            "bytes=a-b",
+            "bytes=5-2",
+            "bytes=--1",
+            "bytes=+1-2",
+            "bytes=99999999999999999999-",
+            "bytes=18446744073709551616-",
+        ] {
             assert_eq!(parse_range(v, 10), Full, "{v}");
         }
     }

@@ -12,10 +12,17 @@ use std::panic::{catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     files
@@ -27,7 +34,10 @@ fn replay(target: &str, check: fn(&[u8])) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let seeds = files(&fuzz.join("corpus").join(target));
     assert!(!seeds.is_empty(), "no seeds in fuzz/corpus/{target}/");
-    for path in seeds.iter().chain(&files(&fuzz.join("regressions").join(target))) {
+    for path in seeds
+        .iter()
+        .chain(&files(&fuzz.join("regressions").join(target)))
+    {
         let data = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if let Err(panic) = catch_unwind(|| check(&data)) {
             eprintln!("fuzz property failed for {}", path.display());

@@ -52,11 +52,17 @@ pub fn get(
         RangeRequest::Full => (200, 0, len),
         RangeRequest::Partial { start, end } => (206, start, end - start + 1),
         RangeRequest::Unsatisfiable => {
-            let error = ApiError::new(ErrorCode::RangeInvalid, format!("range not satisfiable for a {len}-byte blob"));
+            let error = ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range not satisfiable for a {len}-byte blob"),
+            );
             return Ok(Response::error(&error).header("Content-Range", format!("bytes */{len}")));
         }
         RangeRequest::Multiple => {
-            let error = ApiError::new(ErrorCode::RangeInvalid, "multiple ranges in one request are not supported; ask for one range");
+            let error = ApiError::new(
+                ErrorCode::RangeInvalid,
+                "multiple ranges in one request are not supported; ask for one range",
+            );
             return Ok(Response::error(&error).header("Content-Range", format!("bytes */{len}")));
         }
     };
@@ -64,7 +70,10 @@ pub fn get(
         .header("Content-Type", "application/octet-stream")
         .header("Accept-Ranges", "bytes");
     if status == 206 {
-        response = response.header("Content-Range", format!("bytes {start}-{}/{len}", start + count - 1));
+        response = response.header(
+            "Content-Range",
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
     }
     let body = if head_only {
         Body::Sized(count)
@@ -78,9 +87,16 @@ pub fn get(
 }
 
 /// Unlinks a blob from the repository (202), if deletes are enabled.
-pub async fn delete(ctx: &Ctx, repo: &RepositoryName, digest: &Digest) -> Result<Response, ApiError> {
+pub async fn delete(
+    ctx: &Ctx,
+    repo: &RepositoryName,
+    digest: &Digest,
+) -> Result<Response, ApiError> {
     if !ctx.settings.delete_enabled {
-        return Err(ApiError::new(ErrorCode::Unsupported, "deletes are disabled (storage.delete.enabled is false)"));
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "deletes are disabled (storage.delete.enabled is false)",
+        ));
     }
     let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
     blocking(move || engine.delete_blob(&repo_owned, &digest_owned)).await?;

@@ -116,7 +116,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with no detail.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), detail: serde_json::Value::Null, status: None }
+        ApiError {
+            code,
+            message: message.into(),
+            detail: serde_json::Value::Null,
+            status: None,
+        }
     }
 
     /// Adds structured detail.
@@ -132,7 +137,11 @@ impl ApiError {
 
     /// The JSON error envelope `{"errors":[{code,message,detail}]}`.
     pub fn body(&self) -> Vec<u8> {
-        let detail = if self.detail.is_null() { serde_json::json!({}) } else { self.detail.clone() };
+        let detail = if self.detail.is_null() {
+            serde_json::json!({})
+        } else {
+            self.detail.clone()
+        };
         let envelope = serde_json::json!({
             "errors": [{"code": self.code.as_str(), "message": self.message, "detail": detail}]
         });
@@ -141,14 +150,20 @@ impl ApiError {
 
     /// The answer for a path no API route matches.
     pub fn no_route(method: &str, path: &str) -> ApiError {
-        let mut e = ApiError::new(ErrorCode::Unsupported, format!("no API route for {method} {path}"));
+        let mut e = ApiError::new(
+            ErrorCode::Unsupported,
+            format!("no API route for {method} {path}"),
+        );
         e.status = Some(404);
         e
     }
 
     /// The answer for a route that exists but not with this method.
     pub fn method_not_allowed(method: &str) -> ApiError {
-        ApiError::new(ErrorCode::Unsupported, format!("method {method} is not supported here"))
+        ApiError::new(
+            ErrorCode::Unsupported,
+            format!("method {method} is not supported here"),
+        )
     }
 }
 
@@ -157,18 +172,24 @@ impl From<EngineError> for ApiError {
         let message = e.to_string();
         match e {
             EngineError::NameUnknown => ApiError::new(ErrorCode::NameUnknown, message),
-            EngineError::BlobUnknown(d) => {
-                ApiError::new(ErrorCode::BlobUnknown, message).with_detail(serde_json::json!({"digest": d}))
-            }
+            EngineError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown, message)
+                .with_detail(serde_json::json!({"digest": d})),
             EngineError::ManifestUnknown => ApiError::new(ErrorCode::ManifestUnknown, message),
             EngineError::UploadUnknown => ApiError::new(ErrorCode::BlobUploadUnknown, message),
             EngineError::RangeMismatch { .. } => ApiError::new(ErrorCode::RangeInvalid, message),
-            EngineError::DigestMismatch { expected, actual } => ApiError::new(ErrorCode::DigestInvalid, message)
-                .with_detail(serde_json::json!({"expected": expected, "actual": actual})),
+            EngineError::DigestMismatch { expected, actual } => {
+                ApiError::new(ErrorCode::DigestInvalid, message)
+                    .with_detail(serde_json::json!({"expected": expected, "actual": actual}))
+            }
             EngineError::ManifestInvalid(_) => ApiError::new(ErrorCode::ManifestInvalid, message),
-            EngineError::ManifestBlobUnknown(d) => ApiError::new(ErrorCode::ManifestBlobUnknown, message)
-                .with_detail(serde_json::json!({"digest": d})),
-            EngineError::Corrupt(_) | EngineError::PreviousIo | EngineError::Io(_) | EngineError::Locked(_) => {
+            EngineError::ManifestBlobUnknown(d) => {
+                ApiError::new(ErrorCode::ManifestBlobUnknown, message)
+                    .with_detail(serde_json::json!({"digest": d}))
+            }
+            EngineError::Corrupt(_)
+            | EngineError::PreviousIo
+            | EngineError::Io(_)
+            | EngineError::Locked(_) => {
                 log::error!("storage error: {message}");
                 ApiError::new(ErrorCode::Unknown, message)
             }

@@ -14,8 +14,13 @@ use crate::conn::{Request, RequestBody};
 
 fn parse_reference(text: &str) -> Result<Reference, ApiError> {
     text.parse().map_err(|e| match e {
-        berth_engine::ReferenceError::Digest(_) => ApiError::new(ErrorCode::DigestInvalid, format!("invalid digest {text:?}: {e}")),
-        berth_engine::ReferenceError::Tag(_) => ApiError::new(ErrorCode::TagInvalid, format!("invalid tag {text:?}: {e}")),
+        berth_engine::ReferenceError::Digest(_) => ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("invalid digest {text:?}: {e}"),
+        ),
+        berth_engine::ReferenceError::Tag(_) => {
+            ApiError::new(ErrorCode::TagInvalid, format!("invalid tag {text:?}: {e}"))
+        }
     })
 }
 
@@ -25,10 +30,14 @@ fn parse_reference(text: &str) -> Result<Reference, ApiError> {
 fn existing_reference(text: &str) -> Result<Reference, ApiError> {
     match text.parse::<Reference>() {
         Ok(reference) => Ok(reference),
-        Err(berth_engine::ReferenceError::Tag(_)) => {
-            Err(ApiError::new(ErrorCode::ManifestUnknown, format!("no manifest is named {text:?} (not a valid tag)")))
-        }
-        Err(e) => Err(ApiError::new(ErrorCode::DigestInvalid, format!("invalid digest {text:?}: {e}"))),
+        Err(berth_engine::ReferenceError::Tag(_)) => Err(ApiError::new(
+            ErrorCode::ManifestUnknown,
+            format!("no manifest is named {text:?} (not a valid tag)"),
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("invalid digest {text:?}: {e}"),
+        )),
     }
 }
 
@@ -48,7 +57,11 @@ pub fn get(
             .header("Docker-Content-Digest", manifest.digest.to_string())
             .header("ETag", etag));
     }
-    let body = if head_only { Body::Sized(manifest.bytes.len() as u64) } else { Body::Bytes(manifest.bytes) };
+    let body = if head_only {
+        Body::Sized(manifest.bytes.len() as u64)
+    } else {
+        Body::Bytes(manifest.bytes)
+    };
     let mut response = Response::new(200)
         .header("Content-Type", manifest.media_type)
         .header("Docker-Content-Digest", manifest.digest.to_string())
@@ -63,9 +76,15 @@ pub fn get(
 /// with 413 before reading it.
 async fn read_manifest_body(body: &mut RequestBody<'_>) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
-        ApiError::new(ErrorCode::SizeTooLarge, format!("manifest exceeds the {MANIFEST_BYTES_MAX}-byte limit"))
+        ApiError::new(
+            ErrorCode::SizeTooLarge,
+            format!("manifest exceeds the {MANIFEST_BYTES_MAX}-byte limit"),
+        )
     };
-    if body.declared_len().is_some_and(|n| n > MANIFEST_BYTES_MAX as u64) {
+    if body
+        .declared_len()
+        .is_some_and(|n| n > MANIFEST_BYTES_MAX as u64)
+    {
         return Err(too_large());
     }
     let mut bytes = Vec::with_capacity(body.declared_len().unwrap_or(4096) as usize);
@@ -95,9 +114,19 @@ pub async fn put(
     let bytes = read_manifest_body(body).await?;
     let content_type = request.head.headers.get("content-type").map(str::to_owned);
     let (engine, repo_owned) = (ctx.engine.clone(), repo.clone());
-    let stored = blocking(move || engine.put_manifest(&repo_owned, &reference, content_type.as_deref(), &bytes)).await?;
+    let stored = blocking(move || {
+        engine.put_manifest(&repo_owned, &reference, content_type.as_deref(), &bytes)
+    })
+    .await?;
     let mut response = Response::new(201)
-        .header("Location", location(ctx, request, &format!("/v2/{repo}/manifests/{}", stored.digest)))
+        .header(
+            "Location",
+            location(
+                ctx,
+                request,
+                &format!("/v2/{repo}/manifests/{}", stored.digest),
+            ),
+        )
         .header("Docker-Content-Digest", stored.digest.to_string());
     if let Some(subject) = stored.subject {
         response = response.header("OCI-Subject", subject.to_string());
@@ -106,9 +135,16 @@ pub async fn put(
 }
 
 /// Deletes a tag, or a manifest by digest with every tag naming it (202).
-pub async fn delete(ctx: &Ctx, repo: &RepositoryName, reference: &str) -> Result<Response, ApiError> {
+pub async fn delete(
+    ctx: &Ctx,
+    repo: &RepositoryName,
+    reference: &str,
+) -> Result<Response, ApiError> {
     if !ctx.settings.delete_enabled {
-        return Err(ApiError::new(ErrorCode::Unsupported, "deletes are disabled (storage.delete.enabled is false)"));
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            "deletes are disabled (storage.delete.enabled is false)",
+        ));
     }
     let reference = existing_reference(reference)?;
     let (engine, repo_owned) = (ctx.engine.clone(), repo.clone());

@@ -2,8 +2,8 @@
 //! results into responses with the spec's headers, statuses and error
 //! bodies. Knows OCI; knows nothing of sockets.
 
-pub mod error;
 mod blobs;
+pub mod error;
 mod manifests;
 pub mod query;
 mod referrers;
@@ -84,11 +84,15 @@ async fn dispatch(
         Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
         Route::Health if read => Ok(storage_health(ctx)),
         Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
-        Route::Tags { name } if *method == Method::Get => tags::list(ctx, request, &repository(name)?, query),
+        Route::Tags { name } if *method == Method::Get => {
+            tags::list(ctx, request, &repository(name)?, query)
+        }
         Route::Manifest { name, reference } => {
             let repo = repository(name)?;
             match method {
-                Method::Get | Method::Head => manifests::get(ctx, request, &repo, reference, *method == Method::Head),
+                Method::Get | Method::Head => {
+                    manifests::get(ctx, request, &repo, reference, *method == Method::Head)
+                }
                 Method::Put => manifests::put(ctx, request, &repo, reference, body).await,
                 Method::Delete => manifests::delete(ctx, &repo, reference).await,
                 other => Err(ApiError::method_not_allowed(other.as_str())),
@@ -98,7 +102,9 @@ async fn dispatch(
             let repo = repository(name)?;
             let digest = parse_digest(digest)?;
             match method {
-                Method::Get | Method::Head => blobs::get(ctx, request, &repo, &digest, *method == Method::Head),
+                Method::Get | Method::Head => {
+                    blobs::get(ctx, request, &repo, &digest, *method == Method::Head)
+                }
                 Method::Delete => blobs::delete(ctx, &repo, &digest).await,
                 other => Err(ApiError::method_not_allowed(other.as_str())),
             }
@@ -108,9 +114,12 @@ async fn dispatch(
         }
         Route::Upload { name, id } => {
             let repo = repository(name)?;
-            let id = id
-                .parse()
-                .map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown, "upload id is not a session this registry issued"))?;
+            let id = id.parse().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BlobUploadUnknown,
+                    "upload id is not a session this registry issued",
+                )
+            })?;
             uploads::check_state(ctx, &repo, id, query)?;
             match method {
                 Method::Get => uploads::status(ctx, request, &repo, id),
@@ -123,9 +132,7 @@ async fn dispatch(
         Route::Referrers { name, digest } if *method == Method::Get => {
             referrers::list(ctx, &repository(name)?, &parse_digest(digest)?, query)
         }
-        Route::NotFound => {
-            Err(ApiError::no_route(method.as_str(), &request.path))
-        }
+        Route::NotFound => Err(ApiError::no_route(method.as_str(), &request.path)),
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
 }
@@ -133,12 +140,18 @@ async fn dispatch(
 /// The accesses a request needs, in token-scope terms: reads need `pull`,
 /// writes `pull,push`, deletes `delete`, a mount also `pull` on its source,
 /// the catalog `registry:catalog:*`; `/v2/` only a valid token.
-fn required_scopes(route: &Route, method: &Method, query: &Query) -> Vec<crate::auth::token::Scope> {
+fn required_scopes(
+    route: &Route,
+    method: &Method,
+    query: &Query,
+) -> Vec<crate::auth::token::Scope> {
     use crate::auth::token::Scope;
     let read = matches!(method, Method::Get | Method::Head);
     match route {
         Route::Catalog => vec![Scope::catalog()],
-        Route::Tags { name } | Route::Referrers { name, .. } => vec![Scope::repository(name, &["pull"])],
+        Route::Tags { name } | Route::Referrers { name, .. } => {
+            vec![Scope::repository(name, &["pull"])]
+        }
         Route::Manifest { name, .. } | Route::Blob { name, .. } => {
             if read {
                 vec![Scope::repository(name, &["pull"])]
@@ -165,7 +178,10 @@ fn required_scopes(route: &Route, method: &Method, query: &Query) -> Vec<crate::
 /// 200 `{"storage":"ok"}` when the data directory accepts a durable write
 /// and a delete; 503 naming the failure otherwise.
 fn storage_health(ctx: &Ctx) -> Response {
-    let probe = ctx.engine.root().join(format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+    let probe = ctx
+        .engine
+        .root()
+        .join(format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
     let check = (|| -> std::io::Result<()> {
         let file = std::fs::File::create(&probe)?;
         file.sync_all()?;
@@ -175,7 +191,10 @@ fn storage_health(ctx: &Ctx) -> Response {
         Ok(()) => Response::json(200, &serde_json::json!({"storage": "ok"})),
         Err(e) => {
             log::error!("health check: the data directory refused a write: {e}");
-            Response::json(503, &serde_json::json!({"storage": format!("data directory not writable: {e}")}))
+            Response::json(
+                503,
+                &serde_json::json!({"storage": format!("data directory not writable: {e}")}),
+            )
         }
     }
 }
@@ -183,16 +202,22 @@ fn storage_health(ctx: &Ctx) -> Response {
 /// Parses a repository name or answers NAME_INVALID.
 fn repository(name: &str) -> Result<RepositoryName, ApiError> {
     name.parse().map_err(|e| {
-        ApiError::new(ErrorCode::NameInvalid, format!("invalid repository name {name:?}: {e}"))
-            .with_detail(serde_json::json!({"name": name}))
+        ApiError::new(
+            ErrorCode::NameInvalid,
+            format!("invalid repository name {name:?}: {e}"),
+        )
+        .with_detail(serde_json::json!({"name": name}))
     })
 }
 
 /// Parses a digest or answers DIGEST_INVALID.
 fn parse_digest(text: &str) -> Result<Digest, ApiError> {
     text.parse().map_err(|e| {
-        ApiError::new(ErrorCode::DigestInvalid, format!("invalid digest {text:?}: {e}"))
-            .with_detail(serde_json::json!({"digest": text}))
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            format!("invalid digest {text:?}: {e}"),
+        )
+        .with_detail(serde_json::json!({"digest": text}))
     })
 }
 
@@ -207,12 +232,22 @@ fn location(ctx: &Ctx, request: &Request<'_>, path: &str) -> String {
         return format!("{}{path}", host.trim_end_matches('/'));
     }
     let headers = &request.head.headers;
-    let first = |name: &str| headers.get(name).map(|v| v.split(',').next().unwrap_or("").trim().to_owned());
-    let host = first("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| first("host"));
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
+    };
+    let host = first("x-forwarded-host")
+        .filter(|h| !h.is_empty())
+        .or_else(|| first("host"));
     let own_scheme = if request.tls { "https" } else { "http" };
-    let scheme = first("x-forwarded-proto").filter(|p| p == "https" || p == "http").unwrap_or_else(|| own_scheme.into());
+    let scheme = first("x-forwarded-proto")
+        .filter(|p| p == "https" || p == "http")
+        .unwrap_or_else(|| own_scheme.into());
     match host {
-        Some(host) if !host.is_empty() && !host.contains(['/', ' ', '@']) => format!("{scheme}://{host}{path}"),
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ', '@']) => {
+            format!("{scheme}://{host}{path}")
+        }
         _ => path.to_owned(),
     }
 }

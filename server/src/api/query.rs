@@ -32,7 +32,9 @@ pub struct Query(Vec<(String, String)>);
 impl Query {
     /// Parses a query string (without the leading `?`).
     pub fn parse(query: Option<&str>) -> Query {
-        let Some(q) = query else { return Query::default() };
+        let Some(q) = query else {
+            return Query::default();
+        };
         Query(
             q.split('&')
                 .filter(|p| !p.is_empty())
@@ -47,7 +49,10 @@ impl Query {
 
     /// The first value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -12,7 +12,12 @@ use super::Ctx;
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Lists the referrers of `subject`, filtered by `artifactType` if given.
-pub fn list(ctx: &Ctx, repo: &RepositoryName, subject: &Digest, query: &Query) -> Result<Response, ApiError> {
+pub fn list(
+    ctx: &Ctx,
+    repo: &RepositoryName,
+    subject: &Digest,
+    query: &Query,
+) -> Result<Response, ApiError> {
     let filter = query.get("artifactType").filter(|t| !t.is_empty());
     let referrers = ctx.engine.referrers(repo, subject, filter)?;
     let manifests: Vec<serde_json::Value> = referrers
@@ -32,9 +37,14 @@ pub fn list(ctx: &Ctx, repo: &RepositoryName, subject: &Digest, query: &Query) -
             descriptor
         })
         .collect();
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     let mut response = Response::json(200, &index);
-    if let Some((_, content_type)) = response.headers.iter_mut().find(|(name, _)| *name == "Content-Type") {
+    if let Some((_, content_type)) = response
+        .headers
+        .iter_mut()
+        .find(|(name, _)| *name == "Content-Type")
+    {
         *content_type = OCI_INDEX.to_owned();
     }
     if filter.is_some() {

@@ -51,7 +51,12 @@ pub struct Response {
 impl Response {
     /// An empty response with `status`.
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::Empty, user: None }
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
+            user: None,
+        }
     }
 
     /// Adds a header.

@@ -84,25 +84,44 @@ pub fn route(path: &str) -> Route {
     }
     if let Some(name) = p.strip_suffix("/tags/list") {
         if !name.is_empty() {
-            return Route::Tags { name: name.to_owned() };
+            return Route::Tags {
+                name: name.to_owned(),
+            };
         }
     }
     if let Some((name, reference)) = split_last(p, "/manifests/") {
-        return Route::Manifest { name: name.to_owned(), reference: reference.to_owned() };
+        return Route::Manifest {
+            name: name.to_owned(),
+            reference: reference.to_owned(),
+        };
     }
-    if let Some(name) = p.strip_suffix("/blobs/uploads").or_else(|| p.strip_suffix("/blobs/uploads/")) {
+    if let Some(name) = p
+        .strip_suffix("/blobs/uploads")
+        .or_else(|| p.strip_suffix("/blobs/uploads/"))
+    {
         if !name.is_empty() {
-            return Route::UploadStart { name: name.to_owned() };
+            return Route::UploadStart {
+                name: name.to_owned(),
+            };
         }
     }
     if let Some((name, id)) = split_last(p, "/blobs/uploads/") {
-        return Route::Upload { name: name.to_owned(), id: id.to_owned() };
+        return Route::Upload {
+            name: name.to_owned(),
+            id: id.to_owned(),
+        };
     }
     if let Some((name, digest)) = split_last(p, "/blobs/") {
-        return Route::Blob { name: name.to_owned(), digest: digest.to_owned() };
+        return Route::Blob {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+        };
     }
     if let Some((name, digest)) = split_last(p, "/referrers/") {
-        return Route::Referrers { name: name.to_owned(), digest: digest.to_owned() };
+        return Route::Referrers {
+            name: name.to_owned(),
+            digest: digest.to_owned(),
+        };
     }
     Route::NotFound
 }
@@ -123,35 +142,93 @@ mod tests {
         assert_eq!(route("/v2"), Route::Base);
         assert_eq!(route("/v2/_catalog"), Route::Catalog);
         assert_eq!(route("/v2/a/b/tags/list"), Route::Tags { name: s("a/b") });
-        assert_eq!(route("/v2/a/manifests/latest"), Route::Manifest { name: s("a"), reference: s("latest") });
-        assert_eq!(route("/v2/a/blobs/sha256:00"), Route::Blob { name: s("a"), digest: s("sha256:00") });
-        assert_eq!(route("/v2/a/blobs/uploads/"), Route::UploadStart { name: s("a") });
-        assert_eq!(route("/v2/a/blobs/uploads"), Route::UploadStart { name: s("a") });
-        assert_eq!(route("/v2/a/blobs/uploads/u-1"), Route::Upload { name: s("a"), id: s("u-1") });
-        assert_eq!(route("/v2/a/referrers/sha256:00"), Route::Referrers { name: s("a"), digest: s("sha256:00") });
+        assert_eq!(
+            route("/v2/a/manifests/latest"),
+            Route::Manifest {
+                name: s("a"),
+                reference: s("latest")
+            }
+        );
+        assert_eq!(
+            route("/v2/a/blobs/sha256:00"),
+            Route::Blob {
+                name: s("a"),
+                digest: s("sha256:00")
+            }
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/"),
+            Route::UploadStart { name: s("a") }
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads"),
+            Route::UploadStart { name: s("a") }
+        );
+        assert_eq!(
+            route("/v2/a/blobs/uploads/u-1"),
+            Route::Upload {
+                name: s("a"),
+                id: s("u-1")
+            }
+        );
+        assert_eq!(
+            route("/v2/a/referrers/sha256:00"),
+            Route::Referrers {
+                name: s("a"),
+                digest: s("sha256:00")
+            }
+        );
     }
 
     #[test]
     fn names_may_contain_route_words() {
         assert_eq!(
             route("/v2/x/blobs/y/manifests/latest"),
-            Route::Manifest { name: s("x/blobs/y"), reference: s("latest") }
+            Route::Manifest {
+                name: s("x/blobs/y"),
+                reference: s("latest")
+            }
         );
         assert_eq!(
             route("/v2/a/manifests/blobs/sha256:00"),
-            Route::Blob { name: s("a/manifests"), digest: s("sha256:00") }
+            Route::Blob {
+                name: s("a/manifests"),
+                digest: s("sha256:00")
+            }
         );
-        assert_eq!(route("/v2/a/blobs/uploads/blobs/uploads/"), Route::UploadStart { name: s("a/blobs/uploads") });
-        assert_eq!(route("/v2/tags/list/tags/list"), Route::Tags { name: s("tags/list") });
+        assert_eq!(
+            route("/v2/a/blobs/uploads/blobs/uploads/"),
+            Route::UploadStart {
+                name: s("a/blobs/uploads")
+            }
+        );
+        assert_eq!(
+            route("/v2/tags/list/tags/list"),
+            Route::Tags {
+                name: s("tags/list")
+            }
+        );
         assert_eq!(
             route("/v2/uploads/blobs/uploads/blobs/sha256:1"),
-            Route::Blob { name: s("uploads/blobs/uploads"), digest: s("sha256:1") }
+            Route::Blob {
+                name: s("uploads/blobs/uploads"),
+                digest: s("sha256:1")
+            }
         );
     }
 
     #[test]
     fn everything_else_is_not_found() {
-        for p in ["", "/v1/", "/v2x", "/v2/a", "/v2/a/blobs/", "/v2//manifests/x", "/v2/a/manifests/x/y", "/v2/tags/list"] {
+        for p in [
+            "",
+            "/v1/",
+            "/v2x",
+            "/v2/a",
+            "/v2/a/blobs/",
+            "/v2//manifests/x",
+            "/v2/a/manifests/x/y",
+            "/v2/tags/list",
+        ] {
             assert_eq!(route(p), Route::NotFound, "{p}");
         }
     }

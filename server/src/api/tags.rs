@@ -20,19 +20,27 @@ struct Page {
 fn paginate(all: Vec<String>, query: &Query) -> Result<Page, ApiError> {
     let n = match query.get("n") {
         None => None,
-        Some(text) => Some(text.parse::<usize>().ok().filter(|n| *n <= PAGE_ENTRIES_MAX).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::PaginationNumberInvalid,
-                format!("n must be an integer from 0 to {PAGE_ENTRIES_MAX}, got {text:?}"),
-            )
-        })?),
+        Some(text) => Some(
+            text.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= PAGE_ENTRIES_MAX)
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::PaginationNumberInvalid,
+                        format!("n must be an integer from 0 to {PAGE_ENTRIES_MAX}, got {text:?}"),
+                    )
+                })?,
+        ),
     };
     let after: Vec<String> = match query.get("last") {
         Some(last) => all.into_iter().filter(|e| e.as_str() > last).collect(),
         None => all,
     };
     let Some(n) = n else {
-        return Ok(Page { entries: after, next: None });
+        return Ok(Page {
+            entries: after,
+            next: None,
+        });
     };
     let more = after.len() > n && n > 0;
     let entries: Vec<String> = after.into_iter().take(n).collect();
@@ -43,7 +51,13 @@ fn paginate(all: Vec<String>, query: &Query) -> Result<Page, ApiError> {
     Ok(Page { entries, next })
 }
 
-fn with_link(ctx: &Ctx, request: &Request<'_>, response: Response, path: &str, next: Option<(usize, String)>) -> Response {
+fn with_link(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    response: Response,
+    path: &str,
+    next: Option<(usize, String)>,
+) -> Response {
     match next {
         Some((n, last)) => {
             let url = location(ctx, request, &format!("{path}?n={n}&last={last}"));
@@ -54,10 +68,24 @@ fn with_link(ctx: &Ctx, request: &Request<'_>, response: Response, path: &str, n
 }
 
 /// The repository's tags, sorted bytewise.
-pub fn list(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, query: &Query) -> Result<Response, ApiError> {
+pub fn list(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    query: &Query,
+) -> Result<Response, ApiError> {
     let page = paginate(ctx.engine.tags(repo)?, query)?;
-    let response = Response::json(200, &serde_json::json!({"name": repo.as_str(), "tags": page.entries}));
-    Ok(with_link(ctx, request, response, &format!("/v2/{repo}/tags/list"), page.next))
+    let response = Response::json(
+        200,
+        &serde_json::json!({"name": repo.as_str(), "tags": page.entries}),
+    );
+    Ok(with_link(
+        ctx,
+        request,
+        response,
+        &format!("/v2/{repo}/tags/list"),
+        page.next,
+    ))
 }
 
 /// Every repository name, sorted.

@@ -49,12 +49,15 @@ impl fmt::Debug for UploadStateCodec {
 impl UploadStateCodec {
     /// A codec keyed with `secret`.
     pub fn new(secret: &[u8]) -> UploadStateCodec {
-        UploadStateCodec { secret: secret.to_vec() }
+        UploadStateCodec {
+            secret: secret.to_vec(),
+        }
     }
 
     fn mac(&self, payload: &[u8]) -> Hmac<Sha256> {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         mac.update(payload);
         mac
     }
@@ -63,15 +66,25 @@ impl UploadStateCodec {
     pub fn sign(&self, state: &UploadState) -> String {
         let payload = serde_json::to_vec(state).unwrap_or_default();
         let tag = self.mac(&payload).finalize().into_bytes();
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag))
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
     }
 
     /// The state in `token`, if this secret signed it (constant-time check).
     pub fn verify(&self, token: &str) -> Result<UploadState, StateError> {
         let (payload, tag) = token.split_once('.').ok_or(StateError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| StateError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| StateError::Malformed)?;
-        self.mac(&payload).verify_slice(&tag).map_err(|_| StateError::BadSignature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| StateError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| StateError::Malformed)?;
+        self.mac(&payload)
+            .verify_slice(&tag)
+            .map_err(|_| StateError::BadSignature)?;
         serde_json::from_slice(&payload).map_err(|_| StateError::Malformed)
     }
 }
@@ -81,7 +94,11 @@ mod tests {
     use super::*;
 
     fn state() -> UploadState {
-        UploadState { name: "a/b".into(), uuid: "u".into(), offset: 42 }
+        UploadState {
+            name: "a/b".into(),
+            uuid: "u".into(),
+            offset: 42,
+        }
     }
 
     #[test]
@@ -89,11 +106,20 @@ mod tests {
         let codec = UploadStateCodec::new(b"secret one");
         let token = codec.sign(&state());
         assert_eq!(codec.verify(&token), Ok(state()));
-        assert_eq!(UploadStateCodec::new(b"secret two").verify(&token), Err(StateError::BadSignature));
+        assert_eq!(
+            UploadStateCodec::new(b"secret two").verify(&token),
+            Err(StateError::BadSignature)
+        );
         let (payload, tag) = token.split_once('.').unwrap();
-        let forged = UploadState { offset: 0, ..state() };
+        let forged = UploadState {
+            offset: 0,
+            ..state()
+        };
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        assert_eq!(codec.verify(&format!("{forged_payload}.{tag}")), Err(StateError::BadSignature));
+        assert_eq!(
+            codec.verify(&format!("{forged_payload}.{tag}")),
+            Err(StateError::BadSignature)
+        );
         assert_eq!(codec.verify(payload), Err(StateError::Malformed));
         assert_eq!(codec.verify("!!.??"), Err(StateError::Malformed));
     }

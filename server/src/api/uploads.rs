@@ -7,8 +7,8 @@ use berth_engine::{EngineError, RepositoryName, UploadId};
 
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
-use super::upload_state::UploadState;
 use super::response::Response;
+use super::upload_state::UploadState;
 use super::{blocking, location, parse_digest, repository, Ctx};
 use crate::conn::{Request, RequestBody};
 
@@ -20,46 +20,99 @@ fn range_value(len: u64) -> String {
 
 /// The session's URL path with its signed `_state` (as registry:2 sends it).
 fn session_path(ctx: &Ctx, repo: &RepositoryName, id: UploadId, len: u64) -> String {
-    let state = UploadState { name: repo.to_string(), uuid: id.to_string(), offset: len };
-    format!("/v2/{repo}/blobs/uploads/{id}?_state={}", ctx.settings.upload_state.sign(&state))
+    let state = UploadState {
+        name: repo.to_string(),
+        uuid: id.to_string(),
+        offset: len,
+    };
+    format!(
+        "/v2/{repo}/blobs/uploads/{id}?_state={}",
+        ctx.settings.upload_state.sign(&state)
+    )
 }
 
 /// Refuses a `_state` that this registry's secret did not sign, or that
 /// names another session. A request without `_state` is accepted: the
 /// session id alone identifies it on this node.
-pub fn check_state(ctx: &Ctx, repo: &RepositoryName, id: UploadId, query: &Query) -> Result<(), ApiError> {
-    let Some(token) = query.get("_state") else { return Ok(()) };
-    let state = ctx.settings.upload_state.verify(token).map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
+pub fn check_state(
+    ctx: &Ctx,
+    repo: &RepositoryName,
+    id: UploadId,
+    query: &Query,
+) -> Result<(), ApiError> {
+    let Some(token) = query.get("_state") else {
+        return Ok(());
+    };
+    let state = ctx
+        .settings
+        .upload_state
+        .verify(token)
+        .map_err(|e| ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string()))?;
     if state.name != repo.as_str() || state.uuid != id.to_string() {
-        return Err(ApiError::new(ErrorCode::BlobUploadInvalid, "the _state parameter belongs to another upload session"));
+        return Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "the _state parameter belongs to another upload session",
+        ));
     }
     Ok(())
 }
 
 /// The 202 (or 204) answer describing an open session.
-fn session_response(ctx: &Ctx, request: &Request<'_>, status: u16, repo: &RepositoryName, id: UploadId, len: u64) -> Response {
+fn session_response(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    status: u16,
+    repo: &RepositoryName,
+    id: UploadId,
+    len: u64,
+) -> Response {
     Response::new(status)
-        .header("Location", location(ctx, request, &session_path(ctx, repo, id, len)))
+        .header(
+            "Location",
+            location(ctx, request, &session_path(ctx, repo, id, len)),
+        )
         .header("Range", range_value(len))
         .header("Docker-Upload-UUID", id.to_string())
 }
 
 /// A `Content-Range: <start>-<end>` request header (inclusive).
 fn content_range(request: &Request<'_>) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(text) = request.head.headers.get("content-range") else { return Ok(None) };
-    berth_http::parse_content_range(text).map(Some).map_err(|e| {
-        ApiError::new(ErrorCode::BlobUploadInvalid, format!("Content-Range must be <start>-<end>, got {text:?}: {e}"))
-    })
+    let Some(text) = request.head.headers.get("content-range") else {
+        return Ok(None);
+    };
+    berth_http::parse_content_range(text)
+        .map(Some)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                format!("Content-Range must be <start>-<end>, got {text:?}: {e}"),
+            )
+        })
 }
 
 /// 416 with the session's current Range and Location, as the spec requires
 /// for an out-of-order chunk.
-fn out_of_order(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId, len: u64, got: u64) -> Response {
-    let error = ApiError::new(ErrorCode::RangeInvalid, format!("chunk starts at {got}, but the upload holds {len} bytes"));
+fn out_of_order(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+    len: u64,
+    got: u64,
+) -> Response {
+    let error = ApiError::new(
+        ErrorCode::RangeInvalid,
+        format!("chunk starts at {got}, but the upload holds {len} bytes"),
+    );
     let mut response = Response::error(&error);
-    response.headers.push(("Location", location(ctx, request, &session_path(ctx, repo, id, len))));
+    response.headers.push((
+        "Location",
+        location(ctx, request, &session_path(ctx, repo, id, len)),
+    ));
     response.headers.push(("Range", range_value(len)));
-    response.headers.push(("Docker-Upload-UUID", id.to_string()));
+    response
+        .headers
+        .push(("Docker-Upload-UUID", id.to_string()));
     response
 }
 
@@ -87,7 +140,10 @@ async fn receive(
             return Ok(Received::OutOfOrder { len, got: start });
         }
         if body.declared_len().is_some_and(|n| n != end - start + 1) {
-            return Err(ApiError::new(ErrorCode::SizeInvalid, "Content-Length does not match Content-Range"));
+            return Err(ApiError::new(
+                ErrorCode::SizeInvalid,
+                "Content-Length does not match Content-Range",
+            ));
         }
     }
     loop {
@@ -98,7 +154,9 @@ async fn receive(
         };
         at = match ctx.engine.upload_append(repo, id, at, piece) {
             Ok(n) => n,
-            Err(EngineError::RangeMismatch { expected, got }) => return Ok(Received::OutOfOrder { len: expected, got }),
+            Err(EngineError::RangeMismatch { expected, got }) => {
+                return Ok(Received::OutOfOrder { len: expected, got })
+            }
             Err(e) => return Err(e.into()),
         };
     }
@@ -106,13 +164,27 @@ async fn receive(
 
 /// Verifies and commits a session as a blob: 201 with Location and
 /// Docker-Content-Digest (containerd requires the latter).
-async fn commit(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId, digest_text: Option<&str>) -> Result<Response, ApiError> {
-    let digest_text = digest_text.ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid, "the digest query parameter is required"))?;
+async fn commit(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+    digest_text: Option<&str>,
+) -> Result<Response, ApiError> {
+    let digest_text = digest_text.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
     let digest = parse_digest(digest_text)?;
     let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
     blocking(move || engine.finish_upload(&repo_owned, id, &digest_owned)).await?;
     Ok(Response::new(201)
-        .header("Location", location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")))
+        .header(
+            "Location",
+            location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")),
+        )
         .header("Docker-Content-Digest", digest.to_string()))
 }
 
@@ -128,7 +200,11 @@ pub async fn start(
         let digest = parse_digest(mount)?;
         // Without `from`, the blob is mounted from any repository that has it
         // (the spec's automatic cross-mount).
-        let from = query.get("from").filter(|f| !f.is_empty()).map(repository).transpose()?;
+        let from = query
+            .get("from")
+            .filter(|f| !f.is_empty())
+            .map(repository)
+            .transpose()?;
         // With token auth a caller may only read what its token names, so no
         // blob is discovered in repositories it was not granted.
         let automatic_allowed = !matches!(ctx.auth, crate::auth::Auth::Token(_));
@@ -141,7 +217,10 @@ pub async fn start(
         match mounted.await {
             Ok(_) => {
                 return Ok(Response::new(201)
-                    .header("Location", location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")))
+                    .header(
+                        "Location",
+                        location(ctx, request, &format!("/v2/{repo}/blobs/{digest}")),
+                    )
                     .header("Docker-Content-Digest", digest.to_string()));
             }
             // Not mountable: fall back to a fresh upload session, as the spec says.
@@ -160,7 +239,10 @@ pub async fn start(
     let outcome = receive(ctx, request, repo, id, body).await;
     let result = match outcome {
         Ok(Received::Appended(_)) => commit(ctx, request, repo, id, digest).await,
-        Ok(Received::OutOfOrder { .. }) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, "Content-Range must start at 0")),
+        Ok(Received::OutOfOrder { .. }) => Err(ApiError::new(
+            ErrorCode::BlobUploadInvalid,
+            "Content-Range must start at 0",
+        )),
         Err(e) => Err(e),
     };
     if result.is_err() {
@@ -171,7 +253,12 @@ pub async fn start(
 }
 
 /// `GET <session>`: 204 with the bytes received so far.
-pub fn status(ctx: &Ctx, request: &Request<'_>, repo: &RepositoryName, id: UploadId) -> Result<Response, ApiError> {
+pub fn status(
+    ctx: &Ctx,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    id: UploadId,
+) -> Result<Response, ApiError> {
     let len = ctx.engine.upload_len(repo, id)?;
     Ok(session_response(ctx, request, 204, repo, id, len))
 }
@@ -205,7 +292,12 @@ pub async fn finish(
     let digest_text = query.get("digest");
     match digest_text {
         Some(text) => drop(parse_digest(text)?),
-        None => return Err(ApiError::new(ErrorCode::DigestInvalid, "the digest query parameter is required")),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::DigestInvalid,
+                "the digest query parameter is required",
+            ))
+        }
     }
     if !body.is_declared_empty() || request.head.headers.get("content-range").is_some() {
         if let Received::OutOfOrder { len, got } = receive(ctx, request, repo, id, body).await? {

@@ -59,7 +59,9 @@ const DUMMY_HASH: &str = "$2y$05$ihYyaHhd4IempfjxEzUcpOZCfNDZlFuYmIg5YXr4aLHwhkN
 /// `$2b$`, cost 4 to 31, well-formed salt and digest).
 fn is_bcrypt(hash: &str) -> bool {
     ["$2y$", "$2a$", "$2b$"].iter().any(|p| hash.starts_with(p))
-        && hash.parse::<bcrypt::HashParts>().is_ok_and(|parts| (4..=31).contains(&parts.get_cost()))
+        && hash
+            .parse::<bcrypt::HashParts>()
+            .is_ok_and(|parts| (4..=31).contains(&parts.get_cost()))
 }
 
 /// Parses htpasswd text into user → bcrypt hash.
@@ -70,8 +72,14 @@ pub fn parse(path: &Path, text: &str) -> Result<HashMap<String, String>, Htpassw
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let error = |message| HtpasswdError::Line { path: path.to_owned(), line: index + 1, message };
-        let (user, hash) = line.split_once(':').ok_or_else(|| error("expected user:hash"))?;
+        let error = |message| HtpasswdError::Line {
+            path: path.to_owned(),
+            line: index + 1,
+            message,
+        };
+        let (user, hash) = line
+            .split_once(':')
+            .ok_or_else(|| error("expected user:hash"))?;
         if user.is_empty() {
             return Err(error("empty user name"));
         }
@@ -135,16 +143,28 @@ pub enum Verdict {
 impl Htpasswd {
     /// Loads `path`; fails (naming the file and line) if it is unusable.
     pub fn open(path: &Path, realm: &str) -> Result<Arc<Htpasswd>, HtpasswdError> {
-        let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let stamp = stamp(path);
         let users = parse(path, &text)?;
         let mut cache_key = [0u8; 32];
         getrandom::getrandom(&mut cache_key).map_err(|e| HtpasswdError::Random(e.to_string()))?;
-        log::info!("htpasswd auth: {} users from {} (realm {realm:?})", users.len(), path.display());
+        log::info!(
+            "htpasswd auth: {} users from {} (realm {realm:?})",
+            users.len(),
+            path.display()
+        );
         Ok(Arc::new(Htpasswd {
             path: path.to_owned(),
             realm: realm.to_owned(),
-            loaded: RwLock::new(Loaded { decoy: decoy(&users), users, stamp, checked: Instant::now() }),
+            loaded: RwLock::new(Loaded {
+                decoy: decoy(&users),
+                users,
+                stamp,
+                checked: Instant::now(),
+            }),
             cache: Mutex::new(HashSet::new()),
             cache_key,
         }))
@@ -157,12 +177,16 @@ impl Htpasswd {
 
     fn maybe_reload(&self) {
         {
-            let Ok(loaded) = self.loaded.read() else { return };
+            let Ok(loaded) = self.loaded.read() else {
+                return;
+            };
             if loaded.checked.elapsed() < RELOAD_CHECK {
                 return;
             }
         }
-        let Ok(mut loaded) = self.loaded.write() else { return };
+        let Ok(mut loaded) = self.loaded.write() else {
+            return;
+        };
         if loaded.checked.elapsed() < RELOAD_CHECK {
             return;
         }
@@ -172,9 +196,19 @@ impl Htpasswd {
             return;
         }
         loaded.stamp = now;
-        match std::fs::read_to_string(&self.path).map_err(|source| HtpasswdError::Read { path: self.path.clone(), source }).and_then(|t| parse(&self.path, &t)) {
+        match std::fs::read_to_string(&self.path)
+            .map_err(|source| HtpasswdError::Read {
+                path: self.path.clone(),
+                source,
+            })
+            .and_then(|t| parse(&self.path, &t))
+        {
             Ok(users) => {
-                log::info!("htpasswd file {} reloaded: {} users", self.path.display(), users.len());
+                log::info!(
+                    "htpasswd file {} reloaded: {} users",
+                    self.path.display(),
+                    users.len()
+                );
                 loaded.decoy = decoy(&users);
                 loaded.users = users;
             }
@@ -185,7 +219,8 @@ impl Htpasswd {
     /// The cache key for a verified credential: an HMAC, so the cache holds
     /// nothing a memory dump could brute-force passwords from offline.
     fn cache_entry(&self, user: &str, password: &str, hash: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         for part in [user, password, hash] {
             mac.update(&(part.len() as u64).to_le_bytes());
             mac.update(part.as_bytes());
@@ -195,7 +230,11 @@ impl Htpasswd {
 
     /// Checks a user and password. Returns `Ok` at once from the cache, or
     /// `Err(job)`: a bcrypt verification to run off the event loop.
-    pub fn check_cached(self: &Arc<Self>, user: &str, password: &str) -> Result<Verdict, VerifyJob> {
+    pub fn check_cached(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+    ) -> Result<Verdict, VerifyJob> {
         self.maybe_reload();
         let (hash, decoy) = match self.loaded.read() {
             Ok(loaded) => match loaded.users.get(user) {
@@ -210,7 +249,13 @@ impl Htpasswd {
                 return Ok(Verdict::Allowed(user.to_owned()));
             }
         }
-        Err(VerifyJob { store: self.clone(), user: user.to_owned(), password: password.to_owned(), hash, decoy })
+        Err(VerifyJob {
+            store: self.clone(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            hash,
+            decoy,
+        })
     }
 }
 
@@ -261,13 +306,18 @@ pub fn hash_line(user: &str, password: &str, cost: u32) -> Result<String, String
         return Err("the user name may not contain ':'".into());
     }
     if user.chars().any(char::is_control) || user.trim() != user {
-        return Err("the user name may not contain control characters or surrounding spaces".into());
+        return Err(
+            "the user name may not contain control characters or surrounding spaces".into(),
+        );
     }
     if user.len() > 255 {
         return Err("the user name is longer than 255 bytes".into());
     }
     let parts = bcrypt::hash_with_result(password, cost).map_err(|e| format!("bcrypt: {e}"))?;
-    Ok(format!("{user}:{}", parts.format_for_version(bcrypt::Version::TwoY)))
+    Ok(format!(
+        "{user}:{}",
+        parts.format_for_version(bcrypt::Version::TwoY)
+    ))
 }
 
 /// Usage of the `htpasswd` subset berth implements.
@@ -330,13 +380,29 @@ pub fn cli(args: &[String]) -> Result<String, CliError> {
         }
     }
     let positional: Vec<&String> = iter.collect();
-    for (flag, why) in [('B', "-B (bcrypt) is required: registry:2 accepts only bcrypt"), ('n', "-n is required: berth prints the line, it does not update files"), ('b', "-b is required: berth takes the password from the command line")] {
+    for (flag, why) in [
+        (
+            'B',
+            "-B (bcrypt) is required: registry:2 accepts only bcrypt",
+        ),
+        (
+            'n',
+            "-n is required: berth prints the line, it does not update files",
+        ),
+        (
+            'b',
+            "-b is required: berth takes the password from the command line",
+        ),
+    ] {
         if !flags.contains(&flag) {
             return Err(CliError::Usage(why.into()));
         }
     }
     let [user, password] = positional[..] else {
-        return Err(CliError::Usage(format!("expected USER and PASSWORD, got {} arguments", positional.len())));
+        return Err(CliError::Usage(format!(
+            "expected USER and PASSWORD, got {} arguments",
+            positional.len()
+        )));
     };
     let line = hash_line(user, password, cost).map_err(CliError::Usage)?;
     Ok(format!("{line}\n\n"))
@@ -347,7 +413,8 @@ mod tests {
     use super::*;
 
     /// Apache's `htpasswd -Bbn testuser testpassword` (apache2-utils 2.4).
-    const APACHE_LINE: &str = "testuser:$2y$05$4dZd3NcCWIIXFgKoczn5/egNqtwXP5iBIb56rhzGC1ouFn6UNNlDm";
+    const APACHE_LINE: &str =
+        "testuser:$2y$05$4dZd3NcCWIIXFgKoczn5/egNqtwXP5iBIb56rhzGC1ouFn6UNNlDm";
 
     fn expire_reload_check(store: &Htpasswd) {
         store.loaded.write().unwrap().checked = Instant::now() - RELOAD_CHECK * 2;
@@ -358,12 +425,30 @@ mod tests {
         let line = hash_line("alice", "pw", 4).unwrap();
         let users = parse(Path::new("f"), &format!("# comment\n\n  {line}  \r\n")).unwrap();
         assert!(users["alice"].starts_with("$2y$04$"));
-        let err = parse(Path::new("/etc/htpasswd"), "bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap_err().to_string();
-        assert!(err.contains("/etc/htpasswd") && err.contains("line 1") && err.contains("bcrypt"), "{err}");
-        let err = parse(Path::new("f"), &format!("{line}\nnocolon\n")).unwrap_err().to_string();
+        let err = parse(
+            Path::new("/etc/htpasswd"),
+            "bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/etc/htpasswd") && err.contains("line 1") && err.contains("bcrypt"),
+            "{err}"
+        );
+        let err = parse(Path::new("f"), &format!("{line}\nnocolon\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("user:hash"), "{err}");
-        let err = parse(Path::new("f"), &format!("\n\n{}\n", line.replacen("alice", "", 1))).unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("empty user"), "{err}");
+        let err = parse(
+            Path::new("f"),
+            &format!("\n\n{}\n", line.replacen("alice", "", 1)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("empty user"),
+            "{err}"
+        );
         // MD5 (Apache's default without -B), crypt, plain text, $2x$, a
         // truncated hash and an impossible cost are refused.
         let hash = &users["alice"];
@@ -377,7 +462,10 @@ mod tests {
             format!("u:{}", hash.replacen("$04$", "$03$", 1)),
         ] {
             let err = parse(Path::new("f"), &bad).unwrap_err().to_string();
-            assert!(err.contains("line 1") && err.contains("bcrypt"), "{bad}: {err}");
+            assert!(
+                err.contains("line 1") && err.contains("bcrypt"),
+                "{bad}: {err}"
+            );
         }
         // All three bcrypt prefixes registry:2 accepts; a later line for the
         // same user wins, as in registry:2.
@@ -386,7 +474,10 @@ mod tests {
             assert!(parse(Path::new("f"), &text).unwrap()["alice"].starts_with(prefix));
         }
         let users = parse(Path::new("f"), &format!("{APACHE_LINE}\n\n")).unwrap();
-        assert!(bcrypt::verify("testpassword", &users["testuser"]).unwrap(), "Apache's line verifies");
+        assert!(
+            bcrypt::verify("testpassword", &users["testuser"]).unwrap(),
+            "Apache's line verifies"
+        );
         assert!(is_bcrypt(DUMMY_HASH));
     }
 
@@ -400,7 +491,10 @@ mod tests {
         assert!(hash_line("a:b", "pw", 4).is_err());
         assert!(hash_line("", "pw", 4).is_err());
         assert!(hash_line("a\nb", "pw", 4).is_err());
-        assert!(hash_line("u", "pw", 3).is_err(), "cost below bcrypt's minimum");
+        assert!(
+            hash_line("u", "pw", 3).is_err(),
+            "cost below bcrypt's minimum"
+        );
         assert!(hash_line("u", "pass:with:colons", 4).is_ok());
     }
 
@@ -414,11 +508,21 @@ mod tests {
             &["-bn", "-B", "--", "testuser", "testpassword"],
         ] {
             let out = run(args).unwrap();
-            assert!(out.starts_with("testuser:$2y$05$") && out.ends_with("\n\n") && out.len() == "testuser:".len() + 60 + 2, "{args:?}: {out:?}");
+            assert!(
+                out.starts_with("testuser:$2y$05$")
+                    && out.ends_with("\n\n")
+                    && out.len() == "testuser:".len() + 60 + 2,
+                "{args:?}: {out:?}"
+            );
             let hash = out.trim_end().split_once(':').unwrap().1;
             assert!(bcrypt::verify("testpassword", hash).unwrap());
         }
-        for args in [&["-Bbn", "-C", "4", "u", "p"][..], &["-BbnC", "4", "u", "p"], &["-BbnC4", "u", "p"], &["-C4", "-Bbn", "u", "p"]] {
+        for args in [
+            &["-Bbn", "-C", "4", "u", "p"][..],
+            &["-BbnC", "4", "u", "p"],
+            &["-BbnC4", "u", "p"],
+            &["-C4", "-Bbn", "u", "p"],
+        ] {
             assert!(run(args).unwrap().starts_with("u:$2y$04$"), "{args:?}");
         }
         // A password that looks like a flag, after the user name.
@@ -440,7 +544,9 @@ mod tests {
             (&["-Bbn", "a:b", "p"], "':'"),
         ] {
             match run(args) {
-                Err(CliError::Usage(message)) => assert!(message.contains(expect), "{args:?}: {message}"),
+                Err(CliError::Usage(message)) => {
+                    assert!(message.contains(expect), "{args:?}: {message}")
+                }
                 other => panic!("{args:?}: {other:?}"),
             }
         }
@@ -454,23 +560,56 @@ mod tests {
         let store = Htpasswd::open(&path, "realm").unwrap();
         let job = store.check_cached("alice", "old").unwrap_err();
         assert_eq!(job.run(), Verdict::Allowed("alice".into()));
-        assert_eq!(store.check_cached("alice", "old").ok(), Some(Verdict::Allowed("alice".into())), "second check is cached");
-        assert_eq!(store.check_cached("alice", "wrong").unwrap_err().run(), Verdict::Denied);
-        assert!(store.check_cached("alice", "wrong").is_err(), "a failure is never cached");
-        assert_eq!(store.check_cached("mallory", "old").unwrap_err().run(), Verdict::Denied);
-        assert_eq!(store.check_cached("Alice", "old").unwrap_err().run(), Verdict::Denied, "user names are case-sensitive");
+        assert_eq!(
+            store.check_cached("alice", "old").ok(),
+            Some(Verdict::Allowed("alice".into())),
+            "second check is cached"
+        );
+        assert_eq!(
+            store.check_cached("alice", "wrong").unwrap_err().run(),
+            Verdict::Denied
+        );
+        assert!(
+            store.check_cached("alice", "wrong").is_err(),
+            "a failure is never cached"
+        );
+        assert_eq!(
+            store.check_cached("mallory", "old").unwrap_err().run(),
+            Verdict::Denied
+        );
+        assert_eq!(
+            store.check_cached("Alice", "old").unwrap_err().run(),
+            Verdict::Denied,
+            "user names are case-sensitive"
+        );
         // The password changes in the file: the cached entry no longer matches.
         std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&path, hash_line("alice", "new", 4).unwrap() + "\n# changed\n").unwrap();
+        std::fs::write(
+            &path,
+            hash_line("alice", "new", 4).unwrap() + "\n# changed\n",
+        )
+        .unwrap();
         expire_reload_check(&store);
-        assert!(store.check_cached("alice", "old").is_err(), "stale cache entry used");
-        assert_eq!(store.check_cached("alice", "old").unwrap_err().run(), Verdict::Denied);
-        assert_eq!(store.check_cached("alice", "new").unwrap_err().run(), Verdict::Allowed("alice".into()));
+        assert!(
+            store.check_cached("alice", "old").is_err(),
+            "stale cache entry used"
+        );
+        assert_eq!(
+            store.check_cached("alice", "old").unwrap_err().run(),
+            Verdict::Denied
+        );
+        assert_eq!(
+            store.check_cached("alice", "new").unwrap_err().run(),
+            Verdict::Allowed("alice".into())
+        );
         // The user is removed: even the cached credential stops working.
         assert!(store.check_cached("alice", "new").is_ok());
         std::fs::write(&path, hash_line("bob", "pw", 4).unwrap() + "\n").unwrap();
         expire_reload_check(&store);
-        assert_eq!(store.check_cached("alice", "new").unwrap_err().run(), Verdict::Denied);
+        assert_eq!(
+            store.check_cached("alice", "new").unwrap_err().run(),
+            Verdict::Denied
+        );
     }
 
     #[test]
@@ -481,15 +620,27 @@ mod tests {
         let store = Htpasswd::open(&path, "realm").unwrap();
         std::fs::write(&path, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
         expire_reload_check(&store);
-        assert_eq!(store.check_cached("alice", "pw").unwrap_err().run(), Verdict::Allowed("alice".into()));
+        assert_eq!(
+            store.check_cached("alice", "pw").unwrap_err().run(),
+            Verdict::Allowed("alice".into())
+        );
         std::fs::remove_file(&path).unwrap();
         expire_reload_check(&store);
-        assert_eq!(store.check_cached("alice", "pw").ok(), Some(Verdict::Allowed("alice".into())));
+        assert_eq!(
+            store.check_cached("alice", "pw").ok(),
+            Some(Verdict::Allowed("alice".into()))
+        );
         // Fixed again: the new file is read.
         std::fs::write(&path, hash_line("bob", "pw2", 4).unwrap() + "\n").unwrap();
         expire_reload_check(&store);
-        assert_eq!(store.check_cached("bob", "pw2").unwrap_err().run(), Verdict::Allowed("bob".into()));
-        assert_eq!(store.check_cached("alice", "pw").unwrap_err().run(), Verdict::Denied);
+        assert_eq!(
+            store.check_cached("bob", "pw2").unwrap_err().run(),
+            Verdict::Allowed("bob".into())
+        );
+        assert_eq!(
+            store.check_cached("alice", "pw").unwrap_err().run(),
+            Verdict::Denied
+        );
     }
 
     #[test]
@@ -503,12 +654,18 @@ mod tests {
         assert!(store.loaded.read().unwrap().users.contains_key("alice"));
         let _ = store.check_cached("bob", "pw");
         assert!(store.loaded.read().unwrap().checked.elapsed() < RELOAD_CHECK);
-        assert!(store.loaded.read().unwrap().users.contains_key("alice"), "re-read within a second");
+        assert!(
+            store.loaded.read().unwrap().users.contains_key("alice"),
+            "re-read within a second"
+        );
     }
 
     #[test]
     fn open_names_an_unreadable_file() {
-        let err = Htpasswd::open(Path::new("/nonexistent/berth/htpasswd"), "r").err().unwrap().to_string();
+        let err = Htpasswd::open(Path::new("/nonexistent/berth/htpasswd"), "r")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("/nonexistent/berth/htpasswd"), "{err}");
     }
 

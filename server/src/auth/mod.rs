@@ -60,15 +60,23 @@ fn access_detail(scopes: &[token::Scope]) -> serde_json::Value {
 
 /// The Basic challenge registry:2's htpasswd access controller sends.
 fn challenge(realm: &str, scopes: &[token::Scope]) -> Response {
-    let error = ApiError::new(ErrorCode::Unauthorized, "authentication required").with_detail(access_detail(scopes));
+    let error = ApiError::new(ErrorCode::Unauthorized, "authentication required")
+        .with_detail(access_detail(scopes));
     let realm = realm.replace(['"', '\\'], "'");
     Response::error(&error).header("WWW-Authenticate", format!("Basic realm=\"{realm}\""))
 }
 
 /// The Bearer challenge for `scopes`, with `error` when a token was sent.
-fn bearer_challenge(tokens: &token::TokenAuth, scopes: &[token::Scope], error: Option<&str>) -> Response {
+fn bearer_challenge(
+    tokens: &token::TokenAuth,
+    scopes: &[token::Scope],
+    error: Option<&str>,
+) -> Response {
     let settings = tokens.settings();
-    let mut value = format!("Bearer realm=\"{}\",service=\"{}\"", settings.realm, settings.service);
+    let mut value = format!(
+        "Bearer realm=\"{}\",service=\"{}\"",
+        settings.realm, settings.service
+    );
     if !scopes.is_empty() {
         let joined: Vec<String> = scopes.iter().map(token::Scope::to_challenge).collect();
         value.push_str(&format!(",scope=\"{}\"", joined.join(" ")));
@@ -77,7 +85,9 @@ fn bearer_challenge(tokens: &token::TokenAuth, scopes: &[token::Scope], error: O
         value.push_str(&format!(",error=\"{error}\""));
     }
     let message = match error {
-        Some("insufficient_scope") => "authentication required: the token does not grant this access",
+        Some("insufficient_scope") => {
+            "authentication required: the token does not grant this access"
+        }
         _ => "authentication required",
     };
     let body = ApiError::new(ErrorCode::Unauthorized, message).with_detail(access_detail(scopes));
@@ -94,7 +104,12 @@ impl Auth {
     /// The authenticated user (`None` when anonymous access is configured),
     /// or the 401 response to send instead of running the request. `scopes`
     /// are the accesses the request needs (checked for token auth).
-    pub async fn authenticate(&self, request: &Request<'_>, scopes: &[token::Scope], path_is_open: bool) -> Result<Option<String>, Response> {
+    pub async fn authenticate(
+        &self,
+        request: &Request<'_>,
+        scopes: &[token::Scope],
+        path_is_open: bool,
+    ) -> Result<Option<String>, Response> {
         if path_is_open {
             return Ok(None);
         }
@@ -124,7 +139,9 @@ impl Auth {
         };
         let verdict = match store.check_cached(&user, &password) {
             Ok(verdict) => verdict,
-            Err(job) => compio::runtime::spawn_blocking(move || job.run()).await.unwrap_or(Verdict::Denied),
+            Err(job) => compio::runtime::spawn_blocking(move || job.run())
+                .await
+                .unwrap_or(Verdict::Denied),
         };
         match verdict {
             Verdict::Allowed(user) => Ok(Some(user)),
@@ -149,14 +166,21 @@ mod tests {
     }
 
     fn header<'r>(response: &'r Response, name: &str) -> Option<&'r str> {
-        response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn the_basic_challenge_is_registry2s() {
         let response = challenge("Registry Realm", &[]);
         assert_eq!(response.status, 401);
-        assert_eq!(header(&response, "WWW-Authenticate"), Some("Basic realm=\"Registry Realm\""));
+        assert_eq!(
+            header(&response, "WWW-Authenticate"),
+            Some("Basic realm=\"Registry Realm\"")
+        );
         assert_eq!(header(&response, "Content-Type"), Some("application/json"));
         let body = body_json(&response);
         assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
@@ -164,7 +188,10 @@ mod tests {
         assert!(response.user.is_none());
 
         // A repository request names what it needed, as registry:2 does.
-        let push = [token::Scope::repository("foo", &["pull", "push"]), token::Scope::repository("bar", &["pull"])];
+        let push = [
+            token::Scope::repository("foo", &["pull", "push"]),
+            token::Scope::repository("bar", &["pull"]),
+        ];
         let body = body_json(&challenge("r", &push));
         assert_eq!(
             body["errors"][0]["detail"],
@@ -175,19 +202,34 @@ mod tests {
             ])
         );
         let body = body_json(&challenge("r", &[token::Scope::catalog()]));
-        assert_eq!(body["errors"][0]["detail"], serde_json::json!([{"Type": "registry", "Class": "", "Name": "catalog", "Action": "*"}]));
+        assert_eq!(
+            body["errors"][0]["detail"],
+            serde_json::json!([{"Type": "registry", "Class": "", "Name": "catalog", "Action": "*"}])
+        );
 
         // A quote in the realm cannot break out of the parameter.
         let response = challenge("a\"b\\", &[]);
-        assert_eq!(header(&response, "WWW-Authenticate"), Some("Basic realm=\"a'b'\""));
+        assert_eq!(
+            header(&response, "WWW-Authenticate"),
+            Some("Basic realm=\"a'b'\"")
+        );
     }
 
     #[test]
     fn basic_credentials_are_decoded() {
         let encode = |s: &str| STANDARD.encode(s);
-        assert_eq!(parse_basic(&format!("Basic {}", encode("testuser:testpassword"))), Some(("testuser".into(), "testpassword".into())));
-        assert_eq!(parse_basic(&format!("basic  {} ", encode("u:pa:ss"))), Some(("u".into(), "pa:ss".into())));
-        assert_eq!(parse_basic(&format!("Basic {}", encode("u:"))), Some(("u".into(), String::new())));
+        assert_eq!(
+            parse_basic(&format!("Basic {}", encode("testuser:testpassword"))),
+            Some(("testuser".into(), "testpassword".into()))
+        );
+        assert_eq!(
+            parse_basic(&format!("basic  {} ", encode("u:pa:ss"))),
+            Some(("u".into(), "pa:ss".into()))
+        );
+        assert_eq!(
+            parse_basic(&format!("Basic {}", encode("u:"))),
+            Some(("u".into(), String::new()))
+        );
         assert_eq!(parse_basic(&format!("Basic {}", encode("nocolon"))), None);
         assert_eq!(parse_basic(&format!("Bearer {}", encode("u:p"))), None);
         assert_eq!(parse_basic("Basic !!!"), None);

@@ -37,12 +37,20 @@ pub struct Scope {
 impl Scope {
     /// `repository:NAME:actions`.
     pub fn repository(name: &str, actions: &[&str]) -> Scope {
-        Scope { kind: "repository".into(), name: name.into(), actions: actions.iter().map(|a| a.to_string()).collect() }
+        Scope {
+            kind: "repository".into(),
+            name: name.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        }
     }
 
     /// `registry:catalog:*`.
     pub fn catalog() -> Scope {
-        Scope { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] }
+        Scope {
+            kind: "registry".into(),
+            name: "catalog".into(),
+            actions: vec!["*".into()],
+        }
     }
 
     /// The scope string for a challenge.
@@ -93,7 +101,9 @@ impl PublicKey {
             (Algorithm::EdDsa, PublicKey::Ed25519(k)) => (&signature::ED25519, k),
             _ => return false,
         };
-        UnparsedPublicKey::new(algorithm, key).verify(message, sig).is_ok()
+        UnparsedPublicKey::new(algorithm, key)
+            .verify(message, sig)
+            .is_ok()
     }
 
     /// The key from a DER SubjectPublicKeyInfo.
@@ -169,7 +179,11 @@ pub fn libtrust_key_id(spki: &[u8]) -> String {
             out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
         }
     }
-    out.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
+    out.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The `auth.token` settings.
@@ -231,7 +245,12 @@ fn der_length(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
-        let bytes: Vec<u8> = len.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|b| *b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
@@ -267,7 +286,9 @@ impl Jwk {
                 point.extend(b64url(self.y.as_deref()?)?);
                 (point.len() == 65).then_some(PublicKey::P256(point))
             }
-            "OKP" if self.crv.as_deref() == Some("Ed25519") => Some(PublicKey::Ed25519(b64url(self.x.as_deref()?)?)),
+            "OKP" if self.crv.as_deref() == Some("Ed25519") => {
+                Some(PublicKey::Ed25519(b64url(self.x.as_deref()?)?))
+            }
             _ => None,
         }
     }
@@ -355,7 +376,11 @@ impl TokenAuth {
         let mut keys_by_id = HashMap::new();
         let mut roots = Vec::new();
         if let Some(path) = &settings.root_cert_bundle {
-            let error = |message: String| TokenSetupError::Keys { what: "auth.token.rootcertbundle", path: path.clone(), message };
+            let error = |message: String| TokenSetupError::Keys {
+                what: "auth.token.rootcertbundle",
+                path: path.clone(),
+                message,
+            };
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| error(e.to_string()))?
                 .collect::<Result<Vec<_>, _>>()
@@ -364,25 +389,40 @@ impl TokenAuth {
                 return Err(error("holds no PEM certificate".into()));
             }
             for cert in certs {
-                let parsed = webpki::EndEntityCert::try_from(&cert).map_err(|e| error(format!("{e:?}")))?;
+                let parsed =
+                    webpki::EndEntityCert::try_from(&cert).map_err(|e| error(format!("{e:?}")))?;
                 let spki = parsed.subject_public_key_info();
-                let key = PublicKey::from_spki(spki.as_ref()).ok_or_else(|| error("a certificate's key is not RSA, P-256 or Ed25519".into()))?;
+                let key = PublicKey::from_spki(spki.as_ref()).ok_or_else(|| {
+                    error("a certificate's key is not RSA, P-256 or Ed25519".into())
+                })?;
                 keys_by_id.insert(libtrust_key_id(spki.as_ref()), key);
                 roots.push(cert.into_owned());
             }
         }
         if let Some(path) = &settings.jwks {
-            let error = |message: String| TokenSetupError::Keys { what: "auth.token.jwks", path: path.clone(), message };
+            let error = |message: String| TokenSetupError::Keys {
+                what: "auth.token.jwks",
+                path: path.clone(),
+                message,
+            };
             let text = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-            let set: JwkSet = serde_json::from_slice(&text).map_err(|e| error(format!("not a JWK set: {e}")))?;
+            let set: JwkSet =
+                serde_json::from_slice(&text).map_err(|e| error(format!("not a JWK set: {e}")))?;
             for jwk in set.keys {
-                let kid = jwk.kid.clone().ok_or_else(|| error("a key has no kid".into()))?;
-                let key = jwk.public_key().ok_or_else(|| error(format!("key {kid}: unsupported or malformed")))?;
+                let kid = jwk
+                    .kid
+                    .clone()
+                    .ok_or_else(|| error("a key has no kid".into()))?;
+                let key = jwk
+                    .public_key()
+                    .ok_or_else(|| error(format!("key {kid}: unsupported or malformed")))?;
                 keys_by_id.insert(kid, key);
             }
         }
         if keys_by_id.is_empty() {
-            return Err(TokenSetupError::Invalid("set rootcertbundle or jwks: no signing keys configured".into()));
+            return Err(TokenSetupError::Invalid(
+                "set rootcertbundle or jwks: no signing keys configured".into(),
+            ));
         }
         let algorithms = if settings.signing_algorithms.is_empty() {
             vec![Algorithm::Rs256, Algorithm::Es256, Algorithm::EdDsa]
@@ -390,10 +430,21 @@ impl TokenAuth {
             settings
                 .signing_algorithms
                 .iter()
-                .map(|a| Algorithm::from_name(a).ok_or_else(|| TokenSetupError::Invalid(format!("signingalgorithms: unsupported {a} (RS256, ES256, EdDSA)"))))
+                .map(|a| {
+                    Algorithm::from_name(a).ok_or_else(|| {
+                        TokenSetupError::Invalid(format!(
+                            "signingalgorithms: unsupported {a} (RS256, ES256, EdDSA)"
+                        ))
+                    })
+                })
                 .collect::<Result<_, _>>()?
         };
-        Ok(TokenAuth { settings, keys_by_id, roots, algorithms })
+        Ok(TokenAuth {
+            settings,
+            keys_by_id,
+            roots,
+            algorithms,
+        })
     }
 
     /// The settings (realm and service for challenges).
@@ -402,14 +453,20 @@ impl TokenAuth {
     }
 
     fn key_from_chain(&self, chain: &[String]) -> Option<PublicKey> {
-        let ders: Vec<CertificateDer<'static>> =
-            chain.iter().map(|c| STANDARD.decode(c).ok().map(CertificateDer::from)).collect::<Option<_>>()?;
+        let ders: Vec<CertificateDer<'static>> = chain
+            .iter()
+            .map(|c| STANDARD.decode(c).ok().map(CertificateDer::from))
+            .collect::<Option<_>>()?;
         let leaf = ders.first()?;
         let parsed = webpki::EndEntityCert::try_from(leaf).ok()?;
         let trusted = if self.roots.iter().any(|r| r.as_ref() == leaf.as_ref()) {
             true
         } else {
-            let anchors: Vec<_> = self.roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
+            let anchors: Vec<_> = self
+                .roots
+                .iter()
+                .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+                .collect();
             let now = UnixTime::now();
             parsed
                 .verify_for_usage(
@@ -423,39 +480,56 @@ impl TokenAuth {
                 )
                 .is_ok()
         };
-        trusted.then(|| PublicKey::from_spki(parsed.subject_public_key_info().as_ref())).flatten()
+        trusted
+            .then(|| PublicKey::from_spki(parsed.subject_public_key_info().as_ref()))
+            .flatten()
     }
 
     /// Verifies `token`; returns what it grants.
     pub fn verify(&self, token: &str) -> Result<Grants, TokenError> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(TokenError::Malformed);
         };
-        let header: Header = serde_json::from_slice(&b64url(h).ok_or(TokenError::Malformed)?).map_err(|_| TokenError::Malformed)?;
-        let alg = Algorithm::from_name(&header.alg).filter(|a| self.algorithms.contains(a)).ok_or_else(|| TokenError::Algorithm(header.alg.clone()))?;
+        let header: Header = serde_json::from_slice(&b64url(h).ok_or(TokenError::Malformed)?)
+            .map_err(|_| TokenError::Malformed)?;
+        let alg = Algorithm::from_name(&header.alg)
+            .filter(|a| self.algorithms.contains(a))
+            .ok_or_else(|| TokenError::Algorithm(header.alg.clone()))?;
         let key = match (&header.x5c, &header.kid) {
             (Some(chain), _) => self.key_from_chain(chain).ok_or(TokenError::UnknownKey)?,
-            (None, Some(kid)) => self.keys_by_id.get(kid).cloned().ok_or(TokenError::UnknownKey)?,
+            (None, Some(kid)) => self
+                .keys_by_id
+                .get(kid)
+                .cloned()
+                .ok_or(TokenError::UnknownKey)?,
             (None, None) => return Err(TokenError::UnknownKey),
         };
         let sig = b64url(s).ok_or(TokenError::Malformed)?;
         if !key.verify(alg, format!("{h}.{p}").as_bytes(), &sig) {
             return Err(TokenError::BadSignature);
         }
-        let claims: Claims = serde_json::from_slice(&b64url(p).ok_or(TokenError::Malformed)?).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = serde_json::from_slice(&b64url(p).ok_or(TokenError::Malformed)?)
+            .map_err(|_| TokenError::Malformed)?;
         if claims.iss.as_deref() != Some(self.settings.issuer.as_str()) {
             return Err(TokenError::Claim("iss"));
         }
         let audience_ok = match &claims.aud {
             Some(serde_json::Value::String(a)) => *a == self.settings.service,
-            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(self.settings.service.as_str())),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .any(|a| a.as_str() == Some(self.settings.service.as_str())),
             _ => false,
         };
         if !audience_ok {
             return Err(TokenError::Claim("aud"));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         match claims.exp {
             Some(exp) if exp + LEEWAY_SECONDS > now => {}
             _ => return Err(TokenError::Claim("exp")),
@@ -465,7 +539,15 @@ impl TokenAuth {
         }
         Ok(Grants {
             subject: claims.sub,
-            access: claims.access.into_iter().map(|a| Scope { kind: a.kind, name: a.name, actions: a.actions }).collect(),
+            access: claims
+                .access
+                .into_iter()
+                .map(|a| Scope {
+                    kind: a.kind,
+                    name: a.name,
+                    actions: a.actions,
+                })
+                .collect(),
         })
     }
 }
@@ -484,12 +566,17 @@ mod tests {
         let id = libtrust_key_id(b"any spki bytes");
         assert_eq!(id.len(), 59);
         assert_eq!(id.split(':').count(), 12);
-        assert!(id.chars().all(|c| c == ':' || c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
+        assert!(id
+            .chars()
+            .all(|c| c == ':' || c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
     }
 
     #[test]
     fn grants_need_every_action() {
-        let grants = Grants { subject: None, access: vec![Scope::repository("a", &["pull"]), Scope::catalog()] };
+        let grants = Grants {
+            subject: None,
+            access: vec![Scope::repository("a", &["pull"]), Scope::catalog()],
+        };
         assert!(grants.allows(&Scope::repository("a", &["pull"])));
         assert!(!grants.allows(&Scope::repository("a", &["pull", "push"])));
         assert!(!grants.allows(&Scope::repository("b", &["pull"])));
@@ -500,7 +587,10 @@ mod tests {
     fn der_reader_refuses_truncation() {
         assert_eq!(der_next(&[0x30, 0x05, 1, 2]), None);
         assert_eq!(der_next(&[0x30, 0x82, 0x00]), None);
-        assert_eq!(der_next(&[0x02, 0x01, 0x07]), Some((0x02, &[7u8][..], &[][..])));
+        assert_eq!(
+            der_next(&[0x02, 0x01, 0x07]),
+            Some((0x02, &[7u8][..], &[][..]))
+        );
         assert!(PublicKey::from_spki(&[0x30, 0x00]).is_none());
     }
 }
