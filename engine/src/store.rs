@@ -95,10 +95,24 @@ pub(crate) struct StoreOpen {
 struct Index {
     map: HashMap<Digest, Loc>,
     files: BTreeMap<u32, Arc<File>>,
-    /// Records indexed from the snapshot whose crc has not been checked in
-    /// this run: each is verified the first time it is opened, so a record
-    /// damaged at rest is never served even though no scan read it.
-    unverified: HashSet<Digest>,
+    /// How far into each segment the index snapshot reached at open: records
+    /// in that range were indexed without a crc check, so each is verified
+    /// the first time it is opened (a record damaged at rest is never served
+    /// even though no scan read it). Everything written or scanned since
+    /// lies beyond it.
+    snapshot_covered: HashMap<u32, u64>,
+    /// Snapshot-covered records checked since open.
+    verified: HashSet<Digest>,
+}
+
+impl Index {
+    /// Whether the record at `loc` was indexed from the snapshot and not yet checked.
+    fn unchecked(&self, digest: &Digest, loc: &Loc) -> bool {
+        self.snapshot_covered
+            .get(&loc.seg)
+            .is_some_and(|&covered| loc.payload + loc.len <= covered)
+            && !self.verified.contains(digest)
+    }
 }
 
 struct Writer {
@@ -188,7 +202,6 @@ fn load_snapshot(
     seg_dir: &Path,
     segs: &[u32],
     map: &mut HashMap<Digest, Loc>,
-    unverified: &mut HashSet<Digest>,
     report: &mut StoreOpen,
 ) -> HashMap<u32, u64> {
     let Some(snapshot) = std::fs::read(seg_dir.join(SNAPSHOT_FILE))
@@ -209,10 +222,10 @@ fn load_snapshot(
             _ => return HashMap::new(),
         }
     }
+    map.reserve(snapshot.entries.len());
     for (digest, seg, record, len) in snapshot.entries {
         if covered.contains_key(&seg) {
             let payload = record + segment::HEADER_BYTES + digest.algorithm().raw_len() as u64;
-            unverified.insert(digest.clone());
             map.insert(
                 digest,
                 Loc {
@@ -245,8 +258,7 @@ impl BlobStore {
         };
         let mut writer = Writer { seg: 0, file: None };
         let (mut tail_seg, mut tail_len) = (1, 0);
-        let mut unverified = HashSet::new();
-        let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut unverified, &mut report);
+        let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut report);
         for (i, &seg) in segs.iter().enumerate() {
             let active = i + 1 == segs.len();
             let path = seg_path(&seg_dir, seg);
@@ -270,7 +282,6 @@ impl BlobStore {
             report.records += scan.records.len();
             for r in scan.records {
                 // Later records win: a compaction copy supersedes its original.
-                unverified.remove(&r.digest);
                 map.insert(
                     r.digest,
                     Loc {
@@ -315,7 +326,8 @@ impl BlobStore {
             index: RwLock::new(Index {
                 map,
                 files,
-                unverified,
+                snapshot_covered: covered,
+                verified: HashSet::new(),
             }),
             queue: Mutex::new(queue),
             flushed: Condvar::new(),
@@ -384,13 +396,13 @@ impl BlobStore {
     /// store does not hold it.
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<(File, u64, u64)>> {
         if let Some((loc, file)) = self.segment_file(digest) {
-            let unchecked = self.read_index().unverified.contains(digest);
+            let unchecked = self.read_index().unchecked(digest, &loc);
             if self.opts.verify_reads || unchecked {
                 if !segment::record_crc_ok(&Self::read_record(&file, &loc)?) {
                     return Err(self.quarantine(digest, &loc));
                 }
                 if unchecked {
-                    self.write_index().unverified.remove(digest);
+                    self.write_index().verified.insert(digest.clone());
                 }
             }
             return Ok(Some((file.try_clone()?, loc.payload, loc.len)));

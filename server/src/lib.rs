@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod filestamp;
 pub mod logging;
 pub mod runtime;
 pub mod stream;

@@ -8,15 +8,18 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+
+use crate::filestamp::{file_stamp, FileStamp};
 
 /// Whether and how client certificates are checked (`http.tls.clientauth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,22 +124,13 @@ fn load_certified_key(
     })
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// Serves the current certificate and swaps in a new one when the files change.
 struct ReloadingResolver {
     settings: TlsSettings,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// When the files were last looked at, and their (mtime, size) then.
-    checked: Mutex<(
-        Instant,
-        Option<(SystemTime, u64)>,
-        Option<(SystemTime, u64)>,
-    )>,
+    checked: Mutex<(Instant, Option<FileStamp>, Option<FileStamp>)>,
 }
 
 impl fmt::Debug for ReloadingResolver {
@@ -157,7 +151,10 @@ impl ReloadingResolver {
             return;
         }
         checked.0 = Instant::now();
-        let stamps = (stamp(&self.settings.certificate), stamp(&self.settings.key));
+        let stamps = (
+            file_stamp(&self.settings.certificate),
+            file_stamp(&self.settings.key),
+        );
         if !forced && (checked.1, checked.2) == stamps {
             return;
         }
@@ -251,8 +248,8 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<rustls::ServerConfig>
         current: RwLock::new(Arc::new(key)),
         checked: Mutex::new((
             Instant::now(),
-            stamp(&settings.certificate),
-            stamp(&settings.key),
+            file_stamp(&settings.certificate),
+            file_stamp(&settings.key),
         )),
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));

@@ -82,7 +82,7 @@ async fn dispatch(
     match route {
         Route::Root if read => Ok(Response::new(200)),
         Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
-        Route::Health if read => Ok(storage_health(ctx)),
+        Route::Health if read => Ok(storage_health(ctx).await),
         Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
         Route::Tags { name } if *method == Method::Get => {
             tags::list(ctx, request, &repository(name)?, query)
@@ -176,17 +176,20 @@ fn required_scopes(
 }
 
 /// 200 `{"storage":"ok"}` when the data directory accepts a durable write
-/// and a delete; 503 naming the failure otherwise.
-fn storage_health(ctx: &Ctx) -> Response {
-    let probe = ctx
-        .engine
-        .root()
-        .join(format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
-    let check = (|| -> std::io::Result<()> {
+/// and a delete; 503 naming the failure otherwise. The probe fsyncs, so it
+/// runs on the blocking pool, not on the event loop.
+async fn storage_health(ctx: &Ctx) -> Response {
+    let root = ctx.engine.root().to_owned();
+    let check = compio::runtime::spawn_blocking(move || -> std::io::Result<()> {
+        let name =
+            format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], "");
+        let probe = root.join(name);
         let file = std::fs::File::create(&probe)?;
         file.sync_all()?;
         std::fs::remove_file(&probe)
-    })();
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::Error::other("the health probe panicked")));
     match check {
         Ok(()) => Response::json(200, &serde_json::json!({"storage": "ok"})),
         Err(e) => {

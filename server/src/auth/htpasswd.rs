@@ -14,11 +14,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::filestamp::{file_stamp, FileStamp};
 
 /// Entries kept in the verified-credential cache before it is cleared.
 const CACHE_ENTRIES_MAX: usize = 10_000;
@@ -91,11 +94,6 @@ pub fn parse(path: &Path, text: &str) -> Result<HashMap<String, String>, Htpassw
     Ok(users)
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// The hash an unknown user's password is verified against: one of the
 /// file's own hashes at the cost most of its users have (the result is
 /// thrown away), so an unknown user takes as long as a known one.
@@ -118,7 +116,7 @@ fn decoy(users: &HashMap<String, String>) -> String {
 struct Loaded {
     users: HashMap<String, String>,
     decoy: String,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<FileStamp>,
     checked: Instant,
 }
 
@@ -147,7 +145,7 @@ impl Htpasswd {
             path: path.to_owned(),
             source,
         })?;
-        let stamp = stamp(path);
+        let stamp = file_stamp(path);
         let users = parse(path, &text)?;
         let mut cache_key = [0u8; 32];
         getrandom::getrandom(&mut cache_key).map_err(|e| HtpasswdError::Random(e.to_string()))?;
@@ -191,7 +189,7 @@ impl Htpasswd {
             return;
         }
         loaded.checked = Instant::now();
-        let now = stamp(&self.path);
+        let now = file_stamp(&self.path);
         if now == loaded.stamp {
             return;
         }
