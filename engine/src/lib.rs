@@ -43,6 +43,7 @@ pub mod digest;
 mod error;
 mod fsutil;
 pub mod gc;
+mod ingest;
 pub mod manifest;
 pub mod metalog;
 #[doc(hidden)]
@@ -63,6 +64,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
+pub use ingest::{EvictReport, StagingFile};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
@@ -618,6 +620,20 @@ impl Engine {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<StoredManifest> {
+        self.store_manifest(repo, reference, content_type, body, true)
+    }
+
+    /// [`Engine::put_manifest`], optionally without refusing manifests
+    /// whose blobs or children `repo` lacks (a pull-through cache fetches
+    /// those lazily).
+    fn store_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: &[u8],
+        require_references: bool,
+    ) -> Result<StoredManifest> {
         let parsed = manifest::parse_manifest(content_type, body)?;
         let digest = match reference {
             Reference::Digest(expected) => {
@@ -633,7 +649,7 @@ impl Engine {
             Reference::Tag(_) => Digest::sha256_of(body),
         };
         let _gate = self.gate_shared();
-        {
+        if require_references {
             let state = self.meta.read();
             let r = state.repos.get(repo.as_str());
             for blob in &parsed.blobs {
