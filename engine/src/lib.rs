@@ -64,8 +64,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
-pub use ingest::{EvictReport, StagingFile};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
+pub use ingest::{EvictReport, StagingFile};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};

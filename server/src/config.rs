@@ -89,6 +89,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `http.tls.letsencrypt.*`: certificates obtained over ACME.
     pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
+    /// `proxy.*`: run as a pull-through cache of `proxy.remoteurl`.
+    pub proxy: Option<crate::proxy::ProxySettings>,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
 }
@@ -200,6 +202,15 @@ const KNOWN_KEYS: &[&str] = &[
     "http.limits.connectionsperloopmax",
     "runtime.driver",
     "runtime.threads",
+    "proxy.remoteurl",
+    "proxy.username",
+    "proxy.password",
+    "proxy.ttl",
+    "proxy.tagttl",
+    "proxy.maxsize",
+    "proxy.evictioninterval",
+    "proxy.localprefix",
+    "proxy.remoteca",
 ];
 
 impl Config {
@@ -440,6 +451,7 @@ impl Config {
             }
         };
         let auth = auth_config(root)?;
+        let proxy = proxy_settings(root)?;
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -466,6 +478,7 @@ impl Config {
             tls,
             auth,
             letsencrypt,
+            proxy,
             unknown_keys,
         })
     }
@@ -776,6 +789,38 @@ impl Config {
                 lines.push(format!("auth.htpasswd.path: {}", path.display()));
             }
         }
+        match &self.proxy {
+            None => lines.push("proxy: (none: not a pull-through cache)".into()),
+            Some(p) => {
+                lines.push(format!("proxy.remoteurl: {}", p.upstream.remote_url));
+                if let Some((user, _)) = &p.upstream.credentials {
+                    lines.push(format!("proxy.username: {user}"));
+                    lines.push("proxy.password: ********".into());
+                }
+                lines.push(format!(
+                    "proxy.ttl: {}",
+                    p.limits
+                        .max_age
+                        .map(|d| format!("{d:?}"))
+                        .unwrap_or_else(|| "0 (cached content never expires)".into())
+                ));
+                lines.push(format!("proxy.tagttl: {:?}", p.tag_ttl));
+                lines.push(format!(
+                    "proxy.maxsize: {}",
+                    p.limits
+                        .max_bytes
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "0 (no limit)".into())
+                ));
+                lines.push(format!("proxy.evictioninterval: {:?}", p.eviction_interval));
+                lines.push(format!(
+                    "proxy.localprefix: {}",
+                    p.local_prefix
+                        .as_deref()
+                        .unwrap_or("(none: pushes refused)")
+                ));
+            }
+        }
         lines.push(format!("runtime.driver: {:?}", self.driver));
         lines.push(format!("runtime.threads: {}", self.threads));
         let mut out = lines.join("\n");
@@ -913,6 +958,94 @@ fn collect_unknown(v: &Value, prefix: String, out: &mut Vec<String>) {
         };
         collect_unknown(child, path, out);
     }
+}
+
+/// The `proxy` section: `None` unless `proxy.remoteurl` is set.
+fn proxy_settings(root: &Value) -> Result<Option<crate::proxy::ProxySettings>, ConfigError> {
+    let Some(remote_url) = string(root, "proxy.remoteurl")?.filter(|u| !u.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let duration = |key: &'static str, default: u64| -> Result<std::time::Duration, ConfigError> {
+        match string(root, key)? {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(text) => parse_duration(&text).ok_or(ConfigError::Invalid {
+                key,
+                expected: "a duration such as 168h, 10m or 0",
+                got: text,
+            }),
+        }
+    };
+    let username = string(root, "proxy.username")?.filter(|u| !u.is_empty());
+    let password = string(root, "proxy.password")?.unwrap_or_default();
+    let max_age = duration("proxy.ttl", 168 * 3600)?;
+    let max_bytes = match string(root, "proxy.maxsize")? {
+        None => None,
+        Some(text) => Some(parse_size(&text).ok_or(ConfigError::Invalid {
+            key: "proxy.maxsize",
+            expected: "a size in bytes such as 500GiB, 200GB or 1073741824 (0 for no limit)",
+            got: text,
+        })?),
+    }
+    .filter(|n| *n > 0);
+    let eviction_interval = duration("proxy.evictioninterval", 60)?;
+    if eviction_interval.is_zero() {
+        return Err(ConfigError::Invalid {
+            key: "proxy.evictioninterval",
+            expected: "a positive duration",
+            got: "0".into(),
+        });
+    }
+    let settings = crate::proxy::ProxySettings {
+        upstream: crate::proxy::upstream::UpstreamSettings {
+            remote_url: remote_url.trim().to_owned(),
+            credentials: username.map(|u| (u, password)),
+            remote_ca: string(root, "proxy.remoteca")?
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        },
+        tag_ttl: duration("proxy.tagttl", 60)?,
+        limits: crate::proxy::cache::EvictionLimits {
+            max_age: Some(max_age).filter(|d| !d.is_zero()),
+            max_bytes,
+        },
+        eviction_interval,
+        local_prefix: string(root, "proxy.localprefix")?
+            .map(|p| p.trim().trim_matches('/').to_owned())
+            .filter(|p| !p.is_empty()),
+    };
+    crate::proxy::upstream::Upstream::new(&settings.upstream).map_err(|message| {
+        ConfigError::Invalid {
+            key: "proxy.remoteurl",
+            expected: "a usable upstream registry URL",
+            got: message,
+        }
+    })?;
+    Ok(Some(settings))
+}
+
+/// Parses a byte size: a plain number of bytes, or a number with a
+/// decimal (`KB`, `MB`, `GB`, `TB`) or binary (`KiB`, `MiB`, `GiB`, `TiB`)
+/// unit.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000_u64.pow(2),
+        "GB" => 1000_u64.pow(3),
+        "TB" => 1000_u64.pow(4),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
 }
 
 /// Parses a Go-style duration: one or more `<number><unit>` terms with units
@@ -1102,6 +1235,94 @@ mod tests {
                 .auth,
             AuthConfig::None
         );
+    }
+
+    #[test]
+    fn proxy_section_from_env_with_registry2_names_and_berth_extras() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+                ("REGISTRY_PROXY_USERNAME", "ci"),
+                ("REGISTRY_PROXY_PASSWORD", "s3cret"),
+                ("REGISTRY_PROXY_TTL", "72h"),
+                ("REGISTRY_PROXY_TAGTTL", "30s"),
+                ("REGISTRY_PROXY_MAXSIZE", "500GiB"),
+                ("REGISTRY_PROXY_LOCALPREFIX", "/local/"),
+            ]),
+        )
+        .expect("config");
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let p = c.proxy.clone().expect("proxy mode");
+        assert_eq!(p.upstream.remote_url, "https://registry-1.docker.io");
+        assert_eq!(p.upstream.credentials, Some(("ci".into(), "s3cret".into())));
+        assert_eq!(
+            p.limits.max_age,
+            Some(std::time::Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(p.limits.max_bytes, Some(500 << 30));
+        assert_eq!(p.tag_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(p.local_prefix.as_deref(), Some("local"));
+        let effective = c.effective();
+        assert!(
+            effective.contains("proxy.password: ********"),
+            "{effective}"
+        );
+        assert!(!effective.contains("s3cret"), "{effective}");
+
+        let defaults = Config::load(None, env(&[("REGISTRY_PROXY_REMOTEURL", "http://up:5000")]))
+            .expect("config")
+            .proxy
+            .expect("proxy mode");
+        assert_eq!(
+            defaults.limits.max_age,
+            Some(std::time::Duration::from_secs(168 * 3600))
+        );
+        assert_eq!(defaults.limits.max_bytes, None);
+        assert_eq!(defaults.local_prefix, None);
+        assert!(Config::load(None, env(&[]))
+            .expect("config")
+            .proxy
+            .is_none());
+    }
+
+    #[test]
+    fn bad_proxy_values_name_their_key() {
+        for (key, value, named) in [
+            (
+                "REGISTRY_PROXY_REMOTEURL",
+                "registry-1.docker.io",
+                "proxy.remoteurl",
+            ),
+            ("REGISTRY_PROXY_TTL", "a week", "proxy.ttl"),
+            ("REGISTRY_PROXY_MAXSIZE", "lots", "proxy.maxsize"),
+            (
+                "REGISTRY_PROXY_EVICTIONINTERVAL",
+                "0",
+                "proxy.evictioninterval",
+            ),
+        ] {
+            let mut pairs = vec![(key, value)];
+            if key != "REGISTRY_PROXY_REMOTEURL" {
+                pairs.push(("REGISTRY_PROXY_REMOTEURL", "http://up:5000"));
+            }
+            let error = Config::load(None, env(&pairs)).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains(named)),
+                "{key}={value}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("1073741824"), Some(1 << 30));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("2 GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("10KiB"), Some(10240));
+        assert_eq!(parse_size("1.5GB"), None);
+        assert_eq!(parse_size("5 apples"), None);
+        assert_eq!(parse_size("99999999999TiB"), None, "overflow");
     }
 
     #[test]

@@ -557,6 +557,21 @@ async fn write_response(
             write_all(stream, out).await?;
             sender.send(stream, blob.file, blob.offset, blob.len).await
         }
+        response::Body::Growing(growing) if !is_head => {
+            write_all(stream, out).await?;
+            let mut sent = 0u64;
+            while sent < growing.len {
+                // An upstream failure ends the body early: the client sees
+                // a truncated response and the connection closes.
+                let sendable = growing.sendable_after(sent).await?;
+                let file = growing.file.try_clone()?;
+                sender
+                    .send(stream, file, growing.start + sent, sendable - sent)
+                    .await?;
+                sent = sendable;
+            }
+            Ok(())
+        }
         _ => write_all(stream, out).await,
     }
 }

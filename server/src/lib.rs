@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod filestamp;
 pub mod logging;
+pub mod proxy;
 pub mod runtime;
 pub mod stream;
 pub mod tls;

@@ -359,6 +359,23 @@ fn schedule_upload_purging(
     }
 }
 
+/// Evicts cached content past the proxy's limits every
+/// `proxy.evictioninterval`, on its own thread.
+fn schedule_proxy_eviction(engine: Arc<berth_engine::Engine>, proxy: Arc<berth::proxy::Proxy>) {
+    let interval = proxy.settings().eviction_interval;
+    let spawned = std::thread::Builder::new()
+        .name("berth-proxy-evict".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            if let Err(e) = proxy.evict(&engine) {
+                log::error!("proxy: eviction failed: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the proxy eviction thread: {e}");
+    }
+}
+
 /// Runs the online GC every `interval` on its own thread.
 fn schedule_gc(
     engine: Arc<berth_engine::Engine>,
@@ -586,6 +603,38 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             config.gc_delete_untagged,
         );
     }
+    let proxy = match &config.proxy {
+        None => None,
+        Some(settings) => {
+            match berth::proxy::Proxy::new(settings.clone(), &config.root_directory) {
+                Ok(proxy) => {
+                    let proxy = Arc::new(proxy);
+                    log::info!(
+                    "pull-through cache of {} (tags trusted for {:?}; content kept {} since its last pull{})",
+                    settings.upstream.remote_url,
+                    settings.tag_ttl,
+                    settings
+                        .limits
+                        .max_age
+                        .map(|d| format!("{d:?}"))
+                        .unwrap_or_else(|| "forever".into()),
+                    settings
+                        .limits
+                        .max_bytes
+                        .map(|n| format!(", at most {n} bytes"))
+                        .unwrap_or_default()
+                );
+                    schedule_proxy_eviction(engine.clone(), proxy.clone());
+                    Some(proxy)
+                }
+                Err(e) => {
+                    eprintln!("berth: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let proxy_at_exit = proxy.clone();
     let engine_at_exit = engine.clone();
     schedule_index_snapshots(engine.clone());
     if let Some(purging) = config.upload_purging {
@@ -610,9 +659,15 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         tls,
         auth,
+        proxy,
     };
     match runtime::serve(config.listen, options) {
         Ok(()) => {
+            if let Some(proxy) = proxy_at_exit {
+                if let Err(e) = proxy.cache.save() {
+                    log::warn!("proxy: cannot save the cache record: {e}");
+                }
+            }
             // Drained: save the segment index so the next start skips the scan.
             match engine_at_exit.write_index_snapshot() {
                 Ok(entries) => log::info!("index snapshot written ({entries} entries)"),

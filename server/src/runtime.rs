@@ -61,6 +61,8 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Who may use the API.
     pub auth: crate::auth::Auth,
+    /// The pull-through cache, when configured.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// Binds one SO_REUSEPORT listener for `addr`.
@@ -200,7 +202,7 @@ fn run_loop(
         };
         let _ = ready.send(Ok(driver));
         drop(ready);
-        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits, auth: options.auth.clone() });
+        let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits, auth: options.auth.clone(), proxy: options.proxy.clone() });
         let busy = crate::conn::BusyCount::default();
         let listener = Rc::new(listener);
         let (accept_busy, accept_listener) = (busy.clone(), listener.clone());

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     SizeTooLarge,
     /// Internal error (500).
     Unknown,
+    /// A service berth depends on (a pull-through cache's upstream) is
+    /// unavailable (503), as registry:2's `UNAVAILABLE`.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::SizeTooLarge => "SIZE_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -96,6 +100,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => 416,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Unknown => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 }

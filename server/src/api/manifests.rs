@@ -27,7 +27,7 @@ fn parse_reference(text: &str) -> Result<Reference, ApiError> {
 /// A reference to look up: a malformed digest is 400 DIGEST_INVALID, but a
 /// string that is not a valid tag names no manifest and can never exist, so
 /// it is 404 MANIFEST_UNKNOWN (the conformance suite probes with one).
-fn existing_reference(text: &str) -> Result<Reference, ApiError> {
+pub(crate) fn existing_reference(text: &str) -> Result<Reference, ApiError> {
     match text.parse::<Reference>() {
         Ok(reference) => Ok(reference),
         Err(berth_engine::ReferenceError::Tag(_)) => Err(ApiError::new(

@@ -5,6 +5,7 @@
 mod blobs;
 pub mod error;
 mod manifests;
+mod proxied;
 pub mod query;
 mod referrers;
 pub mod response;
@@ -49,13 +50,15 @@ pub struct Ctx {
     pub http_limits: Limits,
     /// Who may use the API.
     pub auth: crate::auth::Auth,
+    /// The pull-through cache, when `proxy.remoteurl` is set.
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// Answers one request. Never panics on client input; every failure becomes
 /// an error response.
 pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
     let route = router::route(&request.path);
-    let open = matches!(route, Route::Root | Route::Health);
+    let open = matches!(route, Route::Root | Route::Health | Route::Metrics);
     let query = Query::parse(request.head.query());
     let scopes = required_scopes(&route, &request.head.method, &query);
     let user = match ctx.auth.authenticate(request, &scopes, open).await {
@@ -79,10 +82,16 @@ async fn dispatch(
 ) -> Result<Response, ApiError> {
     let method = &request.head.method;
     let read = matches!(method, Method::Get | Method::Head);
+    if let Some(proxy) = &ctx.proxy {
+        if let Some(response) = dispatch_proxied(ctx, proxy, request, route, query).await? {
+            return Ok(response);
+        }
+    }
     match route {
         Route::Root if read => Ok(Response::new(200)),
         Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
         Route::Health if read => Ok(storage_health(ctx).await),
+        Route::Metrics if read => Ok(metrics(ctx)),
         Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
         Route::Tags { name } if *method == Method::Get => {
             tags::list(ctx, request, &repository(name)?, query)
@@ -137,6 +146,94 @@ async fn dispatch(
     }
 }
 
+/// In pull-through cache mode, answers what the cache handles: reads of
+/// proxied repositories go through the cache, writes to them are refused.
+/// `None` for what is handled as usual (local repositories, `/v2/`, the
+/// catalog, referrers).
+async fn dispatch_proxied(
+    ctx: &Ctx,
+    proxy: &Arc<crate::proxy::Proxy>,
+    request: &Request<'_>,
+    route: &Route,
+    query: &Query,
+) -> Result<Option<Response>, ApiError> {
+    let method = &request.head.method;
+    let read = matches!(method, Method::Get | Method::Head);
+    let name = match route {
+        Route::Tags { name }
+        | Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::UploadStart { name }
+        | Route::Upload { name, .. } => name,
+        _ => return Ok(None),
+    };
+    if proxy.is_local(name) {
+        return Ok(None);
+    }
+    if !read {
+        return Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!(
+                "berth is a pull-through cache of {}: pushes and deletes are refused \
+                 (set proxy.localprefix to allow pushes under a local namespace)",
+                proxy.upstream().base()
+            ),
+        ));
+    }
+    let head_only = *method == Method::Head;
+    let response = match route {
+        Route::Tags { name } if *method == Method::Get => {
+            proxied::tags_list(ctx, proxy, request, &repository(name)?, query).await?
+        }
+        Route::Manifest { name, reference } => {
+            proxied::manifest(
+                ctx,
+                proxy,
+                request,
+                &repository(name)?,
+                reference,
+                head_only,
+            )
+            .await?
+        }
+        Route::Blob { name, digest } => {
+            let digest = parse_digest(digest)?;
+            proxied::blob(ctx, proxy, request, &repository(name)?, &digest, head_only).await?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(response))
+}
+
+/// `/debug/metrics`: counters in the Prometheus text format.
+fn metrics(ctx: &Ctx) -> Response {
+    use std::sync::atomic::Ordering;
+    let mut text = String::new();
+    for (name, help, value) in [
+        (
+            "berth_blob_bytes_spliced_total",
+            "blob body bytes sent by splice (zero-copy)",
+            &crate::conn::BLOB_BYTES_SPLICED,
+        ),
+        (
+            "berth_blob_bytes_copied_total",
+            "blob body bytes sent by read and write",
+            &crate::conn::BLOB_BYTES_COPIED,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
+    }
+    if let Some(proxy) = &ctx.proxy {
+        text.push_str(&proxy.metrics.render());
+    }
+    Response::new(200)
+        .header("Content-Type", "text/plain; version=0.0.4")
+        .body(response::Body::Bytes(text.into_bytes()))
+}
+
 /// The accesses a request needs, in token-scope terms: reads need `pull`,
 /// writes `pull,push`, deletes `delete`, a mount also `pull` on its source,
 /// the catalog `registry:catalog:*`; `/v2/` only a valid token.
@@ -171,7 +268,7 @@ fn required_scopes(
             scopes
         }
         Route::Upload { name, .. } => vec![Scope::repository(name, &["pull", "push"])],
-        Route::Root | Route::Base | Route::Health | Route::NotFound => Vec::new(),
+        Route::Root | Route::Base | Route::Health | Route::Metrics | Route::NotFound => Vec::new(),
     }
 }
 

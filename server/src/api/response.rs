@@ -16,6 +16,9 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// A range of a file (a stored blob).
     Blob(BlobRead),
+    /// A blob still arriving from a pull-through cache's upstream, sent as
+    /// its bytes land.
+    Growing(crate::proxy::fetch::GrowingBlob),
 }
 
 impl Body {
@@ -26,6 +29,7 @@ impl Body {
             Body::Sized(n) => *n,
             Body::Bytes(b) => b.len() as u64,
             Body::Blob(b) => b.len,
+            Body::Growing(g) => g.len,
         }
     }
 
@@ -46,6 +50,8 @@ pub struct Response {
     pub body: Body,
     /// The authenticated user, for the access log.
     pub user: Option<String>,
+    /// Keeps a pull-through cache from evicting the blob while it is sent.
+    pub pin: Option<crate::proxy::cache::PullPin>,
 }
 
 impl Response {
@@ -56,6 +62,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Empty,
             user: None,
+            pin: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub enum Route {
     Base,
     /// `/debug/health` — storage health for load balancers and monitors.
     Health,
+    /// `/debug/metrics` — counters in the Prometheus text format.
+    Metrics,
     /// `/v2/_catalog`.
     Catalog,
     /// `/v2/<name>/tags/list`.
@@ -69,6 +71,9 @@ pub fn route(path: &str) -> Route {
     }
     if path == "/debug/health" {
         return Route::Health;
+    }
+    if path == "/debug/metrics" {
+        return Route::Metrics;
     }
     let Some(api) = path.strip_prefix("/v2") else {
         return Route::NotFound;

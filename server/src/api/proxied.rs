@@ -1,0 +1,310 @@
+//! Reads in pull-through cache mode: manifests, blobs and tag lists served
+//! from the cache when it can, from upstream (and then cached) when it must.
+//! The machinery is in [`crate::proxy`]; this maps requests onto it.
+
+use std::sync::Arc;
+
+use berth_engine::{Digest, Reference, RepositoryName};
+use berth_http::{parse_range, RangeRequest};
+
+use super::error::{ApiError, ErrorCode};
+use super::query::Query;
+use super::response::{Body, Response};
+use super::{blobs, manifests, tags, Ctx};
+use crate::conn::Request;
+use crate::proxy::fetch::{FetchFailure, FetchJob, GrowingBlob, Joined};
+use crate::proxy::upstream::UpstreamError;
+use crate::proxy::Proxy;
+
+/// Runs a blocking call (upstream I/O, fsync) off the event loop.
+async fn off_loop<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    compio::runtime::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Unknown, "proxy task panicked"))
+}
+
+/// The API error for a failed fetch of `what`.
+fn fetch_error(failure: FetchFailure, not_found: ErrorCode) -> ApiError {
+    match failure {
+        FetchFailure::NotFound(m) => ApiError::new(not_found, m),
+        FetchFailure::Outage(m) => ApiError::new(ErrorCode::Unavailable, m),
+        FetchFailure::Invalid(m) => {
+            let mut e = ApiError::new(ErrorCode::Unavailable, m);
+            e.status = Some(502);
+            e
+        }
+        FetchFailure::Storage(m) => ApiError::new(ErrorCode::Unknown, m),
+    }
+}
+
+fn upstream_error(error: UpstreamError, not_found: ErrorCode) -> ApiError {
+    fetch_error(FetchFailure::from(error), not_found)
+}
+
+/// `GET|HEAD /v2/<name>/manifests/<reference>` through the cache.
+pub async fn manifest(
+    ctx: &Ctx,
+    proxy: &Arc<Proxy>,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    reference_text: &str,
+    head_only: bool,
+) -> Result<Response, ApiError> {
+    let reference = manifests::existing_reference(reference_text)?;
+    let serve_cached = |ctx: &Ctx| {
+        let response = manifests::get(ctx, request, repo, reference_text, head_only)?;
+        if let Ok(m) = ctx.engine.manifest(repo, &reference) {
+            proxy.cache.with(|c| {
+                c.touch(
+                    &m.digest,
+                    m.bytes.len() as u64,
+                    crate::proxy::cache::unix_now(),
+                )
+            });
+        }
+        Ok::<Response, ApiError>(response)
+    };
+    let local = ctx.engine.manifest(repo, &reference).ok().map(|m| m.digest);
+    let tag = match &reference {
+        Reference::Digest(_) if local.is_some() => {
+            proxy.metrics.count_hit();
+            return serve_cached(ctx);
+        }
+        Reference::Digest(_) => None,
+        Reference::Tag(tag) => {
+            if local.is_some() && proxy.tag_is_fresh(repo, tag.as_str()) {
+                proxy.metrics.count_hit();
+                return serve_cached(ctx);
+            }
+            Some(tag.as_str().to_owned())
+        }
+    };
+    // One upstream conversation per reference at a time; whoever waited
+    // finds the answer cached.
+    let flight = proxy.manifest_flight(repo, reference_text);
+    let _flight = flight.lock().await;
+    let local = ctx.engine.manifest(repo, &reference).ok().map(|m| m.digest);
+    if let Some(tag) = &tag {
+        if local.is_some() && proxy.tag_is_fresh(repo, tag) {
+            proxy.metrics.count_hit();
+            return serve_cached(ctx);
+        }
+        if let Some(local_digest) = &local {
+            let (p, r, t) = (proxy.clone(), repo.clone(), tag.clone());
+            match off_loop(move || p.head_manifest(&r, &t)).await? {
+                Ok(Some(upstream_digest)) if upstream_digest == *local_digest => {
+                    proxy.mark_tag_fresh(repo, tag);
+                    proxy.metrics.count_hit();
+                    return serve_cached(ctx);
+                }
+                Ok(_) => {}
+                Err(e) if e.is_outage() => {
+                    proxy.metrics.count_stale();
+                    log::warn!("proxy: serving {repo}:{tag} stale ({local_digest}): {e}");
+                    return Ok(serve_cached(ctx)?.header(
+                        "Warning",
+                        "110 berth \"Response is Stale: upstream unreachable\"",
+                    ));
+                }
+                Err(e) => return Err(upstream_error(e, ErrorCode::ManifestUnknown)),
+            }
+        }
+    }
+    proxy.metrics.count_miss();
+    let (p, engine, r, reference_owned) = (
+        proxy.clone(),
+        ctx.engine.clone(),
+        repo.clone(),
+        reference.clone(),
+    );
+    let fetched = off_loop(move || p.fetch_manifest(&engine, &r, &reference_owned)).await?;
+    match fetched {
+        Ok(_) => serve_cached(ctx),
+        Err(failure) => Err(fetch_error(failure, ErrorCode::ManifestUnknown)),
+    }
+}
+
+/// `GET|HEAD /v2/<name>/blobs/<digest>` through the cache.
+pub async fn blob(
+    ctx: &Ctx,
+    proxy: &Arc<Proxy>,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    head_only: bool,
+) -> Result<Response, ApiError> {
+    if let Some(response) = cached_blob(ctx, proxy, request, repo, digest, head_only).await? {
+        proxy.metrics.count_hit();
+        return Ok(response);
+    }
+    proxy.metrics.count_miss();
+    if head_only {
+        let (p, r, d) = (proxy.clone(), repo.clone(), digest.clone());
+        let len = off_loop(move || p.head_blob(&r, &d))
+            .await?
+            .map_err(|e| upstream_error(e, ErrorCode::BlobUnknown))?;
+        let mut response = Response::new(200)
+            .header("Docker-Content-Digest", digest.to_string())
+            .header("Content-Type", "application/octet-stream")
+            .header("Accept-Ranges", "bytes");
+        if let Some(len) = len {
+            response = response.body(Body::Sized(len));
+        }
+        return Ok(response);
+    }
+    let job = FetchJob {
+        engine: ctx.engine.clone(),
+        upstream: proxy.upstream().clone(),
+        repo: repo.clone(),
+        metrics: proxy.metrics.clone(),
+    };
+    let fetch = match proxy.inflight.join_or_start(digest, job) {
+        Ok(Joined::Started(fetch)) => fetch,
+        Ok(Joined::Coalesced(fetch)) => {
+            proxy.metrics.count_coalesced();
+            fetch
+        }
+        Ok(Joined::Stored) => {
+            return cached_blob(ctx, proxy, request, repo, digest, false)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::BlobUnknown, format!("{digest} vanished"))
+                });
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                ErrorCode::Unknown,
+                format!("cannot start a fetch thread: {e}"),
+            ))
+        }
+    };
+    let len = match fetch.started().await {
+        Ok(Some(len)) => len,
+        Ok(None) => {
+            // Upstream announced no length: serve once it is committed.
+            fetch
+                .finished()
+                .await
+                .map_err(|f| fetch_error(f, ErrorCode::BlobUnknown))?;
+            return cached_blob(ctx, proxy, request, repo, digest, false)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::BlobUnknown, format!("{digest} vanished"))
+                });
+        }
+        Err(failure) => return Err(fetch_error(failure, ErrorCode::BlobUnknown)),
+    };
+    let (status, start, count) = match blob_range(request, len) {
+        Ok(range) => range,
+        Err(response) => return Ok(*response),
+    };
+    let file = fetch
+        .reader()
+        .map_err(|e| ApiError::new(ErrorCode::Unknown, format!("staging file: {e}")))?;
+    let mut response = Response::new(status)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("ETag", format!("\"{digest}\""))
+        .header("Cache-Control", blobs::IMMUTABLE_CACHE_CONTROL)
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept-Ranges", "bytes");
+    if status == 206 {
+        response = response.header(
+            "Content-Range",
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    response.pin = Some(proxy.cache.pin(digest, len));
+    Ok(response.body(Body::Growing(GrowingBlob {
+        fetch,
+        file,
+        start,
+        len: count,
+    })))
+}
+
+/// The status, first byte and byte count a blob request asks for, or the
+/// 416 to answer.
+fn blob_range(request: &Request<'_>, len: u64) -> Result<(u16, u64, u64), Box<Response>> {
+    let range = match request.head.headers.get("range") {
+        Some(value) => parse_range(value, len),
+        None => RangeRequest::Full,
+    };
+    match range {
+        RangeRequest::Full => Ok((200, 0, len)),
+        RangeRequest::Partial { start, end } => Ok((206, start, end - start + 1)),
+        RangeRequest::Unsatisfiable | RangeRequest::Multiple => {
+            let error = ApiError::new(
+                ErrorCode::RangeInvalid,
+                format!("range not satisfiable for a {len}-byte blob (one range only)"),
+            );
+            Err(Box::new(
+                Response::error(&error).header("Content-Range", format!("bytes */{len}")),
+            ))
+        }
+    }
+}
+
+/// Serves the blob from the store if it is there (linking it into `repo`
+/// first when another repository brought it), pinned while it is sent.
+async fn cached_blob(
+    ctx: &Ctx,
+    proxy: &Arc<Proxy>,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    digest: &Digest,
+    head_only: bool,
+) -> Result<Option<Response>, ApiError> {
+    let len = match ctx.engine.blob_len(repo, digest) {
+        Ok(len) => len,
+        Err(_) if ctx.engine.blob_stored(digest) => {
+            let (engine, r, d) = (ctx.engine.clone(), repo.clone(), digest.clone());
+            match off_loop(move || engine.mount_blob_from_any(&r, &d)).await? {
+                Ok(len) => len,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(_) => return Ok(None),
+    };
+    let pin = proxy.cache.pin(digest, len);
+    let mut response = blobs::get(ctx, request, repo, digest, head_only)?;
+    response.pin = Some(pin);
+    Ok(Some(response))
+}
+
+/// `GET /v2/<name>/tags/list`: upstream's list, or the cached tags when
+/// upstream is down.
+pub async fn tags_list(
+    ctx: &Ctx,
+    proxy: &Arc<Proxy>,
+    request: &Request<'_>,
+    repo: &RepositoryName,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let (p, r, q) = (
+        proxy.clone(),
+        repo.clone(),
+        request.head.query().unwrap_or("").to_owned(),
+    );
+    match off_loop(move || p.tags_list(&r, &q)).await? {
+        Ok((body, link)) => {
+            let mut response = Response::new(200)
+                .header("Content-Type", "application/json")
+                .body(Body::Bytes(body));
+            if let Some(link) = link {
+                response = response.header("Link", link);
+            }
+            Ok(response)
+        }
+        Err(e) if e.is_outage() => {
+            log::warn!("proxy: listing the cached tags of {repo}: {e}");
+            proxy.metrics.count_stale();
+            Ok(tags::list(ctx, request, repo, query)?.header(
+                "Warning",
+                "110 berth \"Response is Stale: upstream unreachable\"",
+            ))
+        }
+        Err(e) => Err(upstream_error(e, ErrorCode::NameUnknown)),
+    }
+}
