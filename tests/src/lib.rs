@@ -24,7 +24,9 @@ pub mod durability;
 pub mod http;
 pub mod images;
 pub mod registry;
+pub mod relay;
 pub mod skopeo;
+pub mod tokens;
 
 /// Prints a step with the time since `t0` (shown with `--nocapture`).
 pub fn step(t0: std::time::Instant, what: &str) {

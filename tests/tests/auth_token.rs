@@ -4,168 +4,17 @@
 //! 401 challenges naming the scope; expired, foreign-signed, wrong-audience
 //! and under-scoped tokens refused with nothing changed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use berth_tests::cmd;
 use berth_tests::http::request;
 use berth_tests::registry::{Registry, RegistryCommand};
+use berth_tests::tokens::{mint, now, openssl, signer, ISSUER};
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
-use sha2::{Digest as _, Sha256};
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
 const SERVICE: &str = "berth-test";
-const ISSUER: &str = "test-token-issuer";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let mut c = Command::new(cmd::require_tool("openssl"));
-    c.current_dir(dir).args(args);
-    cmd::run(&mut c);
-}
-
-/// A signing key with its certificate, PKCS#8 DER and libtrust key id.
-struct Signer {
-    alg: &'static str,
-    pkcs8: Vec<u8>,
-    cert: PathBuf,
-    kid: String,
-}
-
-fn libtrust_kid(spki: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let hash = Sha256::digest(spki);
-    let (mut out, mut buffer, mut bits) = (String::new(), 0u32, 0);
-    for &b in &hash[..30] {
-        buffer = (buffer << 8) | b as u32;
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    out.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn signer(dir: &Path, name: &str, alg: &'static str, genpkey: &[&str]) -> Signer {
-    let key = dir.join(format!("{name}.key"));
-    let k = key.to_str().expect("utf-8");
-    let mut args = vec!["genpkey"];
-    args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", k]);
-    openssl(dir, &args);
-    let der = dir.join(format!("{name}.p8.der"));
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            k,
-            "-outform",
-            "DER",
-            "-out",
-            der.to_str().expect("utf-8"),
-        ],
-    );
-    let spki = dir.join(format!("{name}.spki.der"));
-    openssl(
-        dir,
-        &[
-            "pkey",
-            "-in",
-            k,
-            "-pubout",
-            "-outform",
-            "DER",
-            "-out",
-            spki.to_str().expect("utf-8"),
-        ],
-    );
-    let cert = dir.join(format!("{name}.crt"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            k,
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
-            "-out",
-            cert.to_str().expect("utf-8"),
-        ],
-    );
-    Signer {
-        alg,
-        pkcs8: std::fs::read(&der).expect("pkcs8"),
-        cert,
-        kid: libtrust_kid(&std::fs::read(&spki).expect("spki")),
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn mint(s: &Signer, kid: &str, access: serde_json::Value, audience: &str, expires: u64) -> String {
-    let header = serde_json::json!({"typ": "JWT", "alg": s.alg, "kid": kid});
-    let claims = serde_json::json!({
-        "iss": ISSUER, "sub": "alice", "aud": audience, "exp": expires, "nbf": now() - 10, "iat": now() - 10,
-        "jti": "t", "access": access
-    });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("json")),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("json"))
-    );
-    let rng = SystemRandom::new();
-    let sig = match s.alg {
-        "RS256" => {
-            let key = RsaKeyPair::from_pkcs8(&s.pkcs8).expect("rsa key");
-            let mut sig = vec![0u8; key.public().modulus_len()];
-            key.sign(
-                &signature::RSA_PKCS1_SHA256,
-                &rng,
-                signing_input.as_bytes(),
-                &mut sig,
-            )
-            .expect("sign");
-            sig
-        }
-        "ES256" => {
-            let key = EcdsaKeyPair::from_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &s.pkcs8,
-                &rng,
-            )
-            .expect("ec key");
-            key.sign(&rng, signing_input.as_bytes())
-                .expect("sign")
-                .as_ref()
-                .to_vec()
-        }
-        _ => Ed25519KeyPair::from_pkcs8_maybe_unchecked(&s.pkcs8)
-            .expect("ed25519 key")
-            .sign(signing_input.as_bytes())
-            .as_ref()
-            .to_vec(),
-    };
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig))
-}
 
 fn start(dir: &Path, bundle: &Path, jwks: Option<&Path>) -> Option<Registry> {
     let mut command = RegistryCommand::from_env();
