@@ -43,6 +43,12 @@ impl Dockerd {
     /// (with the daemon's log tail) if a program is missing or it does not
     /// come up within [`READY_TIMEOUT`].
     pub fn start() -> Dockerd {
+        Self::start_with_config("{}\n")
+    }
+
+    /// As [`Dockerd::start`] with `daemon_json` as the daemon's
+    /// configuration file (e.g. `{"registry-mirrors": [...]}`).
+    pub fn start_with_config(daemon_json_text: &str) -> Dockerd {
         let dockerd = cmd::require_tool(DOCKERD);
         cmd::require_tool(DOCKER_CLI);
         cmd::require_tool("containerd");
@@ -56,7 +62,8 @@ impl Dockerd {
             fs::create_dir_all(p.join(sub)).unwrap_or_else(|e| panic!("cannot create {sub}: {e}"));
         }
         let daemon_json = p.join("daemon.json");
-        fs::write(&daemon_json, "{}\n").unwrap_or_else(|e| panic!("cannot write daemon.json: {e}"));
+        fs::write(&daemon_json, daemon_json_text)
+            .unwrap_or_else(|e| panic!("cannot write daemon.json: {e}"));
         let sock = p.join("docker.sock");
         let log_path = p.join("dockerd.log");
         let log = cmd::append_file(&log_path);
