@@ -7,8 +7,8 @@
 #![allow(dead_code)] // each fuzz target uses one entry point
 
 use berth_http::{
-    parse_content_range, parse_range, parse_request_head, BodyDecoder, BodyError, BodyFraming,
-    ContentRangeError, Limits, RangeRequest,
+    parse_challenge, parse_content_range, parse_range, parse_request_head, BodyDecoder, BodyError,
+    BodyFraming, Challenge, ContentRangeError, Limits, RangeRequest,
 };
 
 // ---------------------------------------------------------------- request_head
@@ -271,4 +271,45 @@ fn decimal(digits: &str) -> Option<u64> {
     digits.bytes().try_fold(0u64, |n, b| {
         n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
+}
+
+// ------------------------------------------------------------ www_authenticate
+
+/// `www_authenticate`: the input, as lossy UTF-8, is an upstream's
+/// `WWW-Authenticate` value. Properties of `parse_challenge`:
+///
+/// * it never panics;
+/// * a Bearer challenge always has a non-empty realm;
+/// * what it found survives a round trip: rendered canonically (every
+///   parameter quoted, `"` and `\` escaped) and parsed again, it is the
+///   same challenge.
+pub fn www_authenticate(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Some(challenge) = parse_challenge(&text) else {
+        return;
+    };
+    let rendered = match &challenge {
+        Challenge::Basic => "Basic realm=\"x\"".to_owned(),
+        Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } => {
+            assert!(!realm.is_empty(), "empty realm from {text:?}");
+            let quote = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+            let mut out = format!("Bearer realm={}", quote(realm));
+            if let Some(service) = service {
+                out.push_str(&format!(",service={}", quote(service)));
+            }
+            if let Some(scope) = scope {
+                out.push_str(&format!(",scope={}", quote(scope)));
+            }
+            out
+        }
+    };
+    assert_eq!(
+        parse_challenge(&rendered).as_ref(),
+        Some(&challenge),
+        "{text:?} rendered as {rendered:?}"
+    );
 }

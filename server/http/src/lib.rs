@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod challenge;
 mod content_range;
 mod error;
 mod framing;
@@ -48,6 +49,7 @@ mod response;
 pub use body::{
     BodyDecoder, Decoded, CHUNK_SIZE_DIGITS_MAX, EXTENSIONS_BYTES_MAX, TRAILERS_BYTES_MAX,
 };
+pub use challenge::{parse_challenge, Challenge};
 pub use content_range::{parse_content_range, ContentRangeError};
 pub use error::{BodyError, HeadError};
 pub use framing::BodyFraming;

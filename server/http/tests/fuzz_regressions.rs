@@ -65,3 +65,8 @@ fn range() {
 fn content_range() {
     replay("content_range", checks::content_range);
 }
+
+#[test]
+fn www_authenticate() {
+    replay("www_authenticate", checks::www_authenticate);
+}

@@ -16,7 +16,6 @@
 //! it.
 
 pub mod cache;
-pub mod challenge;
 pub mod fetch;
 pub mod upstream;
 

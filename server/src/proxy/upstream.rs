@@ -14,7 +14,7 @@ use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use super::challenge::{self, Challenge};
+use berth_http::{parse_challenge, Challenge};
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,7 @@ impl Upstream {
             Ok(response) => return Ok(response),
             Err(ureq::Error::Status(401, response)) => response
                 .header("www-authenticate")
-                .and_then(challenge::parse)
+                .and_then(parse_challenge)
                 .ok_or_else(|| UpstreamError::Auth {
                     url: url.clone(),
                     reason: "401 without a challenge berth can answer".into(),

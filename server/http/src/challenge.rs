@@ -20,7 +20,7 @@ pub enum Challenge {
 
 /// Parses the first challenge of a `WWW-Authenticate` value. `None` for a
 /// scheme berth cannot answer or a Bearer challenge without a realm.
-pub fn parse(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header
         .split_once(|c: char| c.is_ascii_whitespace())
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn docker_hub_bearer_challenge() {
-        let c = parse(
+        let c = parse_challenge(
             r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
         );
         assert_eq!(
@@ -108,8 +108,9 @@ mod tests {
 
     #[test]
     fn unquoted_values_escapes_case_and_spacing() {
-        let c =
-            parse(r#"bearer  realm=http://t/token , scope="repository:a:pull,push", error="x\"y""#);
+        let c = parse_challenge(
+            r#"bearer  realm=http://t/token , scope="repository:a:pull,push", error="x\"y""#,
+        );
         assert_eq!(
             c,
             Some(Challenge::Bearer {
@@ -123,14 +124,14 @@ mod tests {
     #[test]
     fn basic_and_unanswerable_challenges() {
         assert_eq!(
-            parse(r#"Basic realm="Registry Realm""#),
+            parse_challenge(r#"Basic realm="Registry Realm""#),
             Some(Challenge::Basic)
         );
-        assert_eq!(parse("Negotiate abc"), None);
-        assert_eq!(parse(r#"Bearer service="s""#), None, "no realm");
-        assert_eq!(parse(""), None);
+        assert_eq!(parse_challenge("Negotiate abc"), None);
+        assert_eq!(parse_challenge(r#"Bearer service="s""#), None, "no realm");
+        assert_eq!(parse_challenge(""), None);
         assert_eq!(
-            parse(r#"Bearer realm="unterminated"#),
+            parse_challenge(r#"Bearer realm="unterminated"#),
             Some(Challenge::Bearer {
                 realm: "unterminated".into(),
                 service: None,
