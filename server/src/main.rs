@@ -30,7 +30,9 @@ enum Command {
     /// REGISTRY_HTTP_ADDR=127.0.0.1:5000,
     /// REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/registry,
     /// REGISTRY_STORAGE_DELETE_ENABLED=true, REGISTRY_RUNTIME_DRIVER=poll
-    /// (force the epoll fallback instead of io_uring).
+    /// (force the epoll fallback instead of io_uring),
+    /// REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io (run as a
+    /// pull-through cache).
     Serve {
         /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
         /// else the embedded default).

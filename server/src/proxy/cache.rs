@@ -68,6 +68,12 @@ impl CacheIndex {
         }
     }
 
+    /// Drops records of items that are not stored (a failed fetch, content
+    /// removed by other means), unless a pull holds them.
+    pub fn retain_stored(&mut self, stored: impl Fn(&Digest) -> bool) {
+        self.entries.retain(|d, e| e.pins > 0 || stored(d));
+    }
+
     /// Total bytes of the recorded items.
     pub fn total_bytes(&self) -> u64 {
         self.entries.values().map(|e| e.len).sum()
@@ -287,6 +293,26 @@ mod tests {
             cache.with(|i| i.plan_eviction(now, age_only)).is_empty(),
             "the pull's end refreshed its age"
         );
+    }
+
+    #[test]
+    fn records_of_content_not_stored_are_dropped_unless_pulled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(Cache::load(dir.path()));
+        cache.with(|i| {
+            i.touch(&d(1), 10, 1);
+            i.touch(&d(2), 10, 1);
+        });
+        let pin = cache.pin(&d(3), 10);
+        cache.with(|i| i.retain_stored(|digest| *digest == d(1)));
+        assert_eq!(
+            cache.with(|i| i.len()),
+            2,
+            "d(1) is stored, d(3) is being pulled"
+        );
+        drop(pin);
+        cache.with(|i| i.retain_stored(|digest| *digest == d(1)));
+        assert_eq!(cache.with(|i| i.total_bytes()), 10);
     }
 
     #[test]

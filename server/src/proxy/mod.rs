@@ -379,6 +379,8 @@ impl Proxy {
     /// store and the record, then saves the record. Returns what went.
     pub fn evict(&self, engine: &Engine) -> berth_engine::Result<berth_engine::EvictReport> {
         let now = cache::unix_now();
+        self.cache
+            .with(|c| c.retain_stored(|digest| engine.blob_stored(digest)));
         let victims = self
             .cache
             .with(|c| c.plan_eviction(now, self.settings.limits));
