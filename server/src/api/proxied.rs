@@ -154,24 +154,33 @@ pub async fn blob(
         }
         return Ok(response);
     }
-    let job = FetchJob {
+    let job = || FetchJob {
         engine: ctx.engine.clone(),
         upstream: proxy.upstream().clone(),
         repo: repo.clone(),
         metrics: proxy.metrics.clone(),
     };
-    let fetch = match proxy.inflight.join_or_start(digest, job) {
+    let mut joined = proxy.inflight.join_or_start(digest, job(), true);
+    if let Ok(Joined::Stored) = joined {
+        // A fetch committed it meanwhile.
+        if let Some(response) = cached_blob(ctx, proxy, request, repo, digest, false).await? {
+            return Ok(response);
+        }
+        // Stored, but only as something no repository links as a blob
+        // (say, a manifest): fetch it as a blob after all.
+        joined = proxy.inflight.join_or_start(digest, job(), false);
+    }
+    let fetch = match joined {
         Ok(Joined::Started(fetch)) => fetch,
         Ok(Joined::Coalesced(fetch)) => {
             proxy.metrics.count_coalesced();
             fetch
         }
         Ok(Joined::Stored) => {
-            return cached_blob(ctx, proxy, request, repo, digest, false)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::BlobUnknown, format!("{digest} vanished"))
-                });
+            return Err(ApiError::new(
+                ErrorCode::Unknown,
+                format!("{digest}: the store holds it but it cannot be served"),
+            ))
         }
         Err(e) => {
             return Err(ApiError::new(

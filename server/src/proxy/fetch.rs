@@ -264,15 +264,21 @@ pub struct FetchJob {
 
 impl Inflight {
     /// Joins the running fetch of `digest`, or starts one on its own
-    /// thread with `job`.
-    pub fn join_or_start(self: &Arc<Self>, digest: &Digest, job: FetchJob) -> io::Result<Joined> {
+    /// thread with `job`. With `unless_stored`, answers [`Joined::Stored`]
+    /// instead of starting a fetch of a blob the store already holds.
+    pub fn join_or_start(
+        self: &Arc<Self>,
+        digest: &Digest,
+        job: FetchJob,
+        unless_stored: bool,
+    ) -> io::Result<Joined> {
         let mut fetches = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fetch) = fetches.get(digest) {
             return Ok(Joined::Coalesced(fetch.clone()));
         }
         // A fetch commits before it leaves the map: not in the map and not
         // stored means nobody has it.
-        if job.engine.blob_stored(digest) {
+        if unless_stored && job.engine.blob_stored(digest) {
             return Ok(Joined::Stored);
         }
         let fetch = Arc::new(BlobFetch::new(digest.clone()));
