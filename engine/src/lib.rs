@@ -43,6 +43,7 @@ pub mod digest;
 mod error;
 mod fsutil;
 pub mod gc;
+mod index;
 pub mod manifest;
 pub mod metalog;
 #[doc(hidden)]
