@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
 pub(crate) use crate::index::Loc;
@@ -209,7 +209,7 @@ fn load_snapshot(
         }
     }
     for (code, &count) in (1u8..).zip(&snapshot.counts) {
-        if let Some(algorithm) = crate::digest::Algorithm::from_code(code) {
+        if let Some(algorithm) = Algorithm::from_code(code) {
             map.reserve(algorithm, count);
         }
     }
@@ -261,6 +261,14 @@ impl BlobStore {
                 });
             }
             report.records += scan.records.len();
+            // Size the index once rather than rehashing it as it grows.
+            let mut counts: HashMap<Algorithm, usize> = HashMap::new();
+            for r in &scan.records {
+                *counts.entry(r.digest.algorithm()).or_default() += 1;
+            }
+            for (algorithm, count) in counts {
+                map.reserve(algorithm, count);
+            }
             for r in scan.records {
                 // Later records win: a compaction copy supersedes its original.
                 map.insert(
