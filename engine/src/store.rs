@@ -213,8 +213,12 @@ fn load_snapshot(
             map.reserve(algorithm, count);
         }
     }
+    // Sorted, for a binary search per entry (cheaper than hashing the
+    // segment number a million times).
+    let mut kept: Vec<u32> = covered.keys().copied().collect();
+    kept.sort_unstable();
     for (digest, seg, record, len) in snapshot.entries() {
-        if covered.contains_key(&seg) {
+        if kept.binary_search(&seg).is_ok() {
             map.insert(&digest, Loc::new(digest.algorithm(), seg, record, len));
             report.snapshot_entries += 1;
         }
