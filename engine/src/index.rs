@@ -170,16 +170,35 @@ pub(crate) struct LocMap {
 
 impl Default for LocMap {
     fn default() -> Self {
-        let hasher = DigestHashBuilder::new();
+        let random = DigestHashBuilder::new();
+        LocMap::with_seed([random.k0, random.k1])
+    }
+}
+
+impl LocMap {
+    /// An empty map hashing with `seed` (see [`LocMap::seed`]).
+    pub fn with_seed(seed: [u64; 2]) -> LocMap {
+        let hasher = DigestHashBuilder {
+            k0: seed[0] | 1,
+            k1: seed[1] | 1,
+        };
         LocMap {
             sha256: HashMap::with_hasher(hasher),
             blake3: HashMap::with_hasher(hasher),
             sha512: HashMap::with_hasher(hasher),
         }
     }
-}
 
-impl LocMap {
+    /// The hash key. The index snapshot stores it and lists entries in
+    /// [`LocMap::iter`] order, which is bucket order: a map rebuilt from the
+    /// snapshot with the same key fills its table front to back instead of
+    /// at random (two cache misses and a page fault per entry become a
+    /// sequential sweep). The key stays as secret as the data directory.
+    pub fn seed(&self) -> [u64; 2] {
+        let hasher = self.sha256.hasher();
+        [hasher.k0, hasher.k1]
+    }
+
     /// Room for `additional` more entries of `algorithm` without rehashing.
     pub fn reserve(&mut self, algorithm: Algorithm, additional: usize) {
         match algorithm {
@@ -220,12 +239,11 @@ impl LocMap {
         slot.map(|slot| slot.unpack(digest.algorithm()))
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sha256.len() + self.blake3.len() + self.sha512.len()
     }
 
-    /// Every entry, in no particular order.
+    /// Every entry: per algorithm, in bucket order.
     pub fn iter(&self) -> impl Iterator<Item = (RawDigest, Loc)> + '_ {
         fn each<const N: usize>(
             map: &Map<N>,

@@ -8,18 +8,24 @@
 //! Layout (little endian), written to a temporary file, fsynced and renamed:
 //!
 //! ```text
-//! "BRIX" | version u8 (1) | 3 reserved | segments u32 | entries u64
+//! "BRIX" | version u8 (2) | 3 reserved | segments u32 | entries u64
+//! hash key: 2 × u64 (version 2 only)
 //! segments × (segment u32, covered bytes u64)
 //! entries  × (algorithm code u8, raw digest, segment u32, record offset u64, payload length u64)
 //! crc32c u32 over everything before it
 //! ```
+//!
+//! Version 2 adds the index's hash key and lists the entries in the index's
+//! bucket order (see `index::LocMap::seed`); version 1 files are still read.
 
 use crate::digest::{Algorithm, RawDigest};
 use crate::segment::PAYLOAD_BYTES_MAX;
 
 const MAGIC: &[u8; 4] = b"BRIX";
-const VERSION: u8 = 1;
-const HEADER_BYTES: usize = 20;
+const VERSION: u8 = 2;
+/// Version 1: no hash key, entries in any order.
+const VERSION_1: u8 = 1;
+const HEADER_BYTES: usize = 36;
 
 /// One index entry: digest, segment, record offset, payload length.
 pub(crate) type Entry = (RawDigest, u32, u64, u64);
@@ -34,6 +40,8 @@ pub(crate) struct Snapshot<'a> {
     /// How many entries of each algorithm, in `Algorithm::code` order
     /// (sha256, sha512, blake3): the index is sized from them up front.
     pub counts: [usize; 3],
+    /// The hash key the entries are ordered by (version 2).
+    pub seed: Option<[u64; 2]>,
     entries: &'a [u8],
 }
 
@@ -56,6 +64,7 @@ impl<'a> Snapshot<'a> {
 
 /// Encodes a snapshot.
 pub(crate) fn encode(
+    seed: [u64; 2],
     covered: &[(u32, u64)],
     entries: impl ExactSizeIterator<Item = Entry>,
 ) -> Vec<u8> {
@@ -65,6 +74,8 @@ pub(crate) fn encode(
     out.extend_from_slice(&[0, 0, 0]);
     out.extend_from_slice(&(covered.len() as u32).to_le_bytes());
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&seed[0].to_le_bytes());
+    out.extend_from_slice(&seed[1].to_le_bytes());
     for (seg, len) in covered {
         out.extend_from_slice(&seg.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
@@ -120,11 +131,19 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Snapshot<'_>> {
         bytes: body,
         pos: 0,
     };
-    if r.take::<4>()? != MAGIC || r.take::<4>()?[0] != VERSION {
+    if r.take::<4>()? != MAGIC {
+        return None;
+    }
+    let version = r.take::<4>()?[0];
+    if version != VERSION && version != VERSION_1 {
         return None;
     }
     let segments = r.u32()? as usize;
     let entries = r.u64()?;
+    let seed = match version {
+        VERSION => Some([r.u64()?, r.u64()?]),
+        _ => None,
+    };
     let mut covered = Vec::with_capacity(segments.min(1 << 20));
     for _ in 0..segments {
         covered.push((r.u32()?, r.u64()?));
@@ -139,6 +158,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Snapshot<'_>> {
     (r.pos == body.len()).then_some(Snapshot {
         covered,
         counts,
+        seed,
         entries: &body[start..],
     })
 }
@@ -161,7 +181,8 @@ mod tests {
         let d2 = Digest::of(Algorithm::Sha512, b"b").to_raw();
         let d3 = Digest::of(Algorithm::Blake3, b"c").to_raw();
         let list = [(d1, 1u32, 0u64, 10u64), (d2, 2, 100, 20), (d3, 2, 200, 0)];
-        let bytes = encode(&[(1, 62), (2, 204)], list.iter().copied());
+        let bytes = encode([7, 9], &[(1, 62), (2, 204)], list.iter().copied());
+        assert_eq!(decode(&bytes).unwrap().seed, Some([7, 9]));
         let (covered, counts, decoded) = entries(&bytes).unwrap();
         assert_eq!(covered, vec![(1, 62), (2, 204)]);
         assert_eq!(counts, [1, 1, 1]);
@@ -187,7 +208,7 @@ mod tests {
             body.extend_from_slice(&crc.to_le_bytes());
             body
         };
-        let good = encode(&[(1, 62)], [(d1, 1u32, 0u64, 10u64)].into_iter());
+        let good = encode([1, 1], &[(1, 62)], [(d1, 1u32, 0u64, 10u64)].into_iter());
         assert!(decode(&good).is_some());
         // An unknown algorithm code.
         let mut bad = good.clone();
@@ -201,13 +222,33 @@ mod tests {
         }
         // A payload length no record can have.
         let big = encode(
+            [1, 1],
             &[(1, 62)],
             [(d1, 1u32, 0u64, PAYLOAD_BYTES_MAX + 1)].into_iter(),
         );
         assert!(decode(&big).is_none());
         // Another version.
         let mut bad = good.clone();
-        bad[4] = 2;
+        bad[4] = 3;
         assert!(decode(&reseal(bad)).is_none());
+    }
+
+    /// Version 1 (written by the previous release: no hash key) is read.
+    #[test]
+    fn reads_version_1() {
+        let d1 = Digest::sha256_of(b"a").to_raw();
+        let d2 = Digest::of(Algorithm::Sha512, b"b").to_raw();
+        let list = [(d1, 1u32, 0u64, 10u64), (d2, 1, 62, 20)];
+        let v2 = encode([5, 5], &[(1, 166)], list.iter().copied());
+        // The same snapshot as version 1 wrote it: no key after the counts.
+        let mut v1 = v2[..20].to_vec();
+        v1[4] = VERSION_1;
+        v1.extend_from_slice(&v2[36..v2.len() - 4]);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let snapshot = decode(&v1).unwrap();
+        assert_eq!(snapshot.seed, None);
+        assert_eq!(snapshot.covered, vec![(1, 166)]);
+        assert_eq!(snapshot.entries().collect::<Vec<_>>(), list);
     }
 }

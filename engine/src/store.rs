@@ -208,6 +208,13 @@ fn load_snapshot(
             _ => return HashMap::new(),
         }
     }
+    if let Some(seed) = snapshot.seed {
+        // The key the entries are ordered by: filling the table in its own
+        // bucket order touches memory front to back (see `LocMap::seed`).
+        if map.len() == 0 {
+            *map = LocMap::with_seed(seed);
+        }
+    }
     for (code, &count) in (1u8..).zip(&snapshot.counts) {
         if let Some(algorithm) = Algorithm::from_code(code) {
             map.reserve(algorithm, count);
@@ -783,7 +790,7 @@ impl BlobStore {
                 .map(|(d, loc)| (d, loc.seg, loc.record, loc.len))
                 .collect();
             (
-                crate::snapshot::encode(&covered, entries.iter().copied()),
+                crate::snapshot::encode(index.map.seed(), &covered, entries.iter().copied()),
                 entries.len(),
             )
         };
