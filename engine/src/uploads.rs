@@ -140,7 +140,12 @@ impl Upload {
 
     /// Deletes the session's files (the caller ends it in the journal).
     pub fn remove(&mut self) -> io::Result<()> {
-        self.file = None;
+        // No data file was ever opened or created for this session (it got
+        // no bytes, or they went straight to a segment): nothing to unlink.
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        drop(file);
         let result = match &self.legacy_dir {
             Some(dir) => fs::remove_dir_all(dir),
             None => fs::remove_file(&self.path),
