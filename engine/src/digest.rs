@@ -91,6 +91,54 @@ pub enum DigestError {
     },
 }
 
+/// A digest in binary form: the algorithm and the raw hash bytes, inline
+/// (no allocation, `Copy`). This is how segment records and the index
+/// snapshot store digests and how the in-memory index keys them; [`Digest`]
+/// (hex) is the form clients and the metadata use.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawDigest {
+    algorithm: Algorithm,
+    /// The raw hash in the first `algorithm.raw_len()` bytes; the rest zero.
+    bytes: [u8; 64],
+}
+
+impl RawDigest {
+    /// A raw digest from its algorithm and hash bytes; `None` if the length
+    /// is wrong for the algorithm.
+    pub fn new(algorithm: Algorithm, raw: &[u8]) -> Option<RawDigest> {
+        if raw.len() != algorithm.raw_len() {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        bytes[..raw.len()].copy_from_slice(raw);
+        Some(RawDigest { algorithm, bytes })
+    }
+
+    /// The digest's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The raw hash bytes (`algorithm().raw_len()` of them).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.algorithm.raw_len()]
+    }
+
+    /// The hex form.
+    pub fn to_digest(&self) -> Digest {
+        Digest {
+            algorithm: self.algorithm,
+            hex: hex::encode(self.as_bytes()),
+        }
+    }
+}
+
+impl fmt::Debug for RawDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_digest(), f)
+    }
+}
+
 /// A validated digest. Guaranteed: the algorithm is supported and the hex
 /// part is lowercase hex of exactly the algorithm's length, so `Display`
 /// round-trips and the hex is safe to use as a file name.
@@ -118,18 +166,23 @@ impl Digest {
         hasher.finish()
     }
 
-    /// The raw hash bytes (the hex part decoded).
-    pub(crate) fn raw(&self) -> Vec<u8> {
-        hex::decode(&self.hex).unwrap_or_default()
-    }
-
-    /// A digest from its algorithm and raw hash bytes; `None` if the length
-    /// is wrong for the algorithm.
-    pub(crate) fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Option<Digest> {
-        (raw.len() == algorithm.raw_len()).then(|| Digest {
-            algorithm,
-            hex: hex::encode(raw),
-        })
+    /// The binary form (no allocation).
+    pub fn to_raw(&self) -> RawDigest {
+        fn nibble(c: u8) -> u8 {
+            // The hex is validated lowercase hex (see `FromStr`).
+            match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c.wrapping_sub(b'a').wrapping_add(10) & 0x0f,
+            }
+        }
+        let mut bytes = [0u8; 64];
+        for (out, pair) in bytes.iter_mut().zip(self.hex.as_bytes().chunks_exact(2)) {
+            *out = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        RawDigest {
+            algorithm: self.algorithm,
+            bytes,
+        }
     }
 
     /// Computes the sha256 digest of `data`.
@@ -268,6 +321,19 @@ mod tests {
         let b3 = Digest::of(Algorithm::Blake3, b"x");
         assert_eq!(b3.hex().len(), 64);
         assert_eq!(b3.to_string().parse::<Digest>().unwrap(), b3);
+    }
+
+    #[test]
+    fn raw_form_round_trips() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512, Algorithm::Blake3] {
+            let d = Digest::of(alg, b"raw");
+            let raw = d.to_raw();
+            assert_eq!(raw.algorithm(), alg);
+            assert_eq!(raw.as_bytes(), &hex::decode(d.hex()).unwrap()[..]);
+            assert_eq!(raw.to_digest(), d);
+            assert_eq!(RawDigest::new(alg, raw.as_bytes()), Some(raw));
+        }
+        assert!(RawDigest::new(Algorithm::Sha256, &[0; 64]).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! segments/<n>.seg                 append-only segment files of blob records (`segment`)
 //! blobs/<alg>/<hex[0..2]>/<hex>    one file per large blob (> small_blob_max), named by digest
 //! meta/log                         the metadata log (`metalog`)
-//! uploads/<uuid>/{data,repo}       open upload sessions
+//! uploads/sessions, <uuid>.data    open upload sessions (journal, received bytes)
 //! tmp/                             files being written, removed on open
 //! ```
 //!
@@ -43,6 +43,7 @@ pub mod digest;
 mod error;
 mod fsutil;
 pub mod gc;
+mod index;
 mod ingest;
 pub mod manifest;
 pub mod metalog;
@@ -76,7 +77,7 @@ use commit::Committer;
 use metalog::{LogFile, Op};
 use state::State;
 use store::BlobStore;
-use uploads::Upload;
+use uploads::{Journal, Upload};
 
 /// A byte range of a file holding one blob. With the file-per-blob layout
 /// `offset` is 0; a segment store returns a shared segment file and the
@@ -158,6 +159,8 @@ pub struct Engine {
     meta: Committer,
     store: BlobStore,
     uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
+    /// Where upload sessions are recorded (see `uploads`).
+    journal: Journal,
     report: OpenReport,
     damaged: Vec<DamagedRecord>,
     /// Writes that add references (finish_upload, mounts, put_manifest) hold
@@ -219,22 +222,11 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let mut uploads = HashMap::new();
-        for entry in fs::read_dir(root.join("uploads"))? {
-            let path = entry?.path();
-            let id = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<UploadId>().ok());
-            match (id, Upload::reopen(&path)) {
-                (Some(id), Some(upload)) => {
-                    uploads.insert(id, Arc::new(Mutex::new(upload)));
-                }
-                _ => {
-                    let _ = fs::remove_dir_all(&path);
-                }
-            }
-        }
+        let (journal, resumed) = Journal::open(&root.join("uploads"))?;
+        let uploads: HashMap<UploadId, Arc<Mutex<Upload>>> = resumed
+            .into_iter()
+            .map(|(id, upload)| (id, Arc::new(Mutex::new(upload))))
+            .collect();
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,
@@ -250,6 +242,7 @@ impl Engine {
             meta: Committer::new(log, state),
             store,
             uploads: Mutex::new(uploads),
+            journal,
             report,
             damaged: opened.damaged,
             gate: RwLock::new(()),
@@ -387,7 +380,8 @@ impl Engine {
     /// Opens a new upload session in `repo`.
     pub fn start_upload(&self, repo: &RepositoryName) -> Result<UploadId> {
         let id = UploadId::random();
-        let upload = Upload::create(&self.root.join("uploads"), id, repo.clone())?;
+        let upload = Upload::create(&self.root.join("uploads"), id, repo.clone());
+        self.journal.start(id, &upload)?;
         lock(&self.uploads).insert(id, Arc::new(Mutex::new(upload)));
         Ok(id)
     }
@@ -458,17 +452,64 @@ impl Engine {
                     actual,
                 });
             }
-            self.store.install_large(expected, &upload.data_path())?;
+            self.store.install_large(expected, upload.data_path())?;
         }
+        self.link_uploaded(repo, id, expected, len, upload)
+    }
+
+    /// Like appending `tail` and then [`Engine::finish_upload`], but when the
+    /// session holds nothing yet and `tail` is a small blob, the bytes go
+    /// straight from memory into a segment: no session file is written,
+    /// read back or deleted (a `PUT` carrying a whole small blob).
+    pub fn finish_upload_with(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        tail: &[u8],
+        expected: &Digest,
+    ) -> Result<u64> {
+        let session = self.session(repo, id)?;
+        let gate = self.gate_shared();
+        let mut upload = lock(&session);
+        let len = tail.len() as u64;
+        if upload.len() > 0 || len > self.store.opts.small_blob_max {
+            let at = upload.len();
+            drop((upload, gate));
+            self.upload_append(repo, id, at, tail)?;
+            return self.finish_upload(repo, id, expected);
+        }
+        let actual = Digest::of(expected.algorithm(), tail);
+        if actual != *expected {
+            // As if appended then refused: the session keeps the bytes.
+            upload.append(tail)?;
+            return Err(EngineError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.store.put_small(expected, tail)?;
+        self.link_uploaded(repo, id, expected, len, upload)
+    }
+
+    /// Commits the link of a stored upload and closes its session.
+    fn link_uploaded(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        digest: &Digest,
+        len: u64,
+        mut upload: MutexGuard<'_, Upload>,
+    ) -> Result<u64> {
         self.meta.commit(vec![Op::LinkBlob {
             repo: repo.to_string(),
-            digest: expected.clone(),
+            digest: digest.clone(),
             len,
             at: Some(unix_now()),
         }])?;
-        let _ = fs::remove_dir_all(upload.dir());
+        let _ = upload.remove();
         drop(upload);
         lock(&self.uploads).remove(&id);
+        self.journal.end(id);
         Ok(len)
     }
 
@@ -490,17 +531,16 @@ impl Engine {
             .collect();
         let mut purged = Vec::new();
         for (id, session) in sessions {
-            let upload = lock(&session);
-            let touched = fs::metadata(upload.data_path())
-                .and_then(|m| m.modified())
-                .unwrap_or(now);
+            let mut upload = lock(&session);
+            let touched = upload.touched();
             if now.duration_since(touched).unwrap_or_default() < idle {
                 continue;
             }
             purged.push(id);
             if !dry_run {
                 lock(&self.uploads).remove(&id);
-                let _ = fs::remove_dir_all(upload.dir());
+                let _ = upload.remove();
+                self.journal.end(id);
             }
         }
         Ok(purged)
@@ -510,8 +550,9 @@ impl Engine {
     pub fn cancel_upload(&self, repo: &RepositoryName, id: UploadId) -> Result<()> {
         let session = self.session(repo, id)?;
         lock(&self.uploads).remove(&id);
-        let upload = lock(&session);
-        fs::remove_dir_all(upload.dir())?;
+        let mut upload = lock(&session);
+        self.journal.end(id);
+        upload.remove()?;
         Ok(())
     }
 

@@ -175,7 +175,11 @@ impl Engine {
                     start: r.offset,
                     end: r.end(),
                 };
-                found.push((Some(r.digest), location, ProblemKind::DigestMismatch));
+                found.push((
+                    Some(r.digest.to_digest()),
+                    location,
+                    ProblemKind::DigestMismatch,
+                ));
             }
             progress(report.bytes_checked, total);
         }

@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::digest::{Algorithm, Digest};
+use crate::digest::{Algorithm, Digest, RawDigest};
 
 /// The record magic.
 pub const MAGIC: &[u8; 4] = b"BRSG";
@@ -54,7 +54,8 @@ pub fn payload_offset(digest: &Digest) -> u64 {
 
 /// Appends one record to `out`.
 pub fn encode_record(digest: &Digest, flags: u8, payload: &[u8], out: &mut Vec<u8>) {
-    let raw = digest.raw();
+    let raw = digest.to_raw();
+    let raw = raw.as_bytes();
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -83,8 +84,9 @@ pub fn record_crc_ok(bytes: &[u8]) -> bool {
 /// One valid record found by a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// The digest the record carries.
-    pub digest: Digest,
+    /// The digest the record carries (binary: scanning a million records
+    /// allocates no strings; [`RawDigest::to_digest`] gives the hex form).
+    pub digest: RawDigest,
     /// Its flags byte.
     pub flags: u8,
     /// Where the record starts in the segment.
@@ -185,7 +187,7 @@ enum Parsed {
         /// Where the record would end, if its header is readable and that
         /// end is inside the segment.
         claimed_end: Option<u64>,
-        claimed: Option<Digest>,
+        claimed: Option<RawDigest>,
     },
 }
 
@@ -214,7 +216,7 @@ fn parse_at<S: Source + ?Sized>(
         return Ok(bad);
     }
     let claimed = match w.get(pos + HEADER_BYTES, dlen)? {
-        Some(raw) => Digest::from_raw(algorithm, raw),
+        Some(raw) => RawDigest::new(algorithm, raw),
         None => None,
     };
     let total = HEADER_BYTES + dlen + len;
@@ -234,7 +236,8 @@ fn parse_at<S: Source + ?Sized>(
         return Ok(bad);
     };
     let payload_start = (HEADER_BYTES + dlen) as usize;
-    let digest_ok = !verify_digest || Digest::of(algorithm, &bytes[payload_start..]) == digest;
+    let digest_ok =
+        !verify_digest || Digest::of(algorithm, &bytes[payload_start..]).to_raw() == digest;
     let record = Record {
         digest,
         flags,
@@ -345,7 +348,7 @@ pub fn scan_from<S: Source + ?Sized>(
                 out.damaged.push(Damage {
                     start: pos,
                     end: next,
-                    claimed,
+                    claimed: claimed.map(|c| c.to_digest()),
                 });
                 pos = next;
                 after_damage = true;
@@ -358,7 +361,7 @@ pub fn scan_from<S: Source + ?Sized>(
                 out.damaged.push(Damage {
                     start: pos,
                     end: size,
-                    claimed,
+                    claimed: claimed.map(|c| c.to_digest()),
                 });
                 break;
             }
@@ -394,7 +397,7 @@ mod tests {
         assert!(s.damaged.is_empty() && s.digest_mismatches.is_empty());
         assert_eq!(s.valid_len, img.len() as u64);
         for (r, (p, a)) in s.records.iter().zip(payloads.iter().zip(algs)) {
-            assert_eq!(r.digest, Digest::of(a, p));
+            assert_eq!(r.digest, Digest::of(a, p).to_raw());
             assert_eq!(&img[r.payload_offset as usize..r.end() as usize], *p);
         }
     }
@@ -421,7 +424,7 @@ mod tests {
                 let mut bad = img.clone();
                 bad[byte as usize] ^= 1 << bit;
                 let s = scan(&bad[..], bad.len() as u64, true, false).unwrap();
-                let digests: Vec<_> = s.records.iter().map(|r| r.digest.clone()).collect();
+                let digests: Vec<_> = s.records.iter().map(|r| r.digest.to_digest()).collect();
                 assert_eq!(
                     digests,
                     vec![Digest::sha256_of(b"one"), Digest::sha256_of(b"three")],

@@ -23,28 +23,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
+pub(crate) use crate::index::Loc;
+use crate::index::LocMap;
 use crate::segment::{self, Damage};
-
-/// Where a blob's bytes are in a segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Loc {
-    pub seg: u32,
-    /// Record start.
-    pub record: u64,
-    /// Payload start.
-    pub payload: u64,
-    /// Payload length.
-    pub len: u64,
-}
-
-impl Loc {
-    fn record_len(&self) -> u64 {
-        self.payload + self.len - self.record
-    }
-}
 
 /// Tunables of the engine's blob store ([`crate::Engine::open_with`]).
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +77,7 @@ pub(crate) struct StoreOpen {
 }
 
 struct Index {
-    map: HashMap<Digest, Loc>,
+    map: LocMap,
     files: BTreeMap<u32, Arc<File>>,
     /// How far into each segment the index snapshot reached at open: records
     /// in that range were indexed without a crc check, so each is verified
@@ -201,13 +185,15 @@ const SNAPSHOT_FILE: &str = "index.snap";
 fn load_snapshot(
     seg_dir: &Path,
     segs: &[u32],
-    map: &mut HashMap<Digest, Loc>,
+    map: &mut LocMap,
     report: &mut StoreOpen,
 ) -> HashMap<u32, u64> {
-    let Some(snapshot) = std::fs::read(seg_dir.join(SNAPSHOT_FILE))
-        .ok()
-        .and_then(|b| crate::snapshot::decode(&b))
-    else {
+    // One read of the whole file (a plain read: the engine forbids unsafe
+    // code, so no mmap; from the page cache this is a memcpy).
+    let Ok(bytes) = std::fs::read(seg_dir.join(SNAPSHOT_FILE)) else {
+        return HashMap::new();
+    };
+    let Some(snapshot) = crate::snapshot::decode(&bytes) else {
         return HashMap::new();
     };
     let mut covered = HashMap::new();
@@ -222,19 +208,25 @@ fn load_snapshot(
             _ => return HashMap::new(),
         }
     }
-    map.reserve(snapshot.entries.len());
-    for (digest, seg, record, len) in snapshot.entries {
-        if covered.contains_key(&seg) {
-            let payload = record + segment::HEADER_BYTES + digest.algorithm().raw_len() as u64;
-            map.insert(
-                digest,
-                Loc {
-                    seg,
-                    record,
-                    payload,
-                    len,
-                },
-            );
+    if let Some(seed) = snapshot.seed {
+        // The key the entries are ordered by: filling the table in its own
+        // bucket order touches memory front to back (see `LocMap::seed`).
+        if map.len() == 0 {
+            *map = LocMap::with_seed(seed);
+        }
+    }
+    for (code, &count) in (1u8..).zip(&snapshot.counts) {
+        if let Some(algorithm) = Algorithm::from_code(code) {
+            map.reserve(algorithm, count);
+        }
+    }
+    // Sorted, for a binary search per entry (cheaper than hashing the
+    // segment number a million times).
+    let mut kept: Vec<u32> = covered.keys().copied().collect();
+    kept.sort_unstable();
+    for (digest, seg, record, len) in snapshot.entries() {
+        if kept.binary_search(&seg).is_ok() {
+            map.insert(&digest, Loc::new(digest.algorithm(), seg, record, len));
             report.snapshot_entries += 1;
         }
     }
@@ -247,7 +239,7 @@ impl BlobStore {
         let seg_dir = root.join("segments");
         fsutil::create_dir_durable(&seg_dir)?;
         let segs = list_segments(&seg_dir)?;
-        let mut map = HashMap::new();
+        let mut map = LocMap::default();
         let mut files = BTreeMap::new();
         let mut report = StoreOpen {
             segments: segs.len(),
@@ -280,10 +272,18 @@ impl BlobStore {
                 });
             }
             report.records += scan.records.len();
+            // Size the index once rather than rehashing it as it grows.
+            let mut counts: HashMap<Algorithm, usize> = HashMap::new();
+            for r in &scan.records {
+                *counts.entry(r.digest.algorithm()).or_default() += 1;
+            }
+            for (algorithm, count) in counts {
+                map.reserve(algorithm, count);
+            }
             for r in scan.records {
                 // Later records win: a compaction copy supersedes its original.
                 map.insert(
-                    r.digest,
+                    &r.digest,
                     Loc {
                         seg,
                         record: r.offset,
@@ -358,17 +358,17 @@ impl BlobStore {
 
     /// Whether the store holds the blob (in a segment or as a file).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.read_index().map.contains_key(digest) || self.blob_path(digest).exists()
+        self.read_index().map.contains(&digest.to_raw()) || self.blob_path(digest).exists()
     }
 
     /// The segment location of a blob, if it is in a segment.
     pub fn locate(&self, digest: &Digest) -> Option<Loc> {
-        self.read_index().map.get(digest).copied()
+        self.read_index().map.get(&digest.to_raw())
     }
 
     fn segment_file(&self, digest: &Digest) -> Option<(Loc, Arc<File>)> {
         let index = self.read_index();
-        let loc = *index.map.get(digest)?;
+        let loc = index.map.get(&digest.to_raw())?;
         let file = index.files.get(&loc.seg)?.clone();
         Some((loc, file))
     }
@@ -383,8 +383,9 @@ impl BlobStore {
     /// served again (a new push of the blob stores a good copy).
     fn quarantine(&self, digest: &Digest, loc: &Loc) -> EngineError {
         let mut index = self.write_index();
-        if index.map.get(digest) == Some(loc) {
-            index.map.remove(digest);
+        let raw = digest.to_raw();
+        if index.map.get(&raw) == Some(*loc) {
+            index.map.remove(&raw);
         }
         EngineError::Corrupt(format!(
             "segment {} record at {} ({digest}) fails its checksum",
@@ -450,7 +451,7 @@ impl BlobStore {
     /// by renaming it into `blobs/` (or drops `src` if the blob is already
     /// stored).
     pub fn install_large(&self, digest: &Digest, src: &Path) -> Result<()> {
-        if self.read_index().map.contains_key(digest) {
+        if self.read_index().map.contains(&digest.to_raw()) {
             fs::remove_file(src)?;
             return Ok(());
         }
@@ -471,7 +472,7 @@ impl BlobStore {
         let mut queued_any = false;
         for (digest, payload, from) in items {
             if from.is_none() {
-                if self.read_index().map.contains_key(*digest) {
+                if self.read_index().map.contains(&digest.to_raw()) {
                     continue;
                 }
                 if let Some(&seq) = queue.inflight.get(*digest) {
@@ -551,13 +552,12 @@ impl BlobStore {
                         let mut index = self.write_index();
                         index.files.extend(new_files);
                         for e in groups.iter().flat_map(|g| &g.entries) {
+                            let raw = e.digest.to_raw();
                             match e.from {
-                                None => {
-                                    index.map.insert(e.digest.clone(), e.loc);
-                                }
+                                None => index.map.insert(&raw, e.loc),
                                 Some(from) => {
-                                    if index.map.get(&e.digest) == Some(&from) {
-                                        index.map.insert(e.digest.clone(), e.loc);
+                                    if index.map.get(&raw) == Some(from) {
+                                        index.map.insert(&raw, e.loc);
                                     }
                                 }
                             }
@@ -690,7 +690,7 @@ impl BlobStore {
         self.read_index()
             .map
             .iter()
-            .map(|(d, l)| (d.clone(), *l))
+            .map(|(d, l)| (d.to_digest(), l))
             .collect()
     }
 
@@ -698,7 +698,7 @@ impl BlobStore {
     pub fn forget(&self, digests: &[Digest]) {
         let mut index = self.write_index();
         for d in digests {
-            index.map.remove(d);
+            index.map.remove(&d.to_raw());
         }
     }
 
@@ -779,7 +779,7 @@ impl BlobStore {
                 }
             }
             let reach: HashMap<u32, u64> = covered.iter().copied().collect();
-            let entries: Vec<(&Digest, u32, u64, u64)> = index
+            let entries: Vec<crate::snapshot::Entry> = index
                 .map
                 .iter()
                 .filter(|(_, loc)| {
@@ -790,7 +790,7 @@ impl BlobStore {
                 .map(|(d, loc)| (d, loc.seg, loc.record, loc.len))
                 .collect();
             (
-                crate::snapshot::encode(&covered, entries.iter().copied()),
+                crate::snapshot::encode(index.map.seed(), &covered, entries.iter().copied()),
                 entries.len(),
             )
         };
@@ -806,7 +806,7 @@ impl BlobStore {
     /// Live bytes (whole records the index points at) per segment.
     pub fn live_bytes(&self) -> HashMap<u32, u64> {
         let mut out = HashMap::new();
-        for loc in self.read_index().map.values() {
+        for loc in self.read_index().map.locs() {
             *out.entry(loc.seg).or_insert(0) += loc.record_len();
         }
         out
@@ -824,16 +824,16 @@ impl BlobStore {
     /// Drops index entries that point into `[start, end)` of `seg`.
     pub fn quarantine_range(&self, seg: u32, start: u64, end: u64) -> Vec<Digest> {
         let mut index = self.write_index();
-        let bad: Vec<Digest> = index
+        let bad: Vec<_> = index
             .map
             .iter()
             .filter(|(_, l)| l.seg == seg && l.record < end && l.payload + l.len > start)
-            .map(|(d, _)| d.clone())
+            .map(|(d, _)| d)
             .collect();
         for d in &bad {
             index.map.remove(d);
         }
-        bad
+        bad.iter().map(|d| d.to_digest()).collect()
     }
 
     /// Copies the live records of a sealed segment to the active one, makes
@@ -850,7 +850,7 @@ impl BlobStore {
                 .map
                 .iter()
                 .filter(|(_, l)| l.seg == seg)
-                .map(|(d, l)| (d.clone(), *l))
+                .map(|(d, l)| (d.to_digest(), l))
                 .collect();
             (live, index.files.get(&seg).cloned())
         };
@@ -883,7 +883,7 @@ impl BlobStore {
         self.append_copies(&batch)?;
         {
             let mut index = self.write_index();
-            if index.map.values().any(|l| l.seg == seg) {
+            if index.map.locs().any(|l| l.seg == seg) {
                 return Err(EngineError::Corrupt(format!(
                     "segment {seg} still indexed after compaction"
                 )));

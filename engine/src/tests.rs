@@ -405,3 +405,144 @@ fn random_operation_sequences_match_the_model() {
         }
     }
 }
+
+/// The files under `uploads/` other than the session journal.
+fn session_files(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "sessions")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_session_costs_no_file_until_it_receives_bytes_and_survives_reopen_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("lazy/app");
+    let (empty, partial) = {
+        let engine = Engine::open(dir.path()).unwrap();
+        let empty = engine.start_upload(&r).unwrap();
+        assert!(session_files(dir.path()).is_empty());
+        let partial = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, partial, 0, b"half ").unwrap();
+        assert_eq!(session_files(dir.path()), vec![format!("{partial}.data")]);
+        (empty, partial)
+    };
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().uploads_resumed, 2);
+    assert_eq!(engine.upload_len(&r, empty).unwrap(), 0);
+    assert_eq!(engine.upload_len(&r, partial).unwrap(), 5);
+    assert!(matches!(
+        engine.upload_len(&repo("other"), empty),
+        Err(EngineError::UploadUnknown)
+    ));
+    engine.upload_append(&r, partial, 5, b"full").unwrap();
+    let d = Digest::sha256_of(b"half full");
+    assert_eq!(engine.finish_upload(&r, partial, &d).unwrap(), 9);
+    let e = Digest::sha256_of(b"late");
+    engine.upload_append(&r, empty, 0, b"late").unwrap();
+    engine.finish_upload(&r, empty, &e).unwrap();
+    assert!(session_files(dir.path()).is_empty());
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().uploads_resumed, 0);
+    assert_eq!(read_blob(&engine, &r, &d), b"half full");
+}
+
+fn read_blob(engine: &Engine, r: &RepositoryName, d: &Digest) -> Vec<u8> {
+    let blob = engine.open_blob(r, d).unwrap();
+    let mut out = vec![0u8; blob.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&blob.file, &mut out, blob.offset).unwrap();
+    out
+}
+
+#[test]
+fn a_whole_small_blob_in_one_put_never_touches_a_session_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("fast");
+    let id = engine.start_upload(&r).unwrap();
+    let wrong = Digest::sha256_of(b"other");
+    assert!(matches!(
+        engine.finish_upload_with(&r, id, b"body", &wrong),
+        Err(EngineError::DigestMismatch { .. })
+    ));
+    // A refused digest leaves the bytes in the session, as a PATCH would.
+    assert_eq!(engine.upload_len(&r, id).unwrap(), 4);
+    let d = Digest::sha256_of(b"body");
+    engine.finish_upload_with(&r, id, b"", &d).unwrap();
+    assert_eq!(read_blob(&engine, &r, &d), b"body");
+    let id = engine.start_upload(&r).unwrap();
+    let d2 = Digest::sha256_of(b"straight in");
+    assert_eq!(
+        engine
+            .finish_upload_with(&r, id, b"straight in", &d2)
+            .unwrap(),
+        11
+    );
+    assert!(session_files(dir.path()).is_empty());
+    assert!(matches!(
+        engine.upload_len(&r, id),
+        Err(EngineError::UploadUnknown)
+    ));
+    assert_eq!(read_blob(&engine, &r, &d2), b"straight in");
+    // A session that already holds bytes takes the tail as an append.
+    let id = engine.start_upload(&r).unwrap();
+    engine.upload_append(&r, id, 0, b"head ").unwrap();
+    let d3 = Digest::sha256_of(b"head tail");
+    engine.finish_upload_with(&r, id, b"tail", &d3).unwrap();
+    assert_eq!(read_blob(&engine, &r, &d3), b"head tail");
+}
+
+#[test]
+fn the_session_journal_stays_small_and_tolerates_a_torn_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("j");
+    let kept = {
+        let engine = Engine::open(dir.path()).unwrap();
+        for _ in 0..5000 {
+            let id = engine.start_upload(&r).unwrap();
+            engine.cancel_upload(&r, id).unwrap();
+        }
+        let kept = engine.start_upload(&r).unwrap();
+        let journal = fs::metadata(dir.path().join("uploads/sessions")).unwrap();
+        assert!(journal.len() < 4200 * 90, "{} bytes", journal.len());
+        kept
+    };
+    // A line cut short (a power loss mid-append) and garbage are ignored.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("uploads/sessions"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"+ not-a-uuid 0 j\n+ 0a0a").unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().uploads_resumed, 1);
+    assert_eq!(engine.upload_len(&r, kept).unwrap(), 0);
+    let journal = fs::read_to_string(dir.path().join("uploads/sessions")).unwrap();
+    assert_eq!(journal.lines().count(), 1, "{journal}");
+}
+
+#[test]
+fn sessions_of_the_directory_layout_are_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("old/layout");
+    drop(Engine::open(dir.path()).unwrap());
+    let id = UploadId::random();
+    let session = dir.path().join(format!("uploads/{id}"));
+    fs::create_dir(&session).unwrap();
+    fs::write(session.join("repo"), "old/layout").unwrap();
+    fs::write(session.join("data"), b"written by 0.x ").unwrap();
+    // An incomplete one is removed.
+    let broken = dir.path().join(format!("uploads/{}", UploadId::random()));
+    fs::create_dir(&broken).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.open_report().uploads_resumed, 1);
+    assert!(!broken.exists());
+    engine.upload_append(&r, id, 15, b"resumed").unwrap();
+    let d = Digest::sha256_of(b"written by 0.x resumed");
+    engine.finish_upload(&r, id, &d).unwrap();
+    assert!(!session.exists());
+    assert_eq!(read_blob(&engine, &r, &d), b"written by 0.x resumed");
+}

@@ -162,7 +162,37 @@ async fn receive(
     }
 }
 
-/// Verifies and commits a session as a blob: 201 with Location and
+/// Bodies up to this size that carry a whole blob into an empty session are
+/// read into memory and stored from there (no session file): one read
+/// buffer's worth, so memory per connection stays what it was.
+const WHOLE_BODY_BYTES_MAX: u64 = 256 * 1024;
+
+/// The body, read into memory, when it is a whole small blob for an empty
+/// session: the session holds `len == 0` bytes, no `Content-Range`, and a
+/// declared length of at most [`WHOLE_BODY_BYTES_MAX`]. `None` otherwise
+/// (nothing read: the caller streams it into the session).
+async fn whole_small_body(
+    request: &Request<'_>,
+    len: u64,
+    body: &mut RequestBody<'_>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let declared = body.declared_len();
+    let small = declared.is_some_and(|n| n > 0 && n <= WHOLE_BODY_BYTES_MAX);
+    if len != 0 || !small || request.head.headers.get("content-range").is_some() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        match body.chunk().await {
+            Ok(Some(piece)) => bytes.extend_from_slice(piece),
+            Ok(None) => return Ok(Some(bytes)),
+            Err(e) => return Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
+        }
+    }
+}
+
+/// Verifies and commits a session as a blob, with `tail` (a last chunk
+/// held in memory) appended first: 201 with Location and
 /// Docker-Content-Digest (containerd requires the latter).
 async fn commit(
     ctx: &Ctx,
@@ -170,6 +200,7 @@ async fn commit(
     repo: &RepositoryName,
     id: UploadId,
     digest_text: Option<&str>,
+    tail: Option<Vec<u8>>,
 ) -> Result<Response, ApiError> {
     let digest_text = digest_text.ok_or_else(|| {
         ApiError::new(
@@ -179,7 +210,11 @@ async fn commit(
     })?;
     let digest = parse_digest(digest_text)?;
     let (engine, repo_owned, digest_owned) = (ctx.engine.clone(), repo.clone(), digest.clone());
-    blocking(move || engine.finish_upload(&repo_owned, id, &digest_owned)).await?;
+    blocking(move || match tail {
+        Some(tail) => engine.finish_upload_with(&repo_owned, id, &tail, &digest_owned),
+        None => engine.finish_upload(&repo_owned, id, &digest_owned),
+    })
+    .await?;
     Ok(Response::new(201)
         .header(
             "Location",
@@ -236,13 +271,16 @@ pub async fn start(
     if digest.is_none() {
         return Ok(session_response(ctx, request, 202, repo, id, 0));
     }
-    let outcome = receive(ctx, request, repo, id, body).await;
-    let result = match outcome {
-        Ok(Received::Appended(_)) => commit(ctx, request, repo, id, digest).await,
-        Ok(Received::OutOfOrder { .. }) => Err(ApiError::new(
-            ErrorCode::BlobUploadInvalid,
-            "Content-Range must start at 0",
-        )),
+    let result = match whole_small_body(request, 0, body).await {
+        Ok(Some(tail)) => commit(ctx, request, repo, id, digest, Some(tail)).await,
+        Ok(None) => match receive(ctx, request, repo, id, body).await {
+            Ok(Received::Appended(_)) => commit(ctx, request, repo, id, digest, None).await,
+            Ok(Received::OutOfOrder { .. }) => Err(ApiError::new(
+                ErrorCode::BlobUploadInvalid,
+                "Content-Range must start at 0",
+            )),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if result.is_err() {
@@ -288,7 +326,7 @@ pub async fn finish(
 ) -> Result<Response, ApiError> {
     // An unknown session is 404 whatever else is wrong; then refuse a
     // missing or malformed digest before reading any body.
-    ctx.engine.upload_len(repo, id)?;
+    let len = ctx.engine.upload_len(repo, id)?;
     let digest_text = query.get("digest");
     match digest_text {
         Some(text) => drop(parse_digest(text)?),
@@ -299,12 +337,15 @@ pub async fn finish(
             ))
         }
     }
+    if let Some(tail) = whole_small_body(request, len, body).await? {
+        return commit(ctx, request, repo, id, digest_text, Some(tail)).await;
+    }
     if !body.is_declared_empty() || request.head.headers.get("content-range").is_some() {
         if let Received::OutOfOrder { len, got } = receive(ctx, request, repo, id, body).await? {
             return Ok(out_of_order(ctx, request, repo, id, len, got));
         }
     }
-    commit(ctx, request, repo, id, digest_text).await
+    commit(ctx, request, repo, id, digest_text, None).await
 }
 
 /// `DELETE <session>`: abandons the upload (204).
