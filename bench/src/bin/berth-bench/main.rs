@@ -9,12 +9,14 @@
 //! berth-bench report results.jsonl --out report.md
 //! ```
 
+mod auth;
 mod fixtures;
 mod http;
 mod procstat;
 mod report;
 mod runner;
 mod scenarios;
+mod token_server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use http::{Conn, Target};
+use http::{Conn, Options, Target};
 use runner::{Outcome, Plan};
 use scenarios::{
     BlobGet, BlobHead, BlobPush, ManifestGet, PushMode, PushPayload, Scenario, TagsList,
@@ -87,17 +89,32 @@ enum Command {
     /// Summarise --json lines of several runs (medians per case and target,
     /// ratios) as Markdown.
     Report(report::ReportArgs),
+    /// A minimal token service for bearer-auth benchmarks: grants every
+    /// scope asked for as a JWT signed with --key (ES256 or RS256).
+    TokenServer(token_server::TokenServerArgs),
 }
 
 #[derive(Args, Clone)]
 struct Common {
-    /// The registry, http://host:port.
+    /// The registry, http://host:port or https://host:port.
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     url: String,
+    /// Basic credentials: sent on every request (htpasswd), or to the token
+    /// realm when the registry answers with a Bearer challenge.
     #[arg(long)]
     user: Option<String>,
     #[arg(long)]
     password: Option<String>,
+    /// A bearer token, sent as is on every request (no challenge flow).
+    #[arg(long)]
+    token: Option<String>,
+    /// PEM file of CA certificates to trust for https:// (default: the
+    /// system bundle).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Skip TLS certificate verification.
+    #[arg(long)]
+    insecure: bool,
     /// Repository the fixtures live in.
     #[arg(long, default_value = "bench/app")]
     repo: String,
@@ -161,6 +178,7 @@ fn main() -> ExitCode {
     let (common, scenario_name, size, extra): (Common, &str, Option<u64>, serde_json::Value) =
         match &cli.command {
             Command::Report(args) => return report::main(args),
+            Command::TokenServer(args) => return token_server::main(args),
             Command::ManifestGet(c) => (c.clone(), "manifest-get", None, serde_json::json!({})),
             Command::BlobHead { common, size } => (
                 common.clone(),
@@ -197,11 +215,14 @@ fn main() -> ExitCode {
                 serde_json::json!({"tags": tags}),
             ),
         };
-    let target = match Target::parse(
-        &common.url,
-        common.user.as_deref(),
-        common.password.as_deref(),
-    ) {
+    let options = Options {
+        user: common.user.clone(),
+        password: common.password.clone(),
+        token: common.token.clone(),
+        cacert: common.cacert.clone(),
+        insecure: common.insecure,
+    };
+    let target = match Target::parse(&common.url, &options) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("berth-bench: {e}");
@@ -246,6 +267,8 @@ fn main() -> ExitCode {
         "size": size,
         "verify": common.verify,
         "monolithic_fallbacks": fallbacks,
+        "tls": target.tls.is_some(),
+        "token_fetches": target.auth.fetches.load(std::sync::atomic::Ordering::Relaxed),
     });
     merge(&mut record, extra);
     merge(
