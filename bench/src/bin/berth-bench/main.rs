@@ -16,6 +16,7 @@ mod procstat;
 mod report;
 mod runner;
 mod scenarios;
+mod svg;
 mod token_server;
 
 use std::path::PathBuf;
