@@ -151,6 +151,11 @@ fn f(x: Option<f64>, digits: usize) -> String {
     x.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
 
+/// A number with its unit, or "-" when it is missing.
+fn fu(x: Option<f64>, digits: usize, unit: &str) -> String {
+    x.map_or("-".into(), |x| format!("{x:.digits$}{unit}"))
+}
+
 fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
@@ -261,7 +266,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 let r = ratio(case, &args.baseline);
                 (
                     format!("≥ {x}× {}", args.baseline),
-                    f(r, 2) + "×",
+                    fu(r, 2, "×"),
                     r.map(|r| r >= *x),
                 )
             }
@@ -269,7 +274,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 let r = ratio(case, &args.ceiling);
                 (
                     format!("≥ {:.0}% of {}", x * 100.0, args.ceiling),
-                    f(r.map(|r| r * 100.0), 0) + "%",
+                    fu(r.map(|r| r * 100.0), 0, "%"),
                     r.map(|r| r >= *x),
                 )
             }
@@ -278,7 +283,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                     .get(&(case.to_string(), args.subject.clone()))
                     .and_then(|g| g.med(&["latency_us", "p99"]))
                     .map(|p| p / 1000.0);
-                (format!("p99 ≤ {x} ms"), f(p, 3) + " ms", p.map(|p| p <= *x))
+                (format!("p99 ≤ {x} ms"), fu(p, 3, " ms"), p.map(|p| p <= *x))
             }
             Goal::VsOwnCase(other, x) => {
                 let r = match (
@@ -290,7 +295,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 };
                 (
                     format!("≥ {:.0}% of {other}", x * 100.0),
-                    f(r.map(|r| r * 100.0), 0) + "%",
+                    fu(r.map(|r| r * 100.0), 0, "%"),
                     r.map(|r| r >= *x),
                 )
             }
@@ -309,7 +314,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                         x * 100.0,
                         f(hash, 0)
                     ),
-                    f(r.map(|r| r * 100.0), 0) + "%",
+                    fu(r.map(|r| r * 100.0), 0, "%"),
                     r.map(|r| r >= *x),
                 )
             }
