@@ -1,7 +1,9 @@
-//! A minimal blocking HTTP/1.1 keep-alive client: one TCP connection, one
-//! request at a time, just enough of the protocol to drive a registry
-//! (Content-Length and chunked bodies, `Connection: close`, HEAD).
-//! Response bodies are streamed to a sink so a 512 MiB GET needs no memory.
+//! A minimal blocking HTTP/1.1 keep-alive client: one TCP connection (plain
+//! or TLS through rustls), one request at a time, just enough of the
+//! protocol to drive a registry (Content-Length and chunked bodies,
+//! `Connection: close`, HEAD), with Basic credentials and the Docker
+//! bearer-token challenge flow (parsing in `auth.rs`). Response bodies are
+//! streamed to a sink so a 512 MiB GET needs no memory.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -1,11 +1,15 @@
 //! `berth-bench`: a load generator for any registry speaking the
 //! Distribution API (berth, registry:2, or nginx serving the same files as
-//! a ceiling). A thread per connection, blocking sockets, a minimal
-//! HTTP/1.1 keep-alive client; latencies in an HDR histogram.
+//! a ceiling), over HTTP or HTTPS, anonymous, with Basic credentials or
+//! bearer tokens. A thread per connection, blocking sockets, a minimal
+//! HTTP/1.1 keep-alive client; latencies in an HDR histogram. Also a tiny
+//! token service for bearer-auth benchmarks and the report generator.
 //!
 //! ```text
 //! berth-bench manifest-get --url http://127.0.0.1:5000 -c 64 -d 5
 //! berth-bench blob-push --size 4K --mode post-put -c 8 --server-pid 1234
+//! berth-bench manifest-get --url https://127.0.0.1:5000 --cacert ca.crt --user u --password p
+//! berth-bench fleet -c 32 --pushers 2 --layers 5 --layer-size 1M -d 10
 //! berth-bench report results.jsonl --out report.md
 //! ```
 
