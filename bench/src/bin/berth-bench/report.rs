@@ -368,11 +368,11 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
             unknown.join("; ")
         ));
     }
-    summary.push_str(&format!(
+    summary.push_str(
         "\nTo see where the time goes in a case, run it by hand against a server you started and profile the server meanwhile: \
 `perf record -g -p $(pidof berth) -- sleep 10 & berth-bench manifest-get --url http://127.0.0.1:5000 -c 64 -d 10; perf report --no-children` \
 (release builds carry debug info; `perf top -p $(pidof berth)` for a live view).\n"
-    ));
+    );
     summary.push('\n');
     md.insert_str(summary_at, &summary);
     md.push_str(&targets_md);
