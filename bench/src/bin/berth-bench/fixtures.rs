@@ -210,6 +210,66 @@ pub fn write_static(
     Ok(img)
 }
 
+/// The CI fleet's image: `layers` layers of `layer_size` deterministic
+/// bytes (other seeds than `image`'s), a config and an OCI manifest.
+pub fn fleet_image(layers: usize, layer_size: usize) -> Image {
+    let layers: Vec<Vec<u8>> = (0..layers)
+        .map(|i| random_bytes(layer_size, 0xf1ee7 + i as u64))
+        .collect();
+    let config = fleet_config(&layers, "base");
+    let manifest = manifest_for(&config, &layers);
+    let digest = sha256_digest(&manifest);
+    let mut blobs = vec![config];
+    blobs.extend(layers);
+    Image {
+        blobs,
+        manifest,
+        digest,
+    }
+}
+
+/// An image config over `layers`; `build` makes it unique per push.
+pub fn fleet_config(layers: &[Vec<u8>], build: &str) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["BUILD=".to_string() + build], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": format!("berth-bench fleet {build}")}]
+    }))
+    .expect("json")
+}
+
+/// An OCI manifest for `config` and `layers` (digests computed here).
+pub fn manifest_for(config: &[u8], layers: &[Vec<u8>]) -> Vec<u8> {
+    manifest_for_digests(
+        &sha256_digest(config),
+        config.len(),
+        &layers
+            .iter()
+            .map(|l| (sha256_digest(l), l.len()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub fn manifest_for_digests(
+    config_digest: &str,
+    config_len: usize,
+    layers: &[(String, usize)],
+) -> Vec<u8> {
+    let layer_descs: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_len},
+        "layers": layer_descs,
+    }))
+    .expect("json")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +283,12 @@ mod tests {
         assert_eq!(with_query("/a?x=1", "digest", "d"), "/a?x=1&digest=d");
         assert_eq!(with_query("/a", "digest", "d"), "/a?digest=d");
         assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+        let f = fleet_image(2, 100);
+        assert_eq!(f.blobs.len(), 3);
+        assert!(berth_engine::manifest::parse_manifest(Some(MANIFEST_TYPE), &f.manifest).is_ok());
+        assert_ne!(
+            fleet_config(&f.blobs[1..], "a"),
+            fleet_config(&f.blobs[1..], "b")
+        );
     }
 }

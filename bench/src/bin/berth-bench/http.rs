@@ -1,77 +1,330 @@
-//! A minimal blocking HTTP/1.1 keep-alive client: one TCP connection, one
-//! request at a time, just enough of the protocol to drive a registry
-//! (Content-Length and chunked bodies, `Connection: close`, HEAD).
-//! Response bodies are streamed to a sink so a 512 MiB GET needs no memory.
+//! A minimal blocking HTTP/1.1 keep-alive client: one TCP connection (plain
+//! or TLS through rustls), one request at a time, just enough of the
+//! protocol to drive a registry (Content-Length and chunked bodies,
+//! `Connection: close`, HEAD), with Basic credentials and the Docker
+//! bearer-token challenge flow (parsing in `auth.rs`). Response bodies are
+//! streamed to a sink so a 512 MiB GET needs no memory.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Where requests go: `http://host:port` plus an optional Basic credential.
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::auth::{self, Scopes};
+
+/// How to reach and authenticate to a registry: everything but the URL.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A bearer token sent as is (no challenge flow).
+    pub token: Option<String>,
+    /// PEM file of the CA certificates to trust for https:// (default: the
+    /// system bundle).
+    pub cacert: Option<PathBuf>,
+    /// Do not verify the server's certificate at all.
+    pub insecure: bool,
+}
+
+/// Where requests go: `http(s)://host:port`, with TLS and credentials.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
     /// `host:port` as given, for the Host header.
     pub host: String,
-    /// Precomputed `Authorization` header value.
-    pub auth: Option<String>,
+    /// For https://: the client configuration and the name to verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    pub auth: Arc<AuthState>,
+}
+
+/// Splits `scheme://authority/path` into (https?, authority, path).
+pub fn split_url(url: &str) -> Result<(bool, &str, &str), String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "a URL must start with http:// or https:// (got {url:?})"
+        ));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(format!("no host in {url:?}"));
+    }
+    Ok((https, authority, path))
 }
 
 impl Target {
-    pub fn parse(url: &str, user: Option<&str>, password: Option<&str>) -> Result<Target, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("--url must start with http:// (got {url:?}); TLS is not supported")
-        })?;
-        let host = rest.trim_end_matches('/').to_string();
-        if host.contains('/') {
-            return Err(format!("--url must be just http://host:port (got {url:?})"));
+    /// A registry at `url` (`http(s)://host[:port]`, nothing after it).
+    pub fn parse(url: &str, options: &Options) -> Result<Target, String> {
+        let (https, authority, path) = split_url(url)?;
+        if !path.trim_end_matches('/').is_empty() {
+            return Err(format!(
+                "--url must be just http(s)://host:port (got {url:?})"
+            ));
         }
-        let with_port = if host
+        let auth = Arc::new(AuthState::new(options));
+        Target::connect_to(https, authority, options, auth)
+    }
+
+    fn connect_to(
+        https: bool,
+        authority: &str,
+        options: &Options,
+        auth: Arc<AuthState>,
+    ) -> Result<Target, String> {
+        let host = authority.to_string();
+        let has_port = host
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            && !host.ends_with(']')
-        {
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && !host.ends_with(']');
+        let with_port = if has_port {
             host.clone()
         } else {
-            format!("{host}:80")
+            format!("{host}:{}", if https { 443 } else { 80 })
         };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {with_port}: {e}"))?
             .next()
             .ok_or_else(|| format!("{with_port} resolves to nothing"))?;
-        let auth = user.map(|u| {
-            format!(
-                "Basic {}",
-                base64(format!("{u}:{}", password.unwrap_or("")).as_bytes())
-            )
-        });
-        Ok(Target { addr, host, auth })
+        let tls = if https {
+            let name = with_port
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or(&with_port);
+            let server_name = ServerName::try_from(name.to_string())
+                .map_err(|e| format!("bad TLS server name {name:?}: {e}"))?;
+            Some((tls_config(options)?, server_name))
+        } else {
+            None
+        };
+        Ok(Target {
+            addr,
+            host,
+            tls,
+            auth,
+        })
     }
 }
 
-/// Standard base64 with padding (only for the Basic credential).
-pub fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
+/// The rustls client configuration (ring provider, TLS 1.2 and 1.3).
+fn tls_config(options: &Options) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let config = if options.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        let path = options
+            .cacert
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+        let mut roots = rustls::RootCertStore::empty();
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("reading CA certificates from {}: {e}", path.display()))?;
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!(
+                "no usable CA certificate in {} (use --cacert FILE or --insecure)",
+                path.display()
+            ));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+/// `--insecure`: any certificate is accepted; handshake signatures are
+/// still checked (so the cost measured is that of a real handshake).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    out
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Credentials and the bearer-token cache, shared by every connection.
+#[derive(Debug)]
+pub struct AuthState {
+    options: Options,
+    /// `Basic ...`, precomputed.
+    basic: Option<String>,
+    /// `Bearer ...` from --token: sent as is, no challenge flow.
+    fixed: Option<String>,
+    cache: Mutex<TokenCache>,
+    /// Tokens fetched from a realm over the run.
+    pub fetches: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct TokenCache {
+    /// Bumped on every new token; connections keep a copy and its number.
+    generation: u64,
+    header: Option<String>,
+    scopes: Scopes,
+}
+
+impl AuthState {
+    pub fn new(options: &Options) -> AuthState {
+        let basic = options.user.as_ref().map(|u| {
+            format!(
+                "Basic {}",
+                auth::base64(
+                    format!("{u}:{}", options.password.as_deref().unwrap_or("")).as_bytes()
+                )
+            )
+        });
+        AuthState {
+            options: options.clone(),
+            basic,
+            fixed: options.token.as_ref().map(|t| format!("Bearer {t}")),
+            cache: Mutex::new(TokenCache::default()),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// A token covering the challenge's scopes (and every scope asked for
+    /// before): the cached one if another connection already fetched it
+    /// since `seen` (the generation this connection holds), else a new one
+    /// from the realm. Fetches are serialised, so N connections hitting the
+    /// same 401 at once cost one fetch.
+    fn bearer_for(&self, seen: u64, challenge: &auth::Challenge) -> Result<(u64, String), String> {
+        let realm = challenge
+            .param("realm")
+            .ok_or("a Bearer challenge without realm")?;
+        let wanted = Scopes::parse(challenge.param("scope").unwrap_or(""));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.generation > seen && cache.scopes.covers(&wanted) {
+            if let Some(h) = &cache.header {
+                return Ok((cache.generation, h.clone()));
+            }
+        }
+        let mut scopes = cache.scopes.clone();
+        scopes.merge(&wanted);
+        let token = self.fetch(realm, challenge.param("service"), &scopes)?;
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        cache.generation += 1;
+        cache.header = Some(format!("Bearer {token}"));
+        cache.scopes = scopes;
+        Ok((cache.generation, cache.header.clone().expect("set")))
+    }
+
+    /// GET realm?service=..&scope=.. (with the Basic credential if any).
+    fn fetch(&self, realm: &str, service: Option<&str>, scopes: &Scopes) -> Result<String, String> {
+        let (https, authority, path) = split_url(realm)?;
+        let realm_auth = Arc::new(AuthState::new(&Options {
+            token: None,
+            ..self.options.clone()
+        }));
+        let target = Target::connect_to(https, authority, &self.options, realm_auth)?;
+        let query = auth::token_query(service, scopes);
+        let path = if path.is_empty() { "/" } else { path };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let full = format!("{path}{sep}{query}");
+        let mut conn = Conn::new(&target);
+        conn.challenge_flow = false;
+        let r = conn
+            .request("GET", &full, &[], Body::None, Sink::Keep)
+            .map_err(|e| format!("token request GET {realm}{sep}{query}: {e}"))?;
+        if r.status != 200 {
+            return Err(format!(
+                "token request GET {realm}{sep}{query} answered {}",
+                r.describe()
+            ));
+        }
+        auth::parse_token_response(&r.body)
+    }
+}
+
+/// A TCP connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A peer closing without close_notify is an EOF like any other
+            // here: bodies are length-checked by the caller.
+            Stream::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// A request body: nothing, one buffer, or several pieces sent in order
@@ -140,7 +393,7 @@ impl Response {
 /// closes it.
 pub struct Conn {
     target: Target,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     buf: Vec<u8>,
     /// Bytes of `buf` already consumed / filled.
     start: usize,
@@ -148,6 +401,11 @@ pub struct Conn {
     /// Times a new TCP connection was made (1 for a pure keep-alive run).
     pub connects: u64,
     head: Vec<u8>,
+    /// This connection's copy of the shared bearer token, and its generation.
+    bearer: Option<(u64, String)>,
+    /// Answer a 401 Bearer challenge by fetching a token and retrying
+    /// (off for the token request itself).
+    challenge_flow: bool,
 }
 
 impl Conn {
@@ -160,6 +418,8 @@ impl Conn {
             end: 0,
             connects: 0,
             head: Vec::with_capacity(1024),
+            bearer: None,
+            challenge_flow: true,
         }
     }
 
@@ -168,7 +428,14 @@ impl Conn {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
         s.set_write_timeout(Some(Duration::from_secs(120)))?;
-        self.stream = Some(s);
+        self.stream = Some(match &self.target.tls {
+            None => Stream::Plain(s),
+            Some((config, name)) => {
+                let c = rustls::ClientConnection::new(config.clone(), name.clone())
+                    .map_err(io::Error::other)?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(c, s)))
+            }
+        });
         self.start = 0;
         self.end = 0;
         self.connects += 1;
@@ -178,7 +445,9 @@ impl Conn {
     /// Sends one request and reads its response. `extra` headers are
     /// `(name, value)`; Host, Content-Length and Authorization are added
     /// here. A request on a reused connection that fails before any
-    /// response byte arrives is retried once on a fresh connection.
+    /// response byte arrives is retried once on a fresh connection. A 401
+    /// with a Bearer challenge is answered once: a token is fetched from
+    /// the realm (or taken from the shared cache) and the request resent.
     pub fn request(
         &mut self,
         method: &str,
@@ -188,12 +457,45 @@ impl Conn {
         sink: Sink<'_>,
     ) -> io::Result<Response> {
         let mut sink = sink;
+        let r = self.request_once(method, path, extra, &body, &mut sink)?;
+        if r.status != 401 || !self.answers_challenges() {
+            return Ok(r);
+        }
+        let Some(challenge) = r
+            .header("www-authenticate")
+            .map(auth::parse_challenges)
+            .and_then(|cs| cs.into_iter().find(|c| c.is_bearer()))
+        else {
+            return Ok(r);
+        };
+        let seen = self.bearer.as_ref().map_or(0, |(g, _)| *g);
+        let (generation, header) = self
+            .target
+            .auth
+            .bearer_for(seen, &challenge)
+            .map_err(|e| io::Error::other(format!("getting a bearer token: {e}")))?;
+        self.bearer = Some((generation, header));
+        self.request_once(method, path, extra, &body, &mut sink)
+    }
+
+    fn answers_challenges(&self) -> bool {
+        self.challenge_flow && self.target.auth.fixed.is_none()
+    }
+
+    fn request_once(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &Body<'_>,
+        sink: &mut Sink<'_>,
+    ) -> io::Result<Response> {
         let reused = self.stream.is_some();
-        match self.try_request(method, path, extra, &body, &mut sink) {
+        match self.try_request(method, path, extra, body, sink) {
             Err((e, false)) if reused => {
                 let _ = e;
                 self.stream = None;
-                self.try_request(method, path, extra, &body, &mut sink)
+                self.try_request(method, path, extra, body, sink)
                     .map_err(|(e, _)| e)
             }
             r => r.map_err(|(e, _)| e),
@@ -220,7 +522,13 @@ impl Conn {
         h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         h.extend_from_slice(self.target.host.as_bytes());
         h.extend_from_slice(b"\r\nUser-Agent: berth-bench/0.1\r\n");
-        if let Some(a) = &self.target.auth {
+        let auth = self.bearer.as_ref().map(|(_, h)| h).or(self
+            .target
+            .auth
+            .fixed
+            .as_ref()
+            .or(self.target.auth.basic.as_ref()));
+        if let Some(a) = auth {
             h.extend_from_slice(b"Authorization: ");
             h.extend_from_slice(a.as_bytes());
             h.extend_from_slice(b"\r\n");
@@ -258,7 +566,7 @@ impl Conn {
                 }
                 _ => {}
             }
-            Ok(())
+            stream.flush()
         })();
         if let Err(e) = sent {
             // The server may have answered early (e.g. 401/413) and closed:
@@ -367,6 +675,14 @@ impl Conn {
             Some(v) if v.eq_ignore_ascii_case("close") => true,
             Some(v) if v.eq_ignore_ascii_case("keep-alive") => false,
             _ => version == "HTTP/1.0",
+        };
+        // A 401 that will be answered with a token and resent must not feed
+        // the caller's sink (a hash over the body, say).
+        let mut keep = Sink::Keep;
+        let sink = if status == 401 && self.answers_challenges() {
+            &mut keep
+        } else {
+            sink
         };
         let no_body =
             method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
@@ -518,15 +834,6 @@ mod tests {
     use std::net::TcpListener;
 
     #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-    }
-
-    #[test]
     fn location_path_strips_scheme_and_authority() {
         assert_eq!(
             location_path("http://127.0.0.1:5000/v2/a/blobs/uploads/x?_state=1"),
@@ -560,7 +867,15 @@ mod tests {
                 s.write_all(reply).unwrap();
             }
         });
-        let target = Target::parse(&format!("http://{addr}"), Some("u"), Some("p")).unwrap();
+        let target = Target::parse(
+            &format!("http://{addr}"),
+            &Options {
+                user: Some("u".into()),
+                password: Some("p".into()),
+                ..Options::default()
+            },
+        )
+        .unwrap();
         let mut c = Conn::new(&target);
         let r = c.request("GET", "/a", &[], Body::None, Sink::Keep).unwrap();
         assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
@@ -577,5 +892,95 @@ mod tests {
         assert_eq!((r.status, &r.body[..]), (404, &b"no"[..]));
         assert_eq!(c.connects, 1);
         server.join().unwrap();
+    }
+
+    /// Reads one request head from `s`; returns it as text.
+    fn read_head(s: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while find(&got, b"\r\n\r\n").is_none() {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "client closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[test]
+    fn bearer_challenge_fetches_a_token_once_and_retries() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut registry, _) = listener.accept().unwrap();
+            // 1: no token yet -> challenge (the body must not reach the sink).
+            let head = read_head(&mut registry);
+            assert!(head.contains("Authorization: Basic "), "{head}");
+            let challenge = format!(
+                "Bearer realm=\"http://{addr}/token\",service=\"svc\",scope=\"repository:a/b:pull\""
+            );
+            registry
+                .write_all(format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 4\r\n\r\nnope").as_bytes())
+                .unwrap();
+            // 2: the token request, on its own connection, with Basic.
+            let (mut token, _) = listener.accept().unwrap();
+            let head = read_head(&mut token);
+            assert!(
+                head.starts_with("GET /token?service=svc&scope=repository%3Aa%2Fb%3Apull HTTP/1.1"),
+                "{head}"
+            );
+            assert!(head.contains("Authorization: Basic dTpw"), "{head}");
+            token
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{\"token\":\"t1\"}\n")
+                .unwrap();
+            // 3: the retry carries the token; 4: so does the next request.
+            for _ in 0..2 {
+                let head = read_head(&mut registry);
+                assert!(head.contains("Authorization: Bearer t1\r\n"), "{head}");
+                registry
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+            }
+        });
+        let target = Target::parse(
+            &format!("http://{addr}"),
+            &Options {
+                user: Some("u".into()),
+                password: Some("p".into()),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let mut c = Conn::new(&target);
+        let mut seen = Vec::new();
+        let mut sink = |d: &[u8]| seen.extend_from_slice(d);
+        let r = c
+            .request(
+                "GET",
+                "/v2/a/b/manifests/x",
+                &[],
+                Body::None,
+                Sink::Stream(&mut sink),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(seen, b"ok");
+        let r = c
+            .request("GET", "/v2/a/b/manifests/x", &[], Body::None, Sink::Keep)
+            .unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+        assert_eq!(target.auth.fetches.load(Ordering::Relaxed), 1);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn urls_split() {
+        assert_eq!(split_url("https://h:5000"), Ok((true, "h:5000", "")));
+        assert_eq!(
+            split_url("http://h/token?x=1"),
+            Ok((false, "h", "/token?x=1"))
+        );
+        assert!(split_url("ftp://h").is_err());
+        assert!(split_url("http:///x").is_err());
+        assert!(Target::parse("https://127.0.0.1:1/v2", &Options::default()).is_err());
     }
 }

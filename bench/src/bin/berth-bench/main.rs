@@ -1,20 +1,27 @@
 //! `berth-bench`: a load generator for any registry speaking the
 //! Distribution API (berth, registry:2, or nginx serving the same files as
-//! a ceiling). A thread per connection, blocking sockets, a minimal
-//! HTTP/1.1 keep-alive client; latencies in an HDR histogram.
+//! a ceiling), over HTTP or HTTPS, anonymous, with Basic credentials or
+//! bearer tokens. A thread per connection, blocking sockets, a minimal
+//! HTTP/1.1 keep-alive client; latencies in an HDR histogram. Also a tiny
+//! token service for bearer-auth benchmarks and the report generator.
 //!
 //! ```text
 //! berth-bench manifest-get --url http://127.0.0.1:5000 -c 64 -d 5
 //! berth-bench blob-push --size 4K --mode post-put -c 8 --server-pid 1234
+//! berth-bench manifest-get --url https://127.0.0.1:5000 --cacert ca.crt --user u --password p
+//! berth-bench fleet -c 32 --pushers 2 --layers 5 --layer-size 1M -d 10
 //! berth-bench report results.jsonl --out report.md
 //! ```
 
+mod auth;
 mod fixtures;
 mod http;
 mod procstat;
 mod report;
 mod runner;
 mod scenarios;
+mod svg;
+mod token_server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,10 +30,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use http::{Conn, Target};
+use http::{Conn, Options, Target};
 use runner::{Outcome, Plan};
 use scenarios::{
-    BlobGet, BlobHead, BlobPush, ManifestGet, PushMode, PushPayload, Scenario, TagsList,
+    BlobGet, BlobHead, BlobPush, Fleet, ManifestGet, PushMode, PushPayload, Scenario, TagsList,
 };
 
 #[derive(Parser)]
@@ -84,20 +91,65 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         tags: usize,
     },
+    /// A CI fleet: -c clients pull one image (manifest by tag, then every
+    /// blob, whole) while --pushers clients push new tags (a new config
+    /// blob and a manifest each); pulls and pushes are reported apart.
+    Fleet {
+        #[command(flatten)]
+        common: Common,
+        /// Clients pushing new tags (besides the -c pulling).
+        #[arg(long, default_value_t = 2)]
+        pushers: usize,
+        /// Layers of the pulled image.
+        #[arg(long, default_value_t = 5)]
+        layers: usize,
+        /// Size of each layer.
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        layer_size: u64,
+    },
+    /// One core's SHA-256 throughput (the yardstick for big pushes).
+    Sha256Speed {
+        /// Bytes hashed per pass (passes repeat for --duration seconds).
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        size: u64,
+        #[arg(short = 'd', long, default_value_t = 2.0)]
+        duration: f64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "cpu")]
+        label: String,
+        #[arg(long, default_value = "sha256-1core")]
+        case: String,
+    },
     /// Summarise --json lines of several runs (medians per case and target,
     /// ratios) as Markdown.
     Report(report::ReportArgs),
+    /// A minimal token service for bearer-auth benchmarks: grants every
+    /// scope asked for as a JWT signed with --key (ES256 or RS256).
+    TokenServer(token_server::TokenServerArgs),
 }
 
 #[derive(Args, Clone)]
 struct Common {
-    /// The registry, http://host:port.
+    /// The registry, http://host:port or https://host:port.
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     url: String,
+    /// Basic credentials: sent on every request (htpasswd), or to the token
+    /// realm when the registry answers with a Bearer challenge.
     #[arg(long)]
     user: Option<String>,
     #[arg(long)]
     password: Option<String>,
+    /// A bearer token, sent as is on every request (no challenge flow).
+    #[arg(long)]
+    token: Option<String>,
+    /// PEM file of CA certificates to trust for https:// (default: the
+    /// system bundle).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Skip TLS certificate verification.
+    #[arg(long)]
+    insecure: bool,
     /// Repository the fixtures live in.
     #[arg(long, default_value = "bench/app")]
     repo: String,
@@ -161,6 +213,25 @@ fn main() -> ExitCode {
     let (common, scenario_name, size, extra): (Common, &str, Option<u64>, serde_json::Value) =
         match &cli.command {
             Command::Report(args) => return report::main(args),
+            Command::TokenServer(args) => return token_server::main(args),
+            Command::Sha256Speed {
+                size,
+                duration,
+                json,
+                label,
+                case,
+            } => return sha256_speed(*size, *duration, *json, label, case),
+            Command::Fleet {
+                common,
+                pushers,
+                layers,
+                layer_size,
+            } => (
+                common.clone(),
+                "fleet",
+                Some(*layer_size),
+                serde_json::json!({"pushers": pushers, "layers": layers, "pullers": common.connections}),
+            ),
             Command::ManifestGet(c) => (c.clone(), "manifest-get", None, serde_json::json!({})),
             Command::BlobHead { common, size } => (
                 common.clone(),
@@ -197,11 +268,14 @@ fn main() -> ExitCode {
                 serde_json::json!({"tags": tags}),
             ),
         };
-    let target = match Target::parse(
-        &common.url,
-        common.user.as_deref(),
-        common.password.as_deref(),
-    ) {
+    let options = Options {
+        user: common.user.clone(),
+        password: common.password.clone(),
+        token: common.token.clone(),
+        cacert: common.cacert.clone(),
+        insecure: common.insecure,
+    };
+    let target = match Target::parse(&common.url, &options) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("berth-bench: {e}");
@@ -222,8 +296,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let pushers = match &cli.command {
+        Command::Fleet { pushers, .. } => *pushers,
+        _ => 0,
+    };
     let plan = Plan {
-        connections: common.connections,
+        connections: common.connections + pushers,
         duration: Duration::from_secs_f64(common.duration.max(0.0)),
         warmup: Duration::from_secs_f64(common.warmup.max(0.0)),
         count: common.count,
@@ -231,37 +309,80 @@ fn main() -> ExitCode {
         server_pid: common.server_pid,
         reset_peak_rss: common.reset_peak_rss,
     };
-    let outcome = runner::run(&target, &plan, scenario.clone());
+    let outcomes = runner::run(&target, &plan, scenario.clone());
     let fallbacks = scenario_fallbacks(&scenario);
-    let case = common
+    let base_case = common
         .case
         .clone()
         .unwrap_or_else(|| scenario_name.to_string());
-    let mut record = serde_json::json!({
-        "case": case,
-        "label": common.label,
-        "scenario": scenario_name,
-        "url": common.url,
-        "connections": common.connections,
-        "size": size,
-        "verify": common.verify,
-        "monolithic_fallbacks": fallbacks,
-    });
-    merge(&mut record, extra);
-    merge(
-        &mut record,
-        serde_json::to_value(&outcome).expect("serialize"),
-    );
-    if common.json {
-        println!("{record}");
-    } else {
-        print_table(&case, &common.label, &outcome, size);
+    let several = outcomes.len() > 1;
+    let mut failed = false;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        // Scenarios with several kinds of operation report each as its own
+        // case, `<case>:<class>`.
+        let case = if several {
+            format!("{base_case}:{}", outcome.class)
+        } else {
+            base_case.clone()
+        };
+        let mut record = serde_json::json!({
+            "case": case,
+            "label": common.label,
+            "scenario": scenario_name,
+            "url": common.url,
+            "connections": common.connections,
+            "size": size,
+            "verify": common.verify,
+            "monolithic_fallbacks": fallbacks,
+            "tls": target.tls.is_some(),
+            "token_fetches": target.auth.fetches.load(std::sync::atomic::Ordering::Relaxed),
+        });
+        merge(&mut record, extra.clone());
+        merge(
+            &mut record,
+            serde_json::to_value(outcome).expect("serialize"),
+        );
+        if common.json {
+            println!("{record}");
+        } else {
+            print_table(&case, &common.label, outcome, size, i == 0);
+        }
+        for s in &outcome.error_samples {
+            eprintln!("berth-bench: {case} on {}: failed: {s}", common.label);
+        }
+        failed |= outcome.errors > 0 || outcome.ops == 0;
     }
-    for s in &outcome.error_samples {
-        eprintln!("berth-bench: {case} on {}: failed: {s}", common.label);
-    }
-    if outcome.errors > 0 || outcome.ops == 0 {
+    if failed {
         return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Hashes `size` bytes repeatedly for `duration` seconds on this thread.
+fn sha256_speed(size: u64, duration: f64, json: bool, label: &str, case: &str) -> ExitCode {
+    use sha2::Digest as _;
+    let data = berth_bench::random_bytes(size.max(1) as usize, 7);
+    let start = std::time::Instant::now();
+    let (mut bytes, mut passes) = (0u64, 0u64);
+    while passes == 0 || start.elapsed().as_secs_f64() < duration {
+        let d = sha2::Sha256::digest(&data);
+        std::hint::black_box(d);
+        bytes += data.len() as u64;
+        passes += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mb_per_s = bytes as f64 / 1e6 / elapsed;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"case": case, "label": label, "scenario": "sha256-speed", "ops": passes,
+                "ops_per_s": passes as f64 / elapsed, "mb_per_s": mb_per_s, "bytes": bytes, "elapsed_s": elapsed, "errors": 0})
+        );
+    } else {
+        println!(
+            "SHA-256 on one core: {mb_per_s:.1} MB/s ({passes} passes of {} in {elapsed:.2} s)",
+            human_size(size)
+        );
     }
     ExitCode::SUCCESS
 }
@@ -288,7 +409,7 @@ fn setup(command: &Command, common: &Common, target: &Target) -> Result<Arc<dyn 
     let mut conn = Conn::new(target);
     let is_push = matches!(
         command,
-        Command::BlobPush { .. } | Command::PushChunked { .. }
+        Command::BlobPush { .. } | Command::PushChunked { .. } | Command::Fleet { .. }
     );
     if let Some(root) = &common.static_root {
         if is_push {
@@ -314,6 +435,52 @@ fn setup(command: &Command, common: &Common, target: &Target) -> Result<Arc<dyn 
         return Ok(build(command, repo, img, blob));
     }
     fixtures::check_base(&mut conn)?;
+    if let Command::Fleet {
+        pushers,
+        layers,
+        layer_size,
+        ..
+    } = command
+    {
+        let img = fixtures::fleet_image(*layers, *layer_size as usize);
+        for b in &img.blobs {
+            fixtures::ensure_blob(&mut conn, repo, b, &fixtures::sha256_digest(b))?;
+        }
+        fixtures::put_manifest(&mut conn, repo, "fleet", &img.manifest)?;
+        let fleet = Fleet {
+            repo: repo.to_string(),
+            pushers: *pushers,
+            manifest_path: format!("/v2/{repo}/manifests/fleet"),
+            manifest_digest: img.digest.clone(),
+            manifest_len: img.manifest.len(),
+            blobs: img
+                .blobs
+                .iter()
+                .map(|b| {
+                    let d = fixtures::sha256_digest(b);
+                    (format!("/v2/{repo}/blobs/{d}"), d, b.len() as u64)
+                })
+                .collect(),
+            layers: img.blobs[1..]
+                .iter()
+                .map(|b| (fixtures::sha256_digest(b), b.len()))
+                .collect(),
+            layer_bytes: img.blobs[1..].to_vec(),
+            nonce: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+        };
+        // One pull and one push, verified, before any load.
+        fleet
+            .op(&mut conn, *pushers, 0, true)
+            .map_err(|e| format!("the first pull failed: {e}"))?;
+        if *pushers > 0 {
+            fleet
+                .op(&mut conn, 0, u64::MAX >> 1, true)
+                .map_err(|e| format!("the first push failed: {e}"))?;
+        }
+        return Ok(Arc::new(fleet));
+    }
     if is_push {
         return Ok(build_push(command, repo));
     }
@@ -400,23 +567,25 @@ fn build_push(command: &Command, repo: &str) -> Arc<dyn Scenario> {
     })
 }
 
-fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>) {
+fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>, header: bool) {
     let size = size.map_or(String::from("-"), human_size);
-    println!(
-        "{:<22} {:<10} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10}",
-        "case",
-        "target",
-        "size",
-        "ops",
-        "ops/s",
-        "MB/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "errors",
-        "srv cpu s",
-        "srv peak"
-    );
+    if header {
+        println!(
+            "{:<22} {:<10} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10}",
+            "case",
+            "target",
+            "size",
+            "ops",
+            "ops/s",
+            "MB/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "errors",
+            "srv cpu s",
+            "srv peak"
+        );
+    }
     let (cpu, rss) = match &o.server {
         Some(s) => (format!("{:.2}", s.cpu_s), human_size(s.peak_rss_kib * 1024)),
         None => ("-".into(), "-".into()),

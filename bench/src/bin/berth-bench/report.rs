@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use crate::svg::{bar_chart, Bar};
+
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// Files of JSON lines from `berth-bench ... --json`.
@@ -31,6 +33,10 @@ pub struct ReportArgs {
     /// Free text put under the title (machine, settings).
     #[arg(long)]
     note: Option<String>,
+    /// Write one SVG bar chart per case into this directory and embed
+    /// them in the Markdown.
+    #[arg(long)]
+    charts: Option<PathBuf>,
 }
 
 struct Group {
@@ -80,7 +86,7 @@ impl Group {
     }
 }
 
-/// The project's targets: (case, what, goal).
+/// The project's targets (issue #7): (case, what, goal).
 enum Goal {
     /// subject/baseline ops/s at least.
     VsBaseline(f64),
@@ -88,7 +94,14 @@ enum Goal {
     VsCeiling(f64),
     /// subject p99 at most, milliseconds.
     P99Ms(f64),
+    /// subject ops/s at least this share of the subject's in another case.
+    VsOwnCase(&'static str, f64),
+    /// subject MB/s at least this share of one core's SHA-256 MB/s
+    /// (the `sha256-1core` case of the same run).
+    VsSha256(f64),
 }
+
+const SHA256_CASE: &str = "sha256-1core";
 
 const GOALS: &[(&str, Goal)] = &[
     ("manifest-get-64c", Goal::VsBaseline(30.0)),
@@ -96,12 +109,51 @@ const GOALS: &[(&str, Goal)] = &[
     ("manifest-get-64c", Goal::P99Ms(2.0)),
     ("blob-head-64c", Goal::VsBaseline(30.0)),
     ("blob-push-4k-8c", Goal::VsBaseline(20.0)),
+    ("push-big-1s", Goal::VsSha256(0.7)),
     ("blob-get-64m-8s", Goal::VsBaseline(2.5)),
     ("blob-get-64m-8s", Goal::VsCeiling(0.9)),
+    (
+        "manifest-get-htpasswd-64c",
+        Goal::VsOwnCase("manifest-get-64c", 0.8),
+    ),
 ];
+
+/// The chart's measure for a case: MB/s for bulk transfers (1 MiB or
+/// more per operation), else operations per second (fleet: pulls and
+/// pushes per second whatever the layer size).
+fn chart_metric(g: &Group) -> (&'static str, &'static str) {
+    let bulk = g.runs.iter().any(|r| {
+        let scenario = r.get("scenario").and_then(Value::as_str);
+        (num(r, &["size"]).is_some_and(|s| s >= (1 << 20) as f64) && scenario != Some("fleet"))
+            || scenario == Some("sha256-speed")
+    });
+    if bulk {
+        ("mb_per_s", "MB/s")
+    } else {
+        ("ops_per_s", "ops/s")
+    }
+}
+
+/// A case name as a file name.
+fn file_stem(case: &str) -> String {
+    case.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
 
 fn f(x: Option<f64>, digits: usize) -> String {
     x.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+/// A number with its unit, or "-" when it is missing.
+fn fu(x: Option<f64>, digits: usize, unit: &str) -> String {
+    x.map_or("-".into(), |x| format!("{x:.digits$}{unit}"))
 }
 
 fn mib(kib: f64) -> String {
@@ -148,6 +200,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
         md.push_str(n);
         md.push_str("\n\n");
     }
+    let summary_at = md.len();
     md.push_str("Medians over rounds (min–max of ops/s shown for spread). MB/s is payload 10^6 bytes per second. ");
     md.push_str("Server CPU and peak RSS come from /proc of the server's process tree during the measurement.\n\n");
     md.push_str("## Results\n\n| case | target | runs | ops/s | ops/s min–max | MB/s | p50 ms | p99 ms | p99.9 ms | srv CPU µs/op | srv peak RSS | errors |\n");
@@ -193,7 +246,17 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
             ratio(case, &args.ceiling).map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
         md.push_str(&format!("| {case} | {times} | {percent} |\n"));
     }
-    md.push_str("\n## Targets\n\n| case | goal | measured | met |\n|---|---|--:|:-:|\n");
+    let mut targets_md = String::new();
+    let mut missed: Vec<String> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    targets_md.push_str(
+        "\n## Targets (issue #7)\n\n| case | goal | measured | met |\n|---|---|--:|:-:|\n",
+    );
+    let subject_med = |case: &str, path: &[&str]| {
+        groups
+            .get(&(case.to_string(), args.subject.clone()))
+            .and_then(|g| g.med(path))
+    };
     for (case, goal) in GOALS {
         if !order.iter().any(|c| c == case) {
             continue;
@@ -203,7 +266,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 let r = ratio(case, &args.baseline);
                 (
                     format!("≥ {x}× {}", args.baseline),
-                    f(r, 2) + "×",
+                    fu(r, 2, "×"),
                     r.map(|r| r >= *x),
                 )
             }
@@ -211,7 +274,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 let r = ratio(case, &args.ceiling);
                 (
                     format!("≥ {:.0}% of {}", x * 100.0, args.ceiling),
-                    f(r.map(|r| r * 100.0), 0) + "%",
+                    fu(r.map(|r| r * 100.0), 0, "%"),
                     r.map(|r| r >= *x),
                 )
             }
@@ -220,10 +283,48 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                     .get(&(case.to_string(), args.subject.clone()))
                     .and_then(|g| g.med(&["latency_us", "p99"]))
                     .map(|p| p / 1000.0);
-                (format!("p99 ≤ {x} ms"), f(p, 3) + " ms", p.map(|p| p <= *x))
+                (format!("p99 ≤ {x} ms"), fu(p, 3, " ms"), p.map(|p| p <= *x))
+            }
+            Goal::VsOwnCase(other, x) => {
+                let r = match (
+                    subject_med(case, &["ops_per_s"]),
+                    subject_med(other, &["ops_per_s"]),
+                ) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                };
+                (
+                    format!("≥ {:.0}% of {other}", x * 100.0),
+                    fu(r.map(|r| r * 100.0), 0, "%"),
+                    r.map(|r| r >= *x),
+                )
+            }
+            Goal::VsSha256(x) => {
+                let hash = groups
+                    .iter()
+                    .filter(|((c, _), _)| c == SHA256_CASE)
+                    .find_map(|(_, g)| g.med(&["mb_per_s"]));
+                let r = match (subject_med(case, &["mb_per_s"]), hash) {
+                    (Some(a), Some(h)) if h > 0.0 => Some(a / h),
+                    _ => None,
+                };
+                (
+                    format!(
+                        "≥ {:.0}% of one core's SHA-256 ({} MB/s)",
+                        x * 100.0,
+                        f(hash, 0)
+                    ),
+                    fu(r.map(|r| r * 100.0), 0, "%"),
+                    r.map(|r| r >= *x),
+                )
             }
         };
-        md.push_str(&format!(
+        match met {
+            Some(false) => missed.push(format!("{case}: {goal_text} (measured {measured})")),
+            None => unknown.push(format!("{case}: {goal_text}")),
+            Some(true) => {}
+        }
+        targets_md.push_str(&format!(
             "| {case} | {goal_text} | {measured} | {} |\n",
             met.map_or("?", |m| if m { "yes" } else { "**no**" })
         ));
@@ -235,12 +336,84 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
         .reduce(f64::max);
     let peak = args.subject_peak_rss_kib.map(|k| k as f64).or(per_run_peak);
     if let Some(p) = peak {
-        md.push_str(&format!(
+        if p > 64.0 * 1024.0 {
+            missed.push(format!(
+                "all: {} peak RSS ≤ 64 MiB (measured {})",
+                args.subject,
+                mib(p)
+            ));
+        }
+        targets_md.push_str(&format!(
             "| all | {} peak RSS ≤ 64 MiB | {} | {} |\n",
             args.subject,
             mib(p),
             if p <= 64.0 * 1024.0 { "yes" } else { "**no**" }
         ));
+    }
+    let mut summary = String::from("## Summary\n\n");
+    if missed.is_empty() {
+        summary.push_str("Every issue-#7 target measured in this run is met.\n");
+    } else {
+        summary.push_str(&format!(
+            "**Issue-#7 targets missed in this run ({}):**\n\n",
+            missed.len()
+        ));
+        for m in &missed {
+            summary.push_str(&format!("- {m}\n"));
+        }
+    }
+    if !unknown.is_empty() {
+        summary.push_str(&format!(
+            "\nNot measured (case missing or without data): {}.\n",
+            unknown.join("; ")
+        ));
+    }
+    summary.push_str(
+        "\nTo see where the time goes in a case, run it by hand against a server you started and profile the server meanwhile: \
+`perf record -g -p $(pidof berth) -- sleep 10 & berth-bench manifest-get --url http://127.0.0.1:5000 -c 64 -d 10; perf report --no-children` \
+(release builds carry debug info; `perf top -p $(pidof berth)` for a live view).\n"
+    );
+    summary.push('\n');
+    md.insert_str(summary_at, &summary);
+    md.push_str(&targets_md);
+    if let Some(dir) = &args.charts {
+        md.push_str("\n## Charts\n\n");
+        let link_base = relative_dir(dir, args.out.as_deref());
+        for case in &order {
+            let present: Vec<&String> = labels
+                .iter()
+                .filter(|l| groups.contains_key(&(case.clone(), (*l).clone())))
+                .collect();
+            let Some(first) = present.first() else {
+                continue;
+            };
+            let (path, unit) = chart_metric(&groups[&(case.clone(), (*first).clone())]);
+            let bars: Vec<Bar> = present
+                .iter()
+                .map(|l| {
+                    let g = &groups[&(case.clone(), (*l).clone())];
+                    let xs: Vec<f64> = g.runs.iter().filter_map(|r| num(r, &[path])).collect();
+                    Bar {
+                        label: (*l).clone(),
+                        value: g.med(&[path]),
+                        min: xs.iter().cloned().reduce(f64::min),
+                        max: xs.iter().cloned().reduce(f64::max),
+                    }
+                })
+                .collect();
+            let name = format!("{}.svg", file_stem(case));
+            let svg = bar_chart(&format!("{case} ({unit})"), unit, &bars);
+            if let Err(e) =
+                std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(&name), svg))
+            {
+                eprintln!(
+                    "berth-bench report: writing {}: {e}",
+                    dir.join(&name).display()
+                );
+                continue;
+            }
+            md.push_str(&format!("![{case}]({link_base}{name})\n\n"));
+        }
     }
     let failures: Vec<String> = groups
         .iter()
@@ -262,6 +435,24 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
         md.push('\n');
     }
     md
+}
+
+/// How the Markdown at `out` links to files in `dir`: a relative prefix
+/// when `dir` is at or under `out`'s directory, else `dir` as given.
+fn relative_dir(dir: &std::path::Path, out: Option<&std::path::Path>) -> String {
+    let base = out
+        .and_then(|o| o.parent())
+        .unwrap_or(std::path::Path::new("."));
+    let rel = match dir.strip_prefix(base) {
+        Ok(r) => r.to_path_buf(),
+        Err(_) => dir.to_path_buf(),
+    };
+    let s = rel.to_string_lossy().into_owned();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", s.trim_end_matches('/'))
+    }
 }
 
 pub fn main(args: &ReportArgs) -> ExitCode {
@@ -320,6 +511,7 @@ mod tests {
             ceiling: "nginx".into(),
             subject_peak_rss_kib: Some(1024),
             note: None,
+            charts: None,
         };
         let md = render(&args, records);
         assert!(
@@ -329,5 +521,77 @@ mod tests {
         assert!(md.contains("| manifest-get-64c | 40.00× | 80% |"), "{md}");
         assert!(md.contains("p99 ≤ 2 ms | 1.000 ms | yes"), "{md}");
         assert!(md.contains("peak RSS ≤ 64 MiB | 1.0 MiB | yes"), "{md}");
+    }
+
+    #[test]
+    fn missed_targets_and_charts() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |case: &str, label: &str, ops: f64, mb: f64| serde_json::json!({"case": case, "label": label, "ops_per_s": ops, "mb_per_s": mb, "errors": 0, "size": if mb > 0.0 { serde_json::json!(512u64 << 20) } else { serde_json::Value::Null }});
+        let records = vec![
+            rec("manifest-get-64c", "berth", 100.0, 0.0),
+            rec("manifest-get-htpasswd-64c", "berth", 70.0, 0.0),
+            rec("manifest-get-htpasswd-64c", "reference", 7.0, 0.0),
+            rec("push-big-1s", "berth", 0.1, 50.0),
+            rec("push-big-1s", "reference", 0.1, 40.0),
+            serde_json::json!({"case": "sha256-1core", "label": "cpu", "scenario": "sha256-speed", "mb_per_s": 100.0, "ops_per_s": 1.0}),
+            // A run that produced nothing usable.
+            serde_json::json!({"case": "fleet-32c:push", "label": "berth"}),
+        ];
+        let args = ReportArgs {
+            inputs: vec![],
+            out: Some(dir.path().join("report.md")),
+            subject: "berth".into(),
+            baseline: "reference".into(),
+            ceiling: "nginx".into(),
+            subject_peak_rss_kib: Some(100 * 1024),
+            note: Some("note".into()),
+            charts: Some(dir.path().to_path_buf()),
+        };
+        let md = render(&args, records);
+        let summary = md.find("## Summary").unwrap();
+        assert!(summary < md.find("## Results").unwrap(), "{md}");
+        assert!(md.contains("targets missed in this run (3)"), "{md}");
+        assert!(
+            md.contains("- manifest-get-htpasswd-64c: ≥ 80% of manifest-get-64c (measured 70%)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- push-big-1s: ≥ 70% of one core's SHA-256 (100 MB/s) (measured 50%)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("peak RSS ≤ 64 MiB (measured 100.0 MiB)"),
+            "{md}"
+        );
+        assert!(md.contains("perf record -g -p"), "{md}");
+        assert!(md.contains("![fleet-32c:push](fleet-32c-push.svg)"), "{md}");
+        for name in [
+            "manifest-get-64c",
+            "push-big-1s",
+            "sha256-1core",
+            "fleet-32c-push",
+        ] {
+            let svg = std::fs::read_to_string(dir.path().join(format!("{name}.svg"))).unwrap();
+            assert!(svg.ends_with("</svg>\n"), "{svg}");
+        }
+        let big = std::fs::read_to_string(dir.path().join("push-big-1s.svg")).unwrap();
+        assert!(
+            big.contains("MB/s") && big.contains(">50.0</text>"),
+            "{big}"
+        );
+        assert_eq!(
+            relative_dir(
+                std::path::Path::new("/a/b/c"),
+                Some(std::path::Path::new("/a/b/r.md"))
+            ),
+            "c/"
+        );
+        assert_eq!(
+            relative_dir(
+                std::path::Path::new("/x"),
+                Some(std::path::Path::new("/a/r.md"))
+            ),
+            "/x/"
+        );
     }
 }

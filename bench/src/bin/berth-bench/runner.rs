@@ -25,6 +25,9 @@ pub struct Plan {
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Outcome {
+    /// The class of operation (scenarios with several report one outcome each).
+    #[serde(skip)]
+    pub class: String,
     pub ops: u64,
     pub errors: u64,
     pub bytes: u64,
@@ -51,10 +54,10 @@ pub struct Latency {
     pub max: f64,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ServerUse {
     pub cpu_s: f64,
-    /// Server CPU per operation, microseconds.
+    /// Server CPU per operation (of every class), microseconds.
     pub cpu_us_per_op: f64,
     /// Server CPU as a share of one core over the measurement.
     pub cpu_cores: f64,
@@ -65,14 +68,19 @@ pub struct ServerUse {
     pub rss_kib: u64,
 }
 
-struct Shared {
+/// Totals of one class of operation.
+struct Class {
     hist: Mutex<Histogram<u64>>,
     ops: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
+    samples: Mutex<Vec<String>>,
+}
+
+struct Shared {
+    classes: Vec<Class>,
     connects: AtomicU64,
     issued: AtomicU64,
-    samples: Mutex<Vec<String>>,
     last_finish: Mutex<Option<Instant>>,
     stop: AtomicBool,
 }
@@ -82,15 +90,22 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram bounds")
 }
 
-pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome {
+/// Runs the plan; one outcome per class of the scenario (in its order).
+pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Vec<Outcome> {
     let shared = Arc::new(Shared {
-        hist: Mutex::new(new_hist()),
-        ops: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
+        classes: scenario
+            .classes()
+            .iter()
+            .map(|_| Class {
+                hist: Mutex::new(new_hist()),
+                ops: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                samples: Mutex::new(Vec::new()),
+            })
+            .collect(),
         connects: AtomicU64::new(0),
         issued: AtomicU64::new(0),
-        samples: Mutex::new(Vec::new()),
         last_finish: Mutex::new(None),
         stop: AtomicBool::new(false),
     });
@@ -152,7 +167,7 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome
                             }
                             Err(e) => {
                                 errors += 1;
-                                record_error(&shared, &e);
+                                record_error(&shared.classes[scenario.class_of(worker)], &e);
                                 // A dead server would otherwise be hammered.
                                 std::thread::sleep(Duration::from_millis(5));
                             }
@@ -165,10 +180,11 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome
                             *last = Some(now);
                         }
                     }
-                    shared.hist.lock().unwrap().add(&hist).expect("same bounds");
-                    shared.ops.fetch_add(ops, Ordering::Relaxed);
-                    shared.errors.fetch_add(errors, Ordering::Relaxed);
-                    shared.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    let class = &shared.classes[scenario.class_of(worker)];
+                    class.hist.lock().unwrap().add(&hist).expect("same bounds");
+                    class.ops.fetch_add(ops, Ordering::Relaxed);
+                    class.errors.fetch_add(errors, Ordering::Relaxed);
+                    class.bytes.fetch_add(bytes, Ordering::Relaxed);
                     shared.connects.fetch_add(conn.connects, Ordering::Relaxed);
                 })
                 .expect("spawn"),
@@ -208,22 +224,21 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome
         .saturating_duration_since(measure_start)
         .as_secs_f64()
         .max(1e-9);
-    let hist = std::mem::replace(&mut *shared.hist.lock().unwrap(), new_hist());
-    let ops = shared.ops.load(Ordering::Relaxed);
-    let bytes = shared.bytes.load(Ordering::Relaxed);
-    let us = |q: f64| {
-        if hist.is_empty() {
-            0.0
-        } else {
-            hist.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
+    let total_ops: u64 = shared
+        .classes
+        .iter()
+        .map(|c| c.ops.load(Ordering::Relaxed))
+        .sum();
     let server = match (before, after) {
         (Some(b), Some(a)) => {
             let cpu = (a.cpu_s - b.cpu_s).max(0.0);
             Some(ServerUse {
                 cpu_s: cpu,
-                cpu_us_per_op: if ops > 0 { cpu * 1e6 / ops as f64 } else { 0.0 },
+                cpu_us_per_op: if total_ops > 0 {
+                    cpu * 1e6 / total_ops as f64
+                } else {
+                    0.0
+                },
                 cpu_cores: cpu / elapsed,
                 peak_rss_kib: a.peak_rss_kib,
                 peak_reset,
@@ -232,38 +247,56 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Outcome
         }
         _ => None,
     };
-    let outcome = Outcome {
-        ops,
-        errors: shared.errors.load(Ordering::Relaxed),
-        bytes,
-        elapsed_s: elapsed,
-        ops_per_s: ops as f64 / elapsed,
-        mb_per_s: bytes as f64 / 1e6 / elapsed,
-        latency_us: Latency {
-            mean: if hist.is_empty() {
-                0.0
-            } else {
-                hist.mean() / 1000.0
-            },
-            p50: us(0.5),
-            p90: us(0.9),
-            p99: us(0.99),
-            p999: us(0.999),
-            max: if hist.is_empty() {
-                0.0
-            } else {
-                hist.max() as f64 / 1000.0
-            },
-        },
-        tcp_connects: shared.connects.load(Ordering::Relaxed),
-        server,
-        error_samples: std::mem::take(&mut *shared.samples.lock().unwrap()),
-    };
-    outcome
+    let connects = shared.connects.load(Ordering::Relaxed);
+    scenario
+        .classes()
+        .iter()
+        .zip(&shared.classes)
+        .map(|(name, class)| {
+            let hist = std::mem::replace(&mut *class.hist.lock().unwrap(), new_hist());
+            let ops = class.ops.load(Ordering::Relaxed);
+            let bytes = class.bytes.load(Ordering::Relaxed);
+            let us = |q: f64| {
+                if hist.is_empty() {
+                    0.0
+                } else {
+                    hist.value_at_quantile(q) as f64 / 1000.0
+                }
+            };
+            Outcome {
+                class: name.to_string(),
+                ops,
+                errors: class.errors.load(Ordering::Relaxed),
+                bytes,
+                elapsed_s: elapsed,
+                ops_per_s: ops as f64 / elapsed,
+                mb_per_s: bytes as f64 / 1e6 / elapsed,
+                latency_us: Latency {
+                    mean: if hist.is_empty() {
+                        0.0
+                    } else {
+                        hist.mean() / 1000.0
+                    },
+                    p50: us(0.5),
+                    p90: us(0.9),
+                    p99: us(0.99),
+                    p999: us(0.999),
+                    max: if hist.is_empty() {
+                        0.0
+                    } else {
+                        hist.max() as f64 / 1000.0
+                    },
+                },
+                tcp_connects: connects,
+                server: server.clone(),
+                error_samples: std::mem::take(&mut *class.samples.lock().unwrap()),
+            }
+        })
+        .collect()
 }
 
-fn record_error(shared: &Shared, e: &OpError) {
-    let mut samples = shared.samples.lock().unwrap();
+fn record_error(class: &Class, e: &OpError) {
+    let mut samples = class.samples.lock().unwrap();
     if samples.len() < 3 {
         samples.push(e.to_string());
     }

@@ -37,6 +37,17 @@ fn unexpected(request: String, want: u16, r: &Response) -> OpError {
 
 pub trait Scenario: Sync + Send {
     fn op(&self, conn: &mut Conn, worker: usize, seq: u64, verify: bool) -> Result<u64, OpError>;
+
+    /// Names of the kinds of operation measured apart (e.g. pull, push);
+    /// one histogram and one result each.
+    fn classes(&self) -> &'static [&'static str] {
+        &["op"]
+    }
+
+    /// Which class `worker`'s operations are.
+    fn class_of(&self, _worker: usize) -> usize {
+        0
+    }
 }
 
 /// GET a manifest by tag.
@@ -379,6 +390,123 @@ impl Scenario for BlobPush {
             }
         }
         Ok(size as u64)
+    }
+}
+
+/// The CI fleet: pullers GET the manifest by tag and then every blob it
+/// names (config and layers, whole; sha256-checked with --verify) while
+/// pushers push a new config blob and a manifest under a new tag. Workers
+/// `0..pushers` push, the rest pull; each kind is measured apart.
+pub struct Fleet {
+    pub repo: String,
+    pub pushers: usize,
+    /// GET path of the manifest by tag, its digest and length.
+    pub manifest_path: String,
+    pub manifest_digest: String,
+    pub manifest_len: usize,
+    /// (path, digest, length) of every blob a pull fetches.
+    pub blobs: Vec<(String, String, u64)>,
+    /// What pushes reference: the layers' digests and sizes.
+    pub layers: Vec<(String, usize)>,
+    pub layer_bytes: Vec<Vec<u8>>,
+    /// Makes pushed tags and configs unique to this run.
+    pub nonce: u64,
+}
+
+impl Fleet {
+    fn pull(&self, conn: &mut Conn, verify: bool) -> Result<u64, OpError> {
+        let mut moved = ManifestGet {
+            path: self.manifest_path.clone(),
+            digest: self.manifest_digest.clone(),
+            len: self.manifest_len,
+        }
+        .op(conn, 0, 0, verify)?;
+        for (path, digest, len) in &self.blobs {
+            moved += BlobGet {
+                path: path.clone(),
+                digest: digest.clone(),
+                len: *len,
+            }
+            .op(conn, 0, 0, verify)?;
+        }
+        Ok(moved)
+    }
+
+    fn push(&self, conn: &mut Conn, worker: usize, seq: u64, verify: bool) -> Result<u64, OpError> {
+        let build = format!("{:x}-{worker}-{seq}", self.nonce);
+        let config = crate::fixtures::fleet_config(&self.layer_bytes, &build);
+        let config_digest = crate::fixtures::sha256_digest(&config);
+        let post = format!("/v2/{}/blobs/uploads/", self.repo);
+        let req = format!("POST {post}");
+        let r = conn
+            .request("POST", &post, &[], Body::None, Sink::Keep)
+            .map_err(|e| err(req.clone(), e.to_string()))?;
+        if r.status != 202 {
+            return Err(unexpected(req, 202, &r));
+        }
+        let loc = r
+            .header("location")
+            .map(location_path)
+            .ok_or_else(|| err(req, "202 without Location"))?;
+        let put = with_query(&loc, "digest", &config_digest);
+        let req = format!("PUT {put} ({} bytes)", config.len());
+        let r = conn
+            .request(
+                "PUT",
+                &put,
+                &[("Content-Type", "application/octet-stream")],
+                Body::Bytes(&config),
+                Sink::Keep,
+            )
+            .map_err(|e| err(req.clone(), e.to_string()))?;
+        if r.status != 201 {
+            return Err(unexpected(req, 201, &r));
+        }
+        let manifest =
+            crate::fixtures::manifest_for_digests(&config_digest, config.len(), &self.layers);
+        let digest = crate::fixtures::sha256_digest(&manifest);
+        let path = format!("/v2/{}/manifests/fleet-{build}", self.repo);
+        let req = format!("PUT {path} ({} bytes)", manifest.len());
+        let r = conn
+            .request(
+                "PUT",
+                &path,
+                &[("Content-Type", crate::fixtures::MANIFEST_TYPE)],
+                Body::Bytes(&manifest),
+                Sink::Keep,
+            )
+            .map_err(|e| err(req.clone(), e.to_string()))?;
+        if r.status != 201 {
+            return Err(unexpected(req, 201, &r));
+        }
+        if verify && r.header("docker-content-digest") != Some(digest.as_str()) {
+            return Err(err(
+                req,
+                format!(
+                    "Docker-Content-Digest {:?}, expected {digest}",
+                    r.header("docker-content-digest")
+                ),
+            ));
+        }
+        Ok((config.len() + manifest.len()) as u64)
+    }
+}
+
+impl Scenario for Fleet {
+    fn op(&self, conn: &mut Conn, worker: usize, seq: u64, verify: bool) -> Result<u64, OpError> {
+        if self.class_of(worker) == 1 {
+            self.push(conn, worker, seq, verify)
+        } else {
+            self.pull(conn, verify)
+        }
+    }
+
+    fn classes(&self) -> &'static [&'static str] {
+        &["pull", "push"]
+    }
+
+    fn class_of(&self, worker: usize) -> usize {
+        usize::from(worker < self.pushers)
     }
 }
 
