@@ -65,6 +65,22 @@ pub struct ServeOptions {
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
+/// Fails with `AddrInUse` if another socket holds `addr`, including
+/// another process's SO_REUSEPORT listeners (which a SO_REUSEPORT bind
+/// would silently join, splitting the connections between two registries).
+/// Probes with a plain bind; port 0 is always free.
+pub fn ensure_port_free(addr: SocketAddr) -> Result<(), ServeError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let listen = |source| ServeError::Listen { addr, source };
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(listen)?;
+    probe.set_reuse_address(true).map_err(listen)?;
+    probe.bind(&addr.into()).map_err(listen)?;
+    Ok(())
+}
+
 /// Binds one SO_REUSEPORT listener for `addr`.
 pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     let listen = |source| ServeError::Listen { addr, source };
@@ -79,11 +95,12 @@ pub fn bind_reuseport(addr: SocketAddr) -> Result<std::net::TcpListener, ServeEr
 
 /// Starts `options.threads` event loops on `addr` and blocks until they end.
 /// Listeners are all bound before any loop starts, so a busy port fails the
-/// start cleanly. SIGTERM or SIGINT starts a graceful shutdown: every loop
+/// start cleanly, also when another berth holds it with SO_REUSEPORT. SIGTERM or SIGINT starts a graceful shutdown: every loop
 /// stops accepting, in-flight requests finish (for at most
 /// `drain_timeout`), idle connections are closed, and `serve` returns. A
 /// second signal exits at once.
 pub fn serve(addr: SocketAddr, options: ServeOptions) -> Result<(), ServeError> {
+    ensure_port_free(addr)?;
     let listeners = (0..options.threads)
         .map(|_| bind_reuseport(addr))
         .collect::<Result<Vec<_>, _>>()?;
@@ -276,4 +293,25 @@ fn run_loop(
             compio::time::sleep(Duration::from_millis(10)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_reuseport_listeners_is_not_joined() {
+        let first = bind_reuseport("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = first.local_addr().expect("addr");
+        assert!(
+            bind_reuseport(addr).is_ok(),
+            "the kernel lets a second SO_REUSEPORT listener join: the probe is needed"
+        );
+        let error = ensure_port_free(addr).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("in use")),
+            "{error:?}"
+        );
+        drop(first);
+    }
 }

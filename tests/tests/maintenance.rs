@@ -175,3 +175,44 @@ fn online_gc_runs_while_serving() {
     images::assert_same_blobs(&index, &pulled);
     assert!(r.log_tail(50).contains("online GC"), "{}", r.log_tail(20));
 }
+
+/// A second registry on a port another berth serves must refuse to start
+/// (as registry:2 does), not silently share the port's connections through
+/// SO_REUSEPORT.
+#[test]
+fn a_second_berth_on_a_busy_port_refuses_to_start() {
+    if !RegistryCommand::from_env().is_berth {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let r = Registry::start(&work.path().join("first"));
+    let mut second = std::process::Command::new(berth_tests::registry::berth_binary())
+        .arg("serve")
+        .env("REGISTRY_CONFIGURATION_PATH", "/dev/null")
+        .env("REGISTRY_HTTP_ADDR", r.addr())
+        .env(
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+            work.path().join("second"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second berth kept running on {}", r.addr());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = second.wait_with_output().expect("output");
+    assert!(!status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use"), "{stderr}");
+    let v2 = request("GET", &r.url("/v2/"), &[], None);
+    assert_eq!(v2.status, 200, "the first registry still serves");
+}
