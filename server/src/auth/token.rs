@@ -300,7 +300,15 @@ pub struct TokenAuth {
     keys_by_id: HashMap<String, PublicKey>,
     roots: Vec<CertificateDer<'static>>,
     algorithms: Vec<Algorithm>,
+    /// Tokens already verified, by SHA-256 of the token: their grants and
+    /// `exp`. A client sends the same token on every request; checking its
+    /// signature each time costs ~100 µs (ES256), a lookup ~1 µs.
+    verified: std::sync::Mutex<HashMap<[u8; 32], (Grants, u64)>>,
 }
+
+/// Most tokens remembered by [`TokenAuth`]; past it, expired ones are
+/// dropped, then all.
+const VERIFIED_TOKENS_MAX: usize = 16_384;
 
 /// Why a token was refused (logged; the client sees a challenge).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -444,6 +452,7 @@ impl TokenAuth {
             keys_by_id,
             roots,
             algorithms,
+            verified: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -485,8 +494,40 @@ impl TokenAuth {
             .flatten()
     }
 
-    /// Verifies `token`; returns what it grants.
+    /// Verifies `token`; returns what it grants. A token verified before is
+    /// answered from memory until its `exp` (plus the usual leeway) passes.
     pub fn verify(&self, token: &str) -> Result<Grants, TokenError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match verified.get(&key) {
+                Some((grants, exp)) if exp + LEEWAY_SECONDS > now => return Ok(grants.clone()),
+                Some(_) => {
+                    verified.remove(&key);
+                    return Err(TokenError::Claim("exp"));
+                }
+                None => {}
+            }
+        }
+        let (grants, exp) = self.verify_signature_and_claims(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_TOKENS_MAX {
+            verified.retain(|_, (_, exp)| *exp + LEEWAY_SECONDS > now);
+            if verified.len() >= VERIFIED_TOKENS_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(key, (grants.clone(), exp));
+        Ok(grants)
+    }
+
+    /// The full check: signature by a trusted key, issuer, audience,
+    /// expiry and not-before. Returns the grants and `exp`.
+    fn verify_signature_and_claims(&self, token: &str) -> Result<(Grants, u64), TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -530,14 +571,14 @@ impl TokenAuth {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        match claims.exp {
-            Some(exp) if exp + LEEWAY_SECONDS > now => {}
+        let exp = match claims.exp {
+            Some(exp) if exp + LEEWAY_SECONDS > now => exp,
             _ => return Err(TokenError::Claim("exp")),
-        }
+        };
         if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECONDS) {
             return Err(TokenError::Claim("nbf"));
         }
-        Ok(Grants {
+        let grants = Grants {
             subject: claims.sub,
             access: claims
                 .access
@@ -548,7 +589,8 @@ impl TokenAuth {
                     actions: a.actions,
                 })
                 .collect(),
-        })
+        };
+        Ok((grants, exp))
     }
 }
 
@@ -592,5 +634,77 @@ mod tests {
             Some((0x02, &[7u8][..], &[][..]))
         );
         assert!(PublicKey::from_spki(&[0x30, 0x00]).is_none());
+    }
+
+    fn ed25519_auth(dir: &Path) -> (TokenAuth, ring::signature::Ed25519KeyPair) {
+        use ring::signature::KeyPair as _;
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .expect("key");
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        let jwks = dir.join("jwks.json");
+        let set = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())}]});
+        std::fs::write(&jwks, set.to_string()).expect("jwks");
+        let auth = TokenAuth::new(TokenSettings {
+            realm: "https://auth.example/token".into(),
+            service: "svc".into(),
+            issuer: "iss".into(),
+            root_cert_bundle: None,
+            jwks: Some(jwks),
+            signing_algorithms: Vec::new(),
+        })
+        .expect("token auth");
+        (auth, pair)
+    }
+
+    fn sign(pair: &ring::signature::Ed25519KeyPair, exp: u64) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA","kid":"k1"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(
+            serde_json::json!({"iss": "iss", "aud": "svc", "exp": exp, "sub": "alice",
+                "access": [{"type": "repository", "name": "a", "actions": ["pull"]}]})
+            .to_string(),
+        );
+        let input = format!("{header}.{claims}");
+        let sig = URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes()).as_ref());
+        format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_only_until_they_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (auth, pair) = ed25519_auth(dir.path());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let token = sign(&pair, now + 300);
+        for _ in 0..2 {
+            let grants = auth.verify(&token).expect("valid token");
+            assert!(grants.allows(&Scope::repository("a", &["pull"])));
+        }
+        assert_eq!(
+            auth.verified.lock().expect("lock").len(),
+            1,
+            "remembered once"
+        );
+
+        // The remembered entry expires like the token: refused, forgotten.
+        for (_, exp) in auth.verified.lock().expect("lock").values_mut() {
+            *exp = now - LEEWAY_SECONDS - 1;
+        }
+        assert_eq!(auth.verify(&token).err(), Some(TokenError::Claim("exp")));
+        assert!(auth.verified.lock().expect("lock").is_empty());
+
+        // A forged signature is never answered from memory.
+        let mut forged = token.clone().into_bytes();
+        let at = forged.len() - 10;
+        forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).expect("ascii");
+        assert!(auth.verify(&forged).is_err());
+        assert!(
+            auth.verify(&sign(&pair, now - 3600)).is_err(),
+            "expired token"
+        );
     }
 }
