@@ -64,11 +64,11 @@ pub fn encode_record(digest: &Digest, flags: u8, payload: &[u8], out: &mut Vec<u
     out.push(raw.len() as u8);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     let crc = crc32c::crc32c_append(
-        crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 16]), &raw),
+        crc32c::crc32c_append(crc32c::crc32c(&out[start..start + 16]), raw),
         payload,
     );
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&raw);
+    out.extend_from_slice(raw);
     out.extend_from_slice(payload);
 }
 

@@ -35,46 +35,17 @@ pub fn get(
 ) -> Result<Response, ApiError> {
     let len = ctx.engine.blob_len(repo, digest)?;
     let etag = format!("\"{digest}\"");
-    let base = |status: u16| {
-        Response::new(status)
-            .header("Docker-Content-Digest", digest.to_string())
-            .header("ETag", etag.clone())
-            .header("Cache-Control", IMMUTABLE_CACHE_CONTROL)
-    };
     if if_none_match(request, &etag) {
-        return Ok(base(304));
+        return Ok(Response::new(304)
+            .header("Docker-Content-Digest", digest.to_string())
+            .header("ETag", etag)
+            .header("Cache-Control", IMMUTABLE_CACHE_CONTROL));
     }
-    let range = match request.head.headers.get("range") {
-        Some(value) => parse_range(value, len),
-        None => RangeRequest::Full,
+    let (status, start, count) = match requested_range(request, len) {
+        Ok(range) => range,
+        Err(response) => return Ok(*response),
     };
-    let (status, start, count) = match range {
-        RangeRequest::Full => (200, 0, len),
-        RangeRequest::Partial { start, end } => (206, start, end - start + 1),
-        RangeRequest::Unsatisfiable => {
-            let error = ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("range not satisfiable for a {len}-byte blob"),
-            );
-            return Ok(Response::error(&error).header("Content-Range", format!("bytes */{len}")));
-        }
-        RangeRequest::Multiple => {
-            let error = ApiError::new(
-                ErrorCode::RangeInvalid,
-                "multiple ranges in one request are not supported; ask for one range",
-            );
-            return Ok(Response::error(&error).header("Content-Range", format!("bytes */{len}")));
-        }
-    };
-    let mut response = base(status)
-        .header("Content-Type", "application/octet-stream")
-        .header("Accept-Ranges", "bytes");
-    if status == 206 {
-        response = response.header(
-            "Content-Range",
-            format!("bytes {start}-{}/{len}", start + count - 1),
-        );
-    }
+    let response = blob_response(digest, status, start, count, len);
     let body = if head_only {
         Body::Sized(count)
     } else {
@@ -84,6 +55,47 @@ pub fn get(
         Body::Blob(blob)
     };
     Ok(response.body(body))
+}
+
+/// The status, first byte and byte count a blob request asks for (200 for
+/// the whole blob, 206 for one range), or the 416 to answer.
+pub fn requested_range(request: &Request<'_>, len: u64) -> Result<(u16, u64, u64), Box<Response>> {
+    let range = match request.head.headers.get("range") {
+        Some(value) => parse_range(value, len),
+        None => RangeRequest::Full,
+    };
+    let refuse = |message: String| {
+        let error = ApiError::new(ErrorCode::RangeInvalid, message);
+        Box::new(Response::error(&error).header("Content-Range", format!("bytes */{len}")))
+    };
+    match range {
+        RangeRequest::Full => Ok((200, 0, len)),
+        RangeRequest::Partial { start, end } => Ok((206, start, end - start + 1)),
+        RangeRequest::Unsatisfiable => Err(refuse(format!(
+            "range not satisfiable for a {len}-byte blob"
+        ))),
+        RangeRequest::Multiple => Err(refuse(
+            "multiple ranges in one request are not supported; ask for one range".into(),
+        )),
+    }
+}
+
+/// The headers of a blob response carrying `count` bytes from `start` of a
+/// `len`-byte blob (with `Content-Range` for a 206); the caller sets the body.
+pub fn blob_response(digest: &Digest, status: u16, start: u64, count: u64, len: u64) -> Response {
+    let mut response = Response::new(status)
+        .header("Docker-Content-Digest", digest.to_string())
+        .header("ETag", format!("\"{digest}\""))
+        .header("Cache-Control", IMMUTABLE_CACHE_CONTROL)
+        .header("Content-Type", "application/octet-stream")
+        .header("Accept-Ranges", "bytes");
+    if status == 206 {
+        response = response.header(
+            "Content-Range",
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    response
 }
 
 /// Unlinks a blob from the repository (202), if deletes are enabled.

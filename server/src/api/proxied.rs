@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use berth_engine::{Digest, Reference, RepositoryName};
-use berth_http::{parse_range, RangeRequest};
 
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
@@ -205,25 +204,14 @@ pub async fn blob(
         }
         Err(failure) => return Err(fetch_error(failure, ErrorCode::BlobUnknown)),
     };
-    let (status, start, count) = match blob_range(request, len) {
+    let (status, start, count) = match blobs::requested_range(request, len) {
         Ok(range) => range,
         Err(response) => return Ok(*response),
     };
     let file = fetch
         .reader()
         .map_err(|e| ApiError::new(ErrorCode::Unknown, format!("staging file: {e}")))?;
-    let mut response = Response::new(status)
-        .header("Docker-Content-Digest", digest.to_string())
-        .header("ETag", format!("\"{digest}\""))
-        .header("Cache-Control", blobs::IMMUTABLE_CACHE_CONTROL)
-        .header("Content-Type", "application/octet-stream")
-        .header("Accept-Ranges", "bytes");
-    if status == 206 {
-        response = response.header(
-            "Content-Range",
-            format!("bytes {start}-{}/{len}", start + count - 1),
-        );
-    }
+    let mut response = blobs::blob_response(digest, status, start, count, len);
     response.pin = Some(proxy.cache.pin(digest, len));
     Ok(response.body(Body::Growing(GrowingBlob {
         fetch,
@@ -231,28 +219,6 @@ pub async fn blob(
         start,
         len: count,
     })))
-}
-
-/// The status, first byte and byte count a blob request asks for, or the
-/// 416 to answer.
-fn blob_range(request: &Request<'_>, len: u64) -> Result<(u16, u64, u64), Box<Response>> {
-    let range = match request.head.headers.get("range") {
-        Some(value) => parse_range(value, len),
-        None => RangeRequest::Full,
-    };
-    match range {
-        RangeRequest::Full => Ok((200, 0, len)),
-        RangeRequest::Partial { start, end } => Ok((206, start, end - start + 1)),
-        RangeRequest::Unsatisfiable | RangeRequest::Multiple => {
-            let error = ApiError::new(
-                ErrorCode::RangeInvalid,
-                format!("range not satisfiable for a {len}-byte blob (one range only)"),
-            );
-            Err(Box::new(
-                Response::error(&error).header("Content-Range", format!("bytes */{len}")),
-            ))
-        }
-    }
 }
 
 /// Serves the blob from the store if it is there (linking it into `repo`
