@@ -13,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName};
 use crate::uploads::UploadId;
-use crate::{fsutil, unix_now, Engine, StoredManifest};
+use crate::{fsutil, Engine, StoredManifest};
 
 /// A new, empty file in the data directory's `tmp/` (on the store's file
 /// system, so committing it is a rename). Removed when dropped unless
@@ -106,21 +106,7 @@ impl Engine {
                 staged.committed = true;
             }
         }
-        let linked = {
-            let state = self.meta.read();
-            state
-                .repos
-                .get(repo.as_str())
-                .is_some_and(|r| r.blobs.contains_key(digest))
-        };
-        if !linked {
-            self.meta.commit(vec![Op::LinkBlob {
-                repo: repo.to_string(),
-                digest: digest.clone(),
-                len,
-                at: Some(unix_now()),
-            }])?;
-        }
+        self.link_blob_unless_linked(repo, digest, len)?;
         Ok(len)
     }
 

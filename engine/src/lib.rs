@@ -353,6 +353,12 @@ impl Engine {
         Ok((digest.clone(), record.media_type.clone()))
     }
 
+    /// The digest a tag or digest reference names in `repo`, from memory
+    /// (no read of the manifest's bytes).
+    pub fn manifest_digest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Digest> {
+        self.resolve(repo, reference).map(|(digest, _)| digest)
+    }
+
     /// A manifest by tag or digest, with its exact bytes.
     pub fn manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Manifest> {
         let (digest, media_type) = self.resolve(repo, reference)?;
@@ -575,16 +581,27 @@ impl Engine {
         digest: &Digest,
     ) -> Result<u64> {
         let len = self.blob_len(from, digest)?;
-        if self.blob_len(repo, digest).is_err() {
-            let op = Op::LinkBlob {
-                repo: repo.to_string(),
-                digest: digest.clone(),
-                len,
-                at: Some(unix_now()),
-            };
-            self.meta.commit(vec![op])?;
-        }
+        self.link_blob_unless_linked(repo, digest, len)?;
         Ok(len)
+    }
+
+    /// Durably links a stored blob of `len` bytes into `repo`, unless the
+    /// repository already has it. Callers hold the gate shared.
+    fn link_blob_unless_linked(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        len: u64,
+    ) -> Result<()> {
+        if self.blob_len(repo, digest).is_ok() {
+            return Ok(());
+        }
+        self.meta.commit(vec![Op::LinkBlob {
+            repo: repo.to_string(),
+            digest: digest.clone(),
+            len,
+            at: Some(unix_now()),
+        }])
     }
 
     /// Links a blob into `repo` from wherever it is already stored, when the

@@ -409,7 +409,7 @@ pub async fn serve(
             progress_timeout: limits.body_progress_timeout,
             buf: &mut buf,
             decoder: BodyDecoder::new(&head.framing),
-            framing: head.framing.clone(),
+            framing: head.framing,
             continue_pending: head.expect_continue,
         };
         let response = api::handle(&ctx, &request, &mut body).await;

@@ -221,10 +221,7 @@ fn metrics(ctx: &Ctx) -> Response {
             &crate::conn::BLOB_BYTES_COPIED,
         ),
     ] {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            value.load(Ordering::Relaxed)
-        ));
+        crate::proxy::write_counter(&mut text, name, help, value.load(Ordering::Relaxed));
     }
     if let Some(proxy) = &ctx.proxy {
         text.push_str(&proxy.metrics.render());

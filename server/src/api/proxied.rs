@@ -52,20 +52,24 @@ pub async fn manifest(
     head_only: bool,
 ) -> Result<Response, ApiError> {
     let reference = manifests::existing_reference(reference_text)?;
+    // Serves the cached manifest and records the pull (digest and length
+    // come from the response: the bytes are read once).
     let serve_cached = |ctx: &Ctx| {
         let response = manifests::get(ctx, request, repo, reference_text, head_only)?;
-        if let Ok(m) = ctx.engine.manifest(repo, &reference) {
-            proxy.cache.with(|c| {
-                c.touch(
-                    &m.digest,
-                    m.bytes.len() as u64,
-                    crate::proxy::cache::unix_now(),
-                )
-            });
+        let digest = response
+            .headers
+            .iter()
+            .find(|(name, _)| *name == "Docker-Content-Digest")
+            .and_then(|(_, value)| value.parse::<Digest>().ok());
+        if let Some(digest) = digest {
+            let len = response.body.len();
+            proxy
+                .cache
+                .with(|c| c.touch(&digest, len, crate::proxy::cache::unix_now()));
         }
         Ok::<Response, ApiError>(response)
     };
-    let local = ctx.engine.manifest(repo, &reference).ok().map(|m| m.digest);
+    let local = ctx.engine.manifest_digest(repo, &reference).ok();
     let tag = match &reference {
         Reference::Digest(_) if local.is_some() => {
             proxy.metrics.count_hit();
@@ -84,7 +88,7 @@ pub async fn manifest(
     // finds the answer cached.
     let flight = proxy.manifest_flight(repo, reference_text);
     let _flight = flight.lock().await;
-    let local = ctx.engine.manifest(repo, &reference).ok().map(|m| m.digest);
+    let local = ctx.engine.manifest_digest(repo, &reference).ok();
     if let Some(tag) = &tag {
         if local.is_some() && proxy.tag_is_fresh(repo, tag) {
             proxy.metrics.count_hit();

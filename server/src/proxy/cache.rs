@@ -68,10 +68,19 @@ impl CacheIndex {
         }
     }
 
-    /// Drops records of items that are not stored (a failed fetch, content
-    /// removed by other means), unless a pull holds them.
-    pub fn retain_stored(&mut self, stored: impl Fn(&Digest) -> bool) {
-        self.entries.retain(|d, e| e.pins > 0 || stored(d));
+    /// Every recorded digest.
+    pub fn digests(&self) -> Vec<Digest> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Drops the records of `digests` that no pull holds (content that is
+    /// not stored: a failed fetch, or removed by other means).
+    pub fn remove_unpinned(&mut self, digests: &[Digest]) {
+        for d in digests {
+            if self.entries.get(d).is_some_and(|e| e.pins == 0) {
+                self.entries.remove(d);
+            }
+        }
     }
 
     /// Total bytes of the recorded items.
@@ -304,14 +313,20 @@ mod tests {
             i.touch(&d(2), 10, 1);
         });
         let pin = cache.pin(&d(3), 10);
-        cache.with(|i| i.retain_stored(|digest| *digest == d(1)));
+        let not_stored = |i: &CacheIndex| -> Vec<Digest> {
+            i.digests()
+                .into_iter()
+                .filter(|digest| *digest != d(1))
+                .collect()
+        };
+        cache.with(|i| i.remove_unpinned(&not_stored(i)));
         assert_eq!(
             cache.with(|i| i.len()),
             2,
             "d(1) is stored, d(3) is being pulled"
         );
         drop(pin);
-        cache.with(|i| i.retain_stored(|digest| *digest == d(1)));
+        cache.with(|i| i.remove_unpinned(&not_stored(i)));
         assert_eq!(cache.with(|i| i.total_bytes()), 10);
     }
 

@@ -59,7 +59,6 @@ impl From<UpstreamError> for FetchFailure {
     fn from(e: UpstreamError) -> FetchFailure {
         match e {
             UpstreamError::NotFound { .. } => FetchFailure::NotFound(e.to_string()),
-            UpstreamError::Auth { .. } => FetchFailure::Outage(e.to_string()),
             _ => FetchFailure::Outage(e.to_string()),
         }
     }

@@ -148,17 +148,18 @@ impl ProxyMetrics {
         ];
         let mut out = String::new();
         for (name, help, value) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            ));
+            write_counter(&mut out, name, help, value.load(Ordering::Relaxed));
         }
         out
     }
 }
 
-/// A manifest as upstream answered a HEAD: its digest, if it said.
-pub type UpstreamDigest = Option<Digest>;
+/// Appends one counter in the Prometheus text format.
+pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+    ));
+}
 
 /// The pull-through cache.
 pub struct Proxy {
@@ -254,7 +255,7 @@ impl Proxy {
         &self,
         repo: &RepositoryName,
         reference: &str,
-    ) -> Result<UpstreamDigest, UpstreamError> {
+    ) -> Result<Option<Digest>, UpstreamError> {
         self.metrics.count_upstream_request();
         let response = self.upstream.request(
             "HEAD",
@@ -379,8 +380,14 @@ impl Proxy {
     /// store and the record, then saves the record. Returns what went.
     pub fn evict(&self, engine: &Engine) -> berth_engine::Result<berth_engine::EvictReport> {
         let now = cache::unix_now();
-        self.cache
-            .with(|c| c.retain_stored(|digest| engine.blob_stored(digest)));
+        // Records of content no longer stored (a failed fetch) go; the
+        // store is asked outside the record's lock (it may stat files).
+        let recorded = self.cache.with(|c| c.digests());
+        let gone: Vec<Digest> = recorded
+            .into_iter()
+            .filter(|d| !engine.blob_stored(d))
+            .collect();
+        self.cache.with(|c| c.remove_unpinned(&gone));
         let victims = self
             .cache
             .with(|c| c.plan_eviction(now, self.settings.limits));
