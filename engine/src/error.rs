@@ -19,6 +19,9 @@ pub enum EngineError {
     /// No upload session with this id in the repository.
     #[error("upload session unknown")]
     UploadUnknown,
+    /// Another request is writing to the upload session right now.
+    #[error("another request is writing to this upload session")]
+    UploadBusy,
     /// A chunk did not start where the upload currently ends.
     #[error("chunk starts at {got}, upload has {expected} bytes")]
     RangeMismatch {

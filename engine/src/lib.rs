@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bulk;
 mod commit;
 pub mod digest;
 mod error;
@@ -63,6 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use bulk::{Block, BlockWriter};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
@@ -184,6 +186,25 @@ fn unix_now() -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Locks an upload session that no bulk writer holds.
+fn lock_idle(session: &Mutex<Upload>) -> Result<MutexGuard<'_, Upload>> {
+    let upload = lock(session);
+    if upload.is_leased() {
+        return Err(EngineError::UploadBusy);
+    }
+    Ok(upload)
+}
+
+/// A session taken by [`Engine::lease_upload`]: hash blocks with `hasher`
+/// and write them with `writer` (on any threads, in file order), then hand
+/// both back with [`Engine::end_upload_lease`].
+pub struct UploadLease {
+    /// sha256 of the bytes the session held when leased.
+    pub hasher: Hasher,
+    /// Writes blocks into the session's data file.
+    pub writer: BlockWriter,
 }
 
 impl Engine {
@@ -392,6 +413,47 @@ impl Engine {
         Ok(id)
     }
 
+    /// Takes the session for a bulk writer ([`bulk`]): the caller gets the
+    /// running sha256 of the `at` bytes the session holds and a
+    /// [`BlockWriter`] on its data file, and may hash and write blocks on
+    /// other threads. Until [`Engine::end_upload_lease`], every other
+    /// append, finish or lease of the session fails with
+    /// [`EngineError::UploadBusy`]. `RangeMismatch` if the session does not
+    /// hold exactly `at` bytes.
+    pub fn lease_upload(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        at: u64,
+    ) -> Result<UploadLease> {
+        let session = self.session(repo, id)?;
+        let mut upload = lock_idle(&session)?;
+        if at != upload.len() {
+            return Err(EngineError::RangeMismatch {
+                expected: upload.len(),
+                got: at,
+            });
+        }
+        let (hasher, writer) = upload.lease()?;
+        Ok(UploadLease { hasher, writer })
+    }
+
+    /// Ends a lease taken by [`Engine::lease_upload`]: the session now
+    /// holds the `len` bytes written, and `hasher`, if given, is the sha256
+    /// of exactly those. Returns the session's length.
+    pub fn end_upload_lease(
+        &self,
+        repo: &RepositoryName,
+        id: UploadId,
+        len: u64,
+        hasher: Option<Hasher>,
+    ) -> Result<u64> {
+        let session = self.session(repo, id)?;
+        let mut upload = lock(&session);
+        upload.end_lease(len, hasher)?;
+        Ok(upload.len())
+    }
+
     /// Bytes an upload session holds.
     pub fn upload_len(&self, repo: &RepositoryName, id: UploadId) -> Result<u64> {
         let session = self.session(repo, id)?;
@@ -411,7 +473,7 @@ impl Engine {
         data: &[u8],
     ) -> Result<u64> {
         let session = self.session(repo, id)?;
-        let mut upload = lock(&session);
+        let mut upload = lock_idle(&session)?;
         if at != upload.len() {
             return Err(EngineError::RangeMismatch {
                 expected: upload.len(),
@@ -433,7 +495,7 @@ impl Engine {
     ) -> Result<u64> {
         let session = self.session(repo, id)?;
         let _gate = self.gate_shared();
-        let mut upload = lock(&session);
+        let mut upload = lock_idle(&session)?;
         let len = upload.len();
         if len <= self.store.opts.small_blob_max {
             // Small: copied into the active segment (group commit); the
@@ -476,7 +538,7 @@ impl Engine {
     ) -> Result<u64> {
         let session = self.session(repo, id)?;
         let gate = self.gate_shared();
-        let mut upload = lock(&session);
+        let mut upload = lock_idle(&session)?;
         let len = tail.len() as u64;
         if upload.len() > 0 || len > self.store.opts.small_blob_max {
             let at = upload.len();

@@ -546,3 +546,117 @@ fn sessions_of_the_directory_layout_are_resumed() {
     assert!(!session.exists());
     assert_eq!(read_blob(&engine, &r, &d), b"written by 0.x resumed");
 }
+
+/// Pushes `data` into a leased session block by block, as the server's
+/// pipeline does, and returns the hasher that followed it.
+fn write_leased(lease: &mut UploadLease, from: u64, data: &[u8]) -> u64 {
+    let mut at = from;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let mut block = Block::new(at);
+        let n = block.fill(rest);
+        lease.hasher.update(block.bytes());
+        lease.writer.write(&block).unwrap();
+        rest = &rest[n..];
+        at = block.end();
+    }
+    at
+}
+
+#[test]
+fn a_leased_session_takes_bulk_blocks_and_commits_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("bulk");
+    let data: Vec<u8> = (0..3 * bulk::BLOCK_BYTES + 999)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let id = engine.start_upload(&r).unwrap();
+    // An ordinary small chunk first, so the lease starts mid-page.
+    engine.upload_append(&r, id, 0, &data[..1000]).unwrap();
+    let mut lease = engine.lease_upload(&r, id, 1000).unwrap();
+    let end = write_leased(&mut lease, 1000, &data[1000..]);
+    assert_eq!(
+        engine
+            .end_upload_lease(&r, id, end, Some(lease.hasher))
+            .unwrap(),
+        data.len() as u64
+    );
+    let digest = Digest::sha256_of(&data);
+    engine.finish_upload(&r, id, &digest).unwrap();
+    assert_eq!(read_blob(&engine, &r, &digest), data);
+}
+
+#[test]
+fn a_leased_session_refuses_every_other_writer_until_the_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("bulk");
+    let id = engine.start_upload(&r).unwrap();
+    assert!(matches!(
+        engine.lease_upload(&r, id, 5),
+        Err(EngineError::RangeMismatch {
+            expected: 0,
+            got: 5
+        })
+    ));
+    let lease = engine.lease_upload(&r, id, 0).unwrap();
+    let digest = Digest::sha256_of(b"x");
+    assert!(matches!(
+        engine.upload_append(&r, id, 0, b"x"),
+        Err(EngineError::UploadBusy)
+    ));
+    assert!(matches!(
+        engine.finish_upload(&r, id, &digest),
+        Err(EngineError::UploadBusy)
+    ));
+    assert!(matches!(
+        engine.finish_upload_with(&r, id, b"x", &digest),
+        Err(EngineError::UploadBusy)
+    ));
+    assert!(matches!(
+        engine.lease_upload(&r, id, 0),
+        Err(EngineError::UploadBusy)
+    ));
+    engine
+        .end_upload_lease(&r, id, 0, Some(lease.hasher))
+        .unwrap();
+    engine.upload_append(&r, id, 0, b"x").unwrap();
+    engine.finish_upload(&r, id, &digest).unwrap();
+}
+
+#[test]
+fn a_lease_ended_short_keeps_only_the_written_prefix_and_rehashes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("bulk");
+    let data: Vec<u8> = (0..2 * bulk::BLOCK_BYTES).map(|i| (i % 13) as u8).collect();
+    let id;
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        id = engine.start_upload(&r).unwrap();
+        let mut lease = engine.lease_upload(&r, id, 0).unwrap();
+        write_leased(&mut lease, 0, &data);
+        // The writer got only the first block to disk while the hasher saw
+        // more, so the pipeline hands back no hash: the session keeps the
+        // first block (the rest is cut off the file) and rehashes it.
+        drop(lease.hasher);
+        let first = bulk::BLOCK_BYTES as u64;
+        assert_eq!(engine.end_upload_lease(&r, id, first, None).unwrap(), first);
+        assert_eq!(engine.upload_len(&r, id).unwrap(), first);
+        let half = Digest::sha256_of(&data[..first as usize]);
+        assert!(matches!(
+            engine.finish_upload(&r, id, &Digest::sha256_of(&data)),
+            Err(EngineError::DigestMismatch { actual, .. }) if actual == half
+        ));
+    }
+    // What a restart resumes from is the same prefix.
+    let engine = Engine::open(dir.path()).unwrap();
+    let first = bulk::BLOCK_BYTES;
+    assert_eq!(engine.upload_len(&r, id).unwrap(), first as u64);
+    engine
+        .upload_append(&r, id, first as u64, &data[first..])
+        .unwrap();
+    let digest = Digest::sha256_of(&data);
+    engine.finish_upload(&r, id, &digest).unwrap();
+    assert_eq!(read_blob(&engine, &r, &digest), data);
+}

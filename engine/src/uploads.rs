@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::bulk::BlockWriter;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::names::RepositoryName;
 
@@ -84,6 +85,8 @@ pub struct Upload {
     started: SystemTime,
     /// sha256 of `data[..len]`, or `None` until rebuilt after a restart.
     hasher: Option<Hasher>,
+    /// A bulk writer holds the session (see [`Upload::lease`]).
+    leased: bool,
 }
 
 impl Upload {
@@ -97,6 +100,7 @@ impl Upload {
             len: 0,
             started: SystemTime::now(),
             hasher: Some(Hasher::new(Algorithm::Sha256)),
+            leased: false,
         }
     }
 
@@ -115,6 +119,7 @@ impl Upload {
             started: meta.modified().unwrap_or_else(|_| SystemTime::now()),
             file: Some(file),
             hasher: None,
+            leased: false,
         })
     }
 
@@ -205,6 +210,47 @@ impl Upload {
             h.update(data);
         }
         self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Whether a bulk writer holds the session: nothing else may append to
+    /// or finish it until the lease ends.
+    pub fn is_leased(&self) -> bool {
+        self.leased
+    }
+
+    /// Hands the bytes to come to a bulk writer: the running sha256 of what
+    /// the session holds and a [`BlockWriter`] on its data file (created
+    /// here if it has none). The session is leased until
+    /// [`Upload::end_lease`].
+    pub fn lease(&mut self) -> io::Result<(Hasher, BlockWriter)> {
+        let hasher = match self.hasher.take() {
+            Some(h) => h,
+            None => self.rehash(Algorithm::Sha256)?,
+        };
+        let file = self.file()?.try_clone()?;
+        self.leased = true;
+        Ok((hasher, BlockWriter::new(file, &self.path)))
+    }
+
+    /// Ends a lease: the session now holds `len` bytes, and `hasher` is the
+    /// sha256 of exactly those (`None` if the writer and the hasher did not
+    /// finish on the same byte; it is rebuilt on next use). Anything a
+    /// failed write left past `len` is cut off, so the file's length stays
+    /// the session's length (what a restart resumes from).
+    pub fn end_lease(&mut self, len: u64, hasher: Option<Hasher>) -> io::Result<()> {
+        self.leased = false;
+        // Until proven otherwise, trust neither the hash nor the length.
+        self.hasher = None;
+        let file = self.file()?;
+        let on_disk = file.metadata()?.len();
+        if on_disk > len {
+            file.set_len(len)?;
+        }
+        self.len = on_disk.min(len);
+        if self.len == len {
+            self.hasher = hasher;
+        }
         Ok(())
     }
 
@@ -362,6 +408,7 @@ impl Journal {
                             len,
                             started: UNIX_EPOCH + Duration::from_secs(*started),
                             hasher: None,
+                            leased: false,
                         },
                     );
                 }

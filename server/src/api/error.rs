@@ -182,6 +182,7 @@ impl From<EngineError> for ApiError {
             EngineError::ManifestUnknown => ApiError::new(ErrorCode::ManifestUnknown, message),
             EngineError::UploadUnknown => ApiError::new(ErrorCode::BlobUploadUnknown, message),
             EngineError::RangeMismatch { .. } => ApiError::new(ErrorCode::RangeInvalid, message),
+            EngineError::UploadBusy => ApiError::new(ErrorCode::RangeInvalid, message),
             EngineError::DigestMismatch { expected, actual } => {
                 ApiError::new(ErrorCode::DigestInvalid, message)
                     .with_detail(serde_json::json!({"expected": expected, "actual": actual}))

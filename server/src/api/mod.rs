@@ -11,6 +11,7 @@ mod referrers;
 pub mod response;
 pub mod router;
 mod tags;
+mod upload_pipe;
 pub mod upload_state;
 mod uploads;
 
@@ -219,6 +220,16 @@ fn metrics(ctx: &Ctx) -> Response {
             "berth_blob_bytes_copied_total",
             "blob body bytes sent by read and write",
             &crate::conn::BLOB_BYTES_COPIED,
+        ),
+        (
+            "berth_upload_bytes_piped_total",
+            "upload body bytes received, hashed and written in parallel (large bodies)",
+            &upload_pipe::UPLOAD_BYTES_PIPED,
+        ),
+        (
+            "berth_upload_bytes_direct_total",
+            "upload body bytes written to disk with direct I/O (no page-cache copy)",
+            &upload_pipe::UPLOAD_BYTES_DIRECT,
         ),
     ] {
         crate::proxy::write_counter(&mut text, name, help, value.load(Ordering::Relaxed));

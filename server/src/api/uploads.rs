@@ -1,13 +1,16 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (start, monolithic with
 //! `?digest=`, or cross-repository mount), and on a session
 //! `GET` (status), `PATCH` (append), `PUT ?digest=` (finish), `DELETE`
-//! (cancel). Bodies stream into the engine as they arrive.
+//! (cancel). Bodies stream into the engine as they arrive; large ones
+//! through the receive/hash/write pipeline of `upload_pipe`.
 
+use berth_engine::bulk::BLOCK_BYTES;
 use berth_engine::{EngineError, RepositoryName, UploadId};
 
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
 use super::response::Response;
+use super::upload_pipe::{self, Piped};
 use super::upload_state::UploadState;
 use super::{blocking, location, parse_digest, repository, Ctx};
 use crate::conn::{Request, RequestBody};
@@ -145,6 +148,15 @@ async fn receive(
                 "Content-Length does not match Content-Range",
             ));
         }
+    }
+    if body.declared_len().is_none_or(|n| n >= BLOCK_BYTES as u64) {
+        // Large or of unknown length: received, hashed and written in parallel.
+        return Ok(
+            match upload_pipe::receive(&ctx.engine, repo, id, at, body).await? {
+                Piped::Appended(n) => Received::Appended(n),
+                Piped::OutOfOrder { len, got } => Received::OutOfOrder { len, got },
+            },
+        );
     }
     loop {
         let piece = match body.chunk().await {
