@@ -10,8 +10,11 @@
 //!    hands the block back for reuse.
 //!
 //! At most [`PIPELINE_BLOCKS`] blocks exist per body, so memory stays
-//! bounded whatever the body's size. The first block is filled before any
-//! thread starts: a body that fits in it is appended directly.
+//! bounded whatever the body's size, and at most `pipelines_max()` (four
+//! per core, at least eight) pipelines run at once; a large body arriving
+//! when all are busy is appended on the event loop block by block. The
+//! first block is filled before any thread starts: a body that fits in it
+//! is appended directly.
 //!
 //! The session is leased (`Engine::lease_upload`) while the threads run,
 //! and the writing thread itself ends the lease once both stages are done,
@@ -20,7 +23,7 @@
 //! kept only if it covers exactly those bytes.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -63,6 +66,10 @@ pub async fn receive(
 ) -> Result<Piped, ApiError> {
     let mut block = Block::new(at);
     let mut pipe: Option<Pipeline> = None;
+    // Bytes the session holds while no pipeline runs (all pipelines busy:
+    // blocks are appended on the event loop, as small bodies are).
+    let mut held = at;
+    let mut unpiped = false;
     let mut body_error = None;
     'body: loop {
         let mut piece = match body.chunk().await {
@@ -80,26 +87,36 @@ pub async fn receive(
                 continue;
             }
             let next = block.end();
-            let running = match &mut pipe {
-                Some(running) => running,
-                None => match Pipeline::start(engine, repo, id, at) {
-                    Ok(started) => pipe.insert(started),
-                    Err(EngineError::RangeMismatch { expected, got }) => {
-                        return Ok(Piped::OutOfOrder { len: expected, got })
+            if pipe.is_none() && !unpiped {
+                match PipelineSlot::acquire() {
+                    Some(slot) => match Pipeline::start(engine, repo, id, held, slot) {
+                        Ok(started) => pipe = Some(started),
+                        Err(EngineError::RangeMismatch { expected, got }) => {
+                            return Ok(Piped::OutOfOrder { len: expected, got })
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => unpiped = true,
+                }
+            }
+            match &mut pipe {
+                Some(running) => {
+                    if !running.push(&mut block, next).await {
+                        // The writer failed: its error is reported below.
+                        block.reset(next);
+                        break 'body;
                     }
-                    Err(e) => return Err(e.into()),
-                },
-            };
-            if !running.push(&mut block, next).await {
-                // The writer failed: its error is reported below.
-                block.reset(next);
-                break 'body;
+                }
+                None => {
+                    held = append(engine, repo, id, held, &block)?;
+                    block.reset(next);
+                }
             }
         }
     }
     let len = match pipe {
-        None if block.is_empty() => at,
-        None => engine.upload_append(repo, id, at, block.bytes())?,
+        None if block.is_empty() => held,
+        None => append(engine, repo, id, held, &block)?,
         Some(mut running) => {
             if !block.is_empty() {
                 running.push_last(block).await;
@@ -110,6 +127,51 @@ pub async fn receive(
     match body_error {
         Some(e) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
         None => Ok(Piped::Appended(len)),
+    }
+}
+
+/// Appends a block on the calling thread (no pipeline).
+fn append(
+    engine: &Engine,
+    repo: &RepositoryName,
+    id: UploadId,
+    at: u64,
+    block: &Block,
+) -> Result<u64, ApiError> {
+    Ok(engine.upload_append(repo, id, at, block.bytes())?)
+}
+
+/// Pipelines running at once, across all connections.
+static PIPELINES_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Most pipelines running at once: beyond this, large bodies are appended
+/// on the event loop, so threads and block memory stay bounded (each
+/// pipeline holds two threads and [`PIPELINE_BLOCKS`] blocks) however many
+/// clients push at once.
+fn pipelines_max() -> usize {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    (4 * cores).max(8)
+}
+
+/// One of the [`pipelines_max`] pipeline places, released on drop.
+struct PipelineSlot;
+
+impl PipelineSlot {
+    /// A place, if one is free.
+    fn acquire() -> Option<PipelineSlot> {
+        let max = pipelines_max();
+        PIPELINES_RUNNING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PipelineSlot)
+    }
+}
+
+impl Drop for PipelineSlot {
+    fn drop(&mut self) {
+        PIPELINES_RUNNING.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -132,6 +194,7 @@ impl Pipeline {
         repo: &RepositoryName,
         id: UploadId,
         at: u64,
+        slot: PipelineSlot,
     ) -> Result<Pipeline, EngineError> {
         let lease = engine.lease_upload(repo, id, at)?;
         let (to_hash, hash_in) = flume::bounded::<Block>(PIPELINE_BLOCKS);
@@ -149,6 +212,7 @@ impl Pipeline {
             output: written_out,
             hashed,
             done: done_out,
+            _slot: slot,
         };
         let spawned = thread::Builder::new()
             .name("berth-upload-write".into())
@@ -234,6 +298,8 @@ struct WritingStage {
     /// The hashing thread's hasher and the offset it hashed up to.
     hashed: flume::Receiver<(Hasher, u64)>,
     done: flume::Sender<Result<u64, EngineError>>,
+    /// Held until the stage ends.
+    _slot: PipelineSlot,
 }
 
 impl WritingStage {
@@ -280,4 +346,22 @@ fn spawn_failed(e: io::Error) -> EngineError {
         e.kind(),
         format!("starting an upload thread failed: {e}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_places_are_bounded_and_released_on_drop() {
+        let max = pipelines_max();
+        assert!(max >= 8);
+        let held: Vec<PipelineSlot> = std::iter::from_fn(PipelineSlot::acquire)
+            .take(max + 1)
+            .collect();
+        assert_eq!(held.len(), max, "more places than the bound");
+        assert!(PipelineSlot::acquire().is_none());
+        drop(held);
+        assert!(PipelineSlot::acquire().is_some());
+    }
 }
