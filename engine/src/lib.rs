@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod active_list;
 mod commit;
 pub mod digest;
 mod error;
@@ -45,6 +46,7 @@ mod fsutil;
 pub mod gc;
 mod index;
 mod ingest;
+mod lane;
 pub mod manifest;
 pub mod metalog;
 #[doc(hidden)]
@@ -70,7 +72,7 @@ pub use ingest::{EvictReport, StagingFile};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
-pub use store::{DamagedRecord, EngineOptions};
+pub use store::{DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
 pub use uploads::{UploadId, UploadIdError};
 
 use commit::Committer;
@@ -199,6 +201,7 @@ impl Engine {
     pub fn open_with(root: &Path, options: EngineOptions) -> Result<Engine> {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
+        options.active_segments = options.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
         fsutil::create_dir_durable(root)?;
         let dir_lock = fs::OpenOptions::new()
             .create(true)

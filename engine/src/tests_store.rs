@@ -19,6 +19,7 @@ fn small_opts() -> EngineOptions {
         small_blob_max: 64,
         segment_bytes_max: 4096,
         verify_reads: false,
+        ..EngineOptions::default()
     }
 }
 
@@ -58,6 +59,7 @@ fn segment_files(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(root.join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     v.sort();
     v
@@ -166,6 +168,7 @@ fn segments_roll_at_the_size_limit_and_reopen() {
         small_blob_max: 1024,
         segment_bytes_max: 300,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let blobs: Vec<Vec<u8>> = (0..40)
         .map(|i| format!("blob number {i} ").repeat(i % 5 + 1).into_bytes())
@@ -438,6 +441,7 @@ fn concurrent_appends_from_eight_threads_share_fsyncs_and_dedup() {
         small_blob_max: 1 << 20,
         segment_bytes_max: 2048,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let threads: Vec<_> = (0..8)
@@ -481,6 +485,7 @@ fn gc_keeps_everything_reachable_and_frees_the_rest() {
         small_blob_max: 100,
         segment_bytes_max: 600,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let (a, b) = (repo("a"), repo("b"));
@@ -580,6 +585,7 @@ fn compaction_preserves_live_bytes_and_open_reads_of_old_segments() {
         small_blob_max: 4096,
         segment_bytes_max: 1000,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let r = repo("r");
@@ -675,6 +681,7 @@ fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
         small_blob_max: 4096,
         segment_bytes_max: 2000,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
