@@ -808,4 +808,6 @@ impl Drop for Engine {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_lanes;
+#[cfg(test)]
 mod tests_store;

@@ -1086,3 +1086,83 @@ impl BlobStore {
         self.append(&items)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rolling back a failed batch removes only the segments that batch
+    /// created, never another lane's segment numbered in between.
+    #[test]
+    fn roll_back_removes_only_the_failed_batch_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            active_segments: 2,
+            ..EngineOptions::default()
+        };
+        let (store, _) = BlobStore::open(dir.path(), opts).unwrap();
+        let store = Arc::new(store);
+        // Put a blob on each lane (threads draw consecutive tickets).
+        let mut seen = BTreeSet::new();
+        for i in 0..64 {
+            let store = store.clone();
+            let lane = std::thread::spawn(move || {
+                let bytes = format!("blob {i}").into_bytes();
+                store.put_small(&Digest::sha256_of(&bytes), &bytes).unwrap();
+                lane::current(2)
+            })
+            .join()
+            .unwrap();
+            seen.insert(lane);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        let durables: Vec<(u32, u64)> = store
+            .lanes
+            .iter()
+            .map(|l| {
+                let q = l.lock();
+                (q.durable_seg, q.durable_len)
+            })
+            .collect();
+        let (low, high) = (durables[0].min(durables[1]), durables[0].max(durables[1]));
+        assert!(low.0 < high.0 && low.1 > 0 && high.1 > 0, "{durables:?}");
+        // The lower lane "created" a new segment in a batch that failed.
+        let new = store.next_seg.fetch_add(1, Ordering::Relaxed);
+        store.register_active(new).unwrap();
+        let path = seg_path(&store.seg_dir, new);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        file.write_all_at(b"never durable", 0).unwrap();
+        let mut writer = Writer {
+            seg: new,
+            file: Some(file),
+        };
+        let groups = [Group {
+            seg: new,
+            start: 0,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }];
+        store.roll_back(&mut writer, &groups, low.0, low.1).unwrap();
+        assert!(!path.exists());
+        assert!(
+            seg_path(&store.seg_dir, high.0).exists(),
+            "another lane's segment was removed"
+        );
+        assert_eq!(writer.seg, low.0);
+        assert!(!store.lock_active().contains(&new));
+        assert_eq!(
+            fs::metadata(seg_path(&store.seg_dir, high.0))
+                .unwrap()
+                .len(),
+            high.1
+        );
+    }
+}
