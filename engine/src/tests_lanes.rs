@@ -22,6 +22,9 @@ fn seg_file(root: &Path, seg: u32) -> std::path::PathBuf {
     root.join("segments").join(format!("{seg:08}.seg"))
 }
 
+/// One thread's lane and its pushes in order: (digest, bytes).
+type ThreadPushes = (usize, Vec<(Digest, Vec<u8>)>);
+
 /// Each of `threads` threads (started together) pushes `per_thread` blobs
 /// to its own repository. Returns, per thread, its lane and its pushes in
 /// order: (digest, bytes).
@@ -30,7 +33,7 @@ fn push_from_threads(
     threads: usize,
     per_thread: usize,
     tag: &str,
-) -> Vec<(usize, Vec<(Digest, Vec<u8>)>)> {
+) -> Vec<ThreadPushes> {
     let lanes = engine.options().active_segments;
     let start = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
@@ -56,7 +59,7 @@ fn push_from_threads(
 }
 
 /// Every pushed blob is served byte-exact.
-fn assert_all_served(engine: &Engine, pushed: &[(usize, Vec<(Digest, Vec<u8>)>)]) {
+fn assert_all_served(engine: &Engine, pushed: &[ThreadPushes]) {
     for (t, (_, blobs)) in pushed.iter().enumerate() {
         let r = repo(&format!("t{t}"));
         for (d, bytes) in blobs {
@@ -433,4 +436,56 @@ fn the_same_blob_stored_on_several_lanes_at_once_is_written_once() {
     std::fs::remove_file(dir.path().join("segments/index.snap")).unwrap();
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     assert_eq!(engine.open_report().segment_records, rounds);
+}
+
+/// A measurement, not a check (run by hand, `--ignored --nocapture`): eight
+/// threads push 4 KiB blobs the way a `PUT` carrying the whole blob does
+/// (`finish_upload_with`: segment group commit, then metadata group
+/// commit) for `BERTH_LANES_BENCH_SECS` (default 3) seconds, per lane
+/// count; prints pushes per second. The data directory is under
+/// `BERTH_LANES_BENCH_DIR` (default: the system temp dir).
+#[test]
+#[ignore]
+fn lane_count_throughput() {
+    let secs: u64 = std::env::var("BERTH_LANES_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let base = std::env::var_os("BERTH_LANES_BENCH_DIR").map(std::path::PathBuf::from);
+    for round in 0..2 {
+        for lanes in [1usize, 2, 4, 8] {
+            let dir = match &base {
+                Some(b) => tempfile::tempdir_in(b).unwrap(),
+                None => tempfile::tempdir().unwrap(),
+            };
+            let engine =
+                Arc::new(Engine::open_with(dir.path(), lane_opts(lanes, 256 << 20)).unwrap());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            let threads: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let engine = engine.clone();
+                    std::thread::spawn(move || {
+                        let r = repo("bench/app");
+                        let mut n = 0u64;
+                        while std::time::Instant::now() < deadline {
+                            let mut data = vec![0x5a; 4096];
+                            data[..8].copy_from_slice(&n.to_le_bytes());
+                            data[8..16].copy_from_slice(&t.to_le_bytes());
+                            let id = engine.start_upload(&r).unwrap();
+                            engine
+                                .finish_upload_with(&r, id, &data, &Digest::sha256_of(&data))
+                                .unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            println!(
+                "round {round} lanes {lanes}: {:.0} pushes/s",
+                total as f64 / secs as f64
+            );
+        }
+    }
 }
