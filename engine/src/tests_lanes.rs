@@ -439,11 +439,12 @@ fn the_same_blob_stored_on_several_lanes_at_once_is_written_once() {
 }
 
 /// A measurement, not a check (run by hand, `--ignored --nocapture`): eight
-/// threads push 4 KiB blobs the way a `PUT` carrying the whole blob does
-/// (`finish_upload_with`: segment group commit, then metadata group
-/// commit) for `BERTH_LANES_BENCH_SECS` (default 3) seconds, per lane
-/// count; prints pushes per second. The data directory is under
-/// `BERTH_LANES_BENCH_DIR` (default: the system temp dir).
+/// threads push 4 KiB blobs for `BERTH_LANES_BENCH_SECS` (default 3)
+/// seconds, per lane count, and it prints pushes per second: `push` the way
+/// a `PUT` carrying the whole blob does (`finish_upload_with`: segment group
+/// commit, then metadata group commit), `segment` the segment commit alone
+/// (`put_small`). The data directory is under `BERTH_LANES_BENCH_DIR`
+/// (default: the system temp dir).
 #[test]
 #[ignore]
 fn lane_count_throughput() {
@@ -452,7 +453,7 @@ fn lane_count_throughput() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let base = std::env::var_os("BERTH_LANES_BENCH_DIR").map(std::path::PathBuf::from);
-    for round in 0..2 {
+    for (round, segment_only) in [(0, false), (0, true), (1, false), (1, true)] {
         for lanes in [1usize, 2, 4, 8] {
             let dir = match &base {
                 Some(b) => tempfile::tempdir_in(b).unwrap(),
@@ -471,10 +472,13 @@ fn lane_count_throughput() {
                             let mut data = vec![0x5a; 4096];
                             data[..8].copy_from_slice(&n.to_le_bytes());
                             data[8..16].copy_from_slice(&t.to_le_bytes());
-                            let id = engine.start_upload(&r).unwrap();
-                            engine
-                                .finish_upload_with(&r, id, &data, &Digest::sha256_of(&data))
-                                .unwrap();
+                            let digest = Digest::sha256_of(&data);
+                            if segment_only {
+                                engine.store.put_small(&digest, &data).unwrap();
+                            } else {
+                                let id = engine.start_upload(&r).unwrap();
+                                engine.finish_upload_with(&r, id, &data, &digest).unwrap();
+                            }
                             n += 1;
                         }
                         n
@@ -482,8 +486,9 @@ fn lane_count_throughput() {
                 })
                 .collect();
             let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+            let mode = if segment_only { "segment" } else { "push" };
             println!(
-                "round {round} lanes {lanes}: {:.0} pushes/s",
+                "round {round} {mode:7} lanes {lanes}: {:.0} per second",
                 total as f64 / secs as f64
             );
         }
