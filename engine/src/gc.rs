@@ -14,9 +14,11 @@
 //!   reference a blob between "it is garbage" and "it is gone";
 //! - bytes are deleted only after the metadata no longer names them.
 //!
-//! Compaction copies a segment's live records to the active segment, waits
-//! until the copies are durable and indexed, then unlinks the old segment.
-//! A reader holding the old file keeps a valid descriptor.
+//! Compaction copies a sealed segment's live records to the collecting
+//! thread's lane (its active segment), waits until the copies are durable
+//! and indexed, then unlinks the old segment. A segment any lane appends to
+//! is never compacted, nor is the highest-numbered one. A reader holding
+//! the old file keeps a valid descriptor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -73,7 +75,7 @@ pub struct SegmentCompaction {
     pub segment: u32,
     /// Its size before compaction.
     pub size: u64,
-    /// Bytes of live records in it (copied to the active segment).
+    /// Bytes of live records in it (copied to a lane's active segment).
     pub live_bytes: u64,
     /// Live records copied.
     pub records_moved: usize,
@@ -267,8 +269,7 @@ impl Engine {
             }
         }
         report.blobs_deleted = deleted.into_iter().collect();
-        // Compaction of sealed segments.
-        let active = self.store.active_segment();
+        // Compaction of sealed segments (never one a lane appends to).
         let mut live = self.store.live_bytes();
         if options.dry_run {
             for (seg, dead) in &dead_in_segments {
@@ -278,7 +279,7 @@ impl Engine {
             }
         }
         for (seg, size) in self.store.segments() {
-            if seg >= active {
+            if !self.store.compactable(seg) {
                 continue;
             }
             let live_bytes = live.get(&seg).copied().unwrap_or(0).min(size);

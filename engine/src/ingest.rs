@@ -79,8 +79,8 @@ impl Engine {
     ///
     /// The caller guarantees that the staged bytes hash to `digest` (it
     /// hashed them as they arrived); the length is checked against
-    /// `expected_len`. Small blobs are copied into the active segment, large
-    /// ones are fdatasynced and renamed into place (no second copy).
+    /// `expected_len`. Small blobs are copied into a lane's active segment,
+    /// large ones are fdatasynced and renamed into place (no second copy).
     pub fn ingest_staged(
         &self,
         repo: &RepositoryName,

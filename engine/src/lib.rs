@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! segments/<n>.seg                 append-only segment files of blob records (`segment`)
+//! segments/active                  the write lanes' active segments (`active_list`)
 //! blobs/<alg>/<hex[0..2]>/<hex>    one file per large blob (> small_blob_max), named by digest
 //! meta/log                         the metadata log (`metalog`)
 //! uploads/sessions, <uuid>.data    open upload sessions (journal, received bytes)
@@ -17,12 +18,15 @@
 //! Invariants:
 //! - Content is self-describing: a segment record carries its digest,
 //!   length and crc32c, so the digest index is rebuilt from the segments on
-//!   open; a torn tail of the active segment is truncated, a damaged record
-//!   elsewhere is isolated and reported ([`OpenReport`]), never served.
+//!   open; a torn tail of any lane's active segment is truncated, a damaged
+//!   record elsewhere is isolated and reported ([`OpenReport`]), never
+//!   served.
 //! - Stored bytes hash to their digest: verified before anything is written.
-//!   Small blobs are appended to the active segment (group commit: one
-//!   fdatasync for all concurrent appends); large ones are fdatasynced and
-//!   renamed into `blobs/` (no second copy). A blob is stored once.
+//!   Small blobs are appended to the active segment of the calling thread's
+//!   write lane (one lane per core by default, each with its own group
+//!   commit: one fdatasync for all concurrent appends on the lane); large
+//!   ones are fdatasynced and renamed into `blobs/` (no second copy). A blob
+//!   is stored once, across lanes too.
 //! - Content is durable before the metadata record naming it; a caller is
 //!   answered only after its metadata record is durable (group commit); the
 //!   in-memory state never runs ahead of the log.
@@ -38,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod active_list;
 pub mod bulk;
 mod commit;
 pub mod digest;
@@ -46,6 +51,7 @@ mod fsutil;
 pub mod gc;
 mod index;
 mod ingest;
+mod lane;
 pub mod manifest;
 pub mod metalog;
 #[doc(hidden)]
@@ -72,7 +78,7 @@ pub use ingest::{EvictReport, StagingFile};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
-pub use store::{DamagedRecord, EngineOptions};
+pub use store::{DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
 pub use uploads::{UploadId, UploadIdError};
 
 use commit::Committer;
@@ -146,8 +152,8 @@ pub struct OpenReport {
     pub segments: usize,
     /// Valid segment records found (including superseded copies).
     pub segment_records: usize,
-    /// Bytes dropped from the active segment's tail (an append cut short by
-    /// a crash; never acknowledged).
+    /// Bytes dropped from the tails of the lanes' active segments (appends
+    /// cut short by a crash; never acknowledged).
     pub segment_torn_tail_bytes: u64,
     /// Damaged segment ranges isolated (skipped, never served); details in
     /// [`Engine::damaged_records`].
@@ -209,8 +215,8 @@ pub struct UploadLease {
 
 impl Engine {
     /// Opens (creating if needed) the store under `root` with default
-    /// options: scans the segments (rebuilding the blob index, truncating a
-    /// torn tail of the active segment, isolating damaged records), replays
+    /// options: scans the segments (rebuilding the blob index, truncating the
+    /// torn tail of every lane's active segment, isolating damaged records), replays
     /// the metadata log (truncating a torn tail), and resumes upload sessions.
     pub fn open(root: &Path) -> Result<Engine> {
         Engine::open_with(root, EngineOptions::default())
@@ -220,6 +226,7 @@ impl Engine {
     pub fn open_with(root: &Path, options: EngineOptions) -> Result<Engine> {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
+        options.active_segments = options.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
         fsutil::create_dir_durable(root)?;
         let dir_lock = fs::OpenOptions::new()
             .create(true)
@@ -498,7 +505,7 @@ impl Engine {
         let mut upload = lock_idle(&session)?;
         let len = upload.len();
         if len <= self.store.opts.small_blob_max {
-            // Small: copied into the active segment (group commit); the
+            // Small: copied into this thread's lane (group commit); the
             // session file itself never needs an fsync.
             let bytes = upload.read_all()?;
             let actual = upload
@@ -866,5 +873,7 @@ impl Drop for Engine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lanes;
 #[cfg(test)]
 mod tests_store;

@@ -1,15 +1,21 @@
 //! Model-based checking: drives an [`Engine`] with a sequence of operations
 //! decoded from arbitrary bytes (push, manifest and tag writes, deletes,
-//! mounts, garbage collection, reopen) and after every step compares what
-//! it serves with a plain in-memory model. Used by the randomized test in
-//! this crate and by the `store_model` fuzz target; not part of the API.
+//! mounts, garbage collection, reopen, crash with torn tails) and after
+//! every step compares what it serves with a plain in-memory model. Used by
+//! the randomized test in this crate and by the `store_model` fuzz target;
+//! not part of the API.
+//!
+//! The engine runs with four write lanes and small segments, so pushes (some
+//! from fresh threads, which land on other lanes) fill several active
+//! segments, roll over, and get compacted by collections.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{Digest, Engine, EngineError, GcOptions, Reference, RepositoryName};
+use crate::{active_list, segment};
+use crate::{Digest, Engine, EngineError, EngineOptions, GcOptions, Reference, RepositoryName};
 
 const REPOS: [&str; 3] = ["a", "b/c", "d"];
 const TAGS: [&str; 3] = ["t0", "t1", "t2"];
@@ -124,11 +130,45 @@ fn check(engine: &Engine, model: &Model) -> Result<(), String> {
     Ok(())
 }
 
+fn options() -> EngineOptions {
+    EngineOptions {
+        segment_bytes_max: 512,
+        active_segments: 4,
+        ..EngineOptions::default()
+    }
+}
+
+/// What a crash leaves: an append cut short (`cut` bytes of a record that
+/// was never acknowledged) at the end of every active segment.
+fn tear_active_tails(root: &Path, cut: u8) -> Result<(), String> {
+    let dir = root.join("segments");
+    let list = match std::fs::read(dir.join(active_list::FILE_NAME)) {
+        Ok(list) => list,
+        // No segment was ever created.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("segments/active: {e}")),
+    };
+    let segs = active_list::decode(&list).ok_or("segments/active unreadable")?;
+    let payload = [cut; 40];
+    let mut record = Vec::new();
+    segment::encode_record(&Digest::sha256_of(&payload), 0, &payload, &mut record);
+    record.truncate(1 + usize::from(cut) % (record.len() - 1));
+    for seg in segs {
+        let path = dir.join(format!("{seg:08}.seg"));
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        file.write_all_at(&record, len).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Runs the operations encoded in `ops` against a fresh engine under `root`,
 /// checking it against the model after each. `Err` describes the first
 /// disagreement.
 pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
-    let mut engine = Some(Engine::open(root).map_err(|e| e.to_string())?);
+    let mut engine = Some(Engine::open_with(root, options()).map_err(|e| e.to_string())?);
     let mut model = Model::default();
     let mut input = Bytes { data: ops, pos: 0 };
     while let Some(op) = input.next() {
@@ -153,8 +193,14 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
                 e.upload_append(&r, id, split as u64, &data[split..])
                     .map_err(|e| e.to_string())?;
                 let d = Digest::sha256_of(&data);
-                e.finish_upload(&r, id, &d)
-                    .map_err(|e| format!("finish: {e}"))?;
+                if seed % 2 == 1 {
+                    // From a fresh thread: the next lane.
+                    std::thread::scope(|s| s.spawn(|| e.finish_upload(&r, id, &d)).join())
+                        .map_err(|_| "finish panicked")?
+                } else {
+                    e.finish_upload(&r, id, &d)
+                }
+                .map_err(|e| format!("finish: {e}"))?;
                 model.links.insert((ri, d), data);
             }
             1 => {
@@ -250,8 +296,16 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
                 model.links = keep;
             }
             6 => {
+                let crash = input.next().unwrap_or(0);
                 drop(engine.take());
-                engine = Some(Engine::open(root).map_err(|e| format!("reopen: {e}"))?);
+                if crash % 2 == 1 {
+                    tear_active_tails(root, crash)?;
+                }
+                if crash % 4 >= 2 {
+                    let _ = std::fs::remove_file(root.join("segments/index.snap"));
+                }
+                engine =
+                    Some(Engine::open_with(root, options()).map_err(|e| format!("reopen: {e}"))?);
             }
             _ => {
                 let to = (ri + 1) % REPOS.len();

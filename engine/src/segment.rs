@@ -21,7 +21,7 @@
 //! rebuilds the list of records of a segment from its bytes alone: a record
 //! that fails is skipped (the scanner resynchronises on the next record that
 //! validates, including its digest), and a failure with nothing valid after
-//! it is a torn tail, which the caller truncates in the active segment.
+//! it is a torn tail, which the caller truncates in an active segment.
 
 use std::fs::File;
 use std::io;
@@ -126,7 +126,7 @@ pub struct Scan {
     /// Records whose crc is right but whose payload does not hash to their
     /// digest (only looked for when the scan verifies digests).
     pub digest_mismatches: Vec<Record>,
-    /// Length of the part of the segment to keep; in the active segment,
+    /// Length of the part of the segment to keep; in an active segment,
     /// everything after it is a torn tail.
     pub valid_len: u64,
 }

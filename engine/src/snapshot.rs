@@ -168,7 +168,10 @@ mod tests {
     use super::*;
     use crate::digest::Digest;
 
-    fn entries(bytes: &[u8]) -> Option<(Vec<(u32, u64)>, [usize; 3], Vec<Entry>)> {
+    /// Covered segments, counts per algorithm and entries of a snapshot.
+    type Decoded = (Vec<(u32, u64)>, [usize; 3], Vec<Entry>);
+
+    fn entries(bytes: &[u8]) -> Option<Decoded> {
         let snapshot = decode(bytes)?;
         let entries: Vec<Entry> = snapshot.entries().collect();
         assert_eq!(entries.len(), snapshot.len());

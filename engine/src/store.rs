@@ -2,33 +2,47 @@
 //! with group commit, large blobs as one file each, and the in-memory index
 //! from digest to location.
 //!
-//! - `segments/<n>.seg`: append-only segment files (see `segment`). Only the
-//!   highest-numbered one (the *active* segment) is appended to; it rolls to
-//!   a new number once it would exceed the size limit.
+//! - `segments/<n>.seg`: append-only segment files (see `segment`). The
+//!   store has `active_segments` write *lanes* (see `lane`); each appends to
+//!   its own active segment and rolls to a new number once that would exceed
+//!   the size limit. Every other segment is sealed: never written again.
+//!   Numbers come from one counter, so they are unique and increase in
+//!   creation order of allocation (not every number is used).
+//! - `segments/active`: the segments that may have a torn tail after a crash
+//!   (see `active_list`); written before a lane creates a segment.
 //! - `blobs/<alg>/<xx>/<hex>`: one file per large blob, committed by rename.
 //!
 //! The index maps a digest to a segment record. It is rebuilt at open by
 //! scanning every segment; standalone files are found by path (the directory
 //! is their index), so opening never walks `blobs/`.
 //!
-//! Group commit: appenders queue encoded records; one of them (the leader)
-//! writes everything queued with one `pwrite` per segment touched and one
-//! fdatasync, then publishes the new index entries and wakes the rest. An
-//! entry is visible only after its bytes are durable.
+//! Group commit, per lane: appenders queue encoded records on their thread's
+//! lane; one of them (the leader) writes everything queued with one `pwrite`
+//! per segment touched and one fdatasync, then publishes the new index
+//! entries and wakes the rest. An entry is visible only after its bytes are
+//! durable. A blob being appended on one lane is not appended again by
+//! another: the second caller waits for the first lane's commit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::active_list;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
 pub(crate) use crate::index::Loc;
 use crate::index::LocMap;
+use crate::lane::{self, Entry, Group, Inflight, Lane, Queue, WriteFail, Writer};
 use crate::segment::{self, Damage};
+
+/// Most write lanes a store runs ([`EngineOptions::active_segments`] is
+/// capped to it).
+pub const ACTIVE_SEGMENTS_MAX: usize = 256;
 
 /// Tunables of the engine's blob store ([`crate::Engine::open_with`]).
 #[derive(Clone, Copy, Debug)]
@@ -41,6 +55,11 @@ pub struct EngineOptions {
     /// Check a segment record's crc32c every time it is opened for reading
     /// (manifests are always checked, since they are read into memory).
     pub verify_reads: bool,
+    /// Write lanes: active segments appended to in parallel, each with its
+    /// own group commit (one fdatasync per lane and batch). A thread always
+    /// appends on the same lane. 0 is taken as 1; at most
+    /// [`ACTIVE_SEGMENTS_MAX`]. Default: the number of CPUs.
+    pub active_segments: usize,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +68,9 @@ impl Default for EngineOptions {
             small_blob_max: 1024 * 1024,
             segment_bytes_max: 256 * 1024 * 1024,
             verify_reads: false,
+            active_segments: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -99,60 +121,26 @@ impl Index {
     }
 }
 
-struct Writer {
-    seg: u32,
-    file: Option<File>,
-}
-
-struct Entry {
-    digest: Digest,
-    loc: Loc,
-    /// For a compaction copy: the location it replaces.
-    from: Option<Loc>,
-}
-
-struct Group {
-    seg: u32,
-    start: u64,
-    bytes: Vec<u8>,
-    entries: Vec<Entry>,
-}
-
-struct Queue {
-    /// `None` while a leader is writing.
-    writer: Option<Writer>,
-    /// The logical end of the store, pending records included.
-    tail_seg: u32,
-    tail_len: u64,
-    /// The durable end of the active segment.
-    durable_seg: u32,
-    durable_len: u64,
-    groups: Vec<Group>,
-    inflight: HashMap<Digest, u64>,
-    queued_seq: u64,
-    durable_seq: u64,
-    failed: bool,
-    /// Sequence ranges `(after, upto]` whose write failed (disk full) and
-    /// was rolled back, with the error: those callers fail, later ones go on.
-    refused: Vec<(u64, u64, String)>,
-}
-
-/// How writing a batch of groups failed.
-enum WriteFail {
-    /// A write (or file creation) failed, e.g. the disk is full: nothing of
-    /// the batch is acknowledged and it can be rolled back.
-    Write(io::Error),
-    /// An fsync failed: what is on disk is unknown, the store stops writing.
-    Sync(io::Error),
-}
-
 pub(crate) struct BlobStore {
     root: PathBuf,
     seg_dir: PathBuf,
     pub opts: EngineOptions,
     index: RwLock<Index>,
-    queue: Mutex<Queue>,
-    flushed: Condvar,
+    /// The write lanes (at least one).
+    lanes: Vec<Lane>,
+    /// Digests being appended, by any lane (lock order: a lane's queue, then
+    /// this, then the index).
+    inflight: Mutex<Inflight>,
+    /// The next segment number to allocate: above every segment that exists
+    /// or existed since open.
+    next_seg: AtomicU32,
+    /// An fsync failed (or a roll-back did): what is on disk is unknown, no
+    /// lane writes again.
+    failed: AtomicBool,
+    /// What `segments/active` lists (plus, briefly, a segment being
+    /// registered); sealed segments are removed here at once and from the
+    /// file at its next rewrite.
+    active: Mutex<BTreeSet<u32>>,
 }
 
 fn seg_path(dir: &Path, seg: u32) -> PathBuf {
@@ -234,11 +222,72 @@ fn load_snapshot(
     covered
 }
 
+/// What `segments/active` said at open.
+enum ActiveList {
+    /// No file: a store written before lanes (its one active segment is the
+    /// highest-numbered) or an empty one.
+    Missing,
+    /// Unreadable or failing its checksum.
+    Damaged,
+    /// The segments it names.
+    Listed(Vec<u32>),
+}
+
+fn read_active_list(seg_dir: &Path) -> io::Result<ActiveList> {
+    match fs::read(seg_dir.join(active_list::FILE_NAME)) {
+        Ok(bytes) => Ok(match active_list::decode(&bytes) {
+            Some(list) => ActiveList::Listed(list),
+            None => ActiveList::Damaged,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ActiveList::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `segments/active` with `segments`, durably: temporary file,
+/// fsync, rename, directory fsync.
+fn write_active_list(seg_dir: &Path, segments: &BTreeSet<u32>) -> io::Result<()> {
+    let list: Vec<u32> = segments.iter().copied().collect();
+    let tmp = seg_dir.join("active.tmp");
+    fs::write(&tmp, active_list::encode(&list))?;
+    File::open(&tmp)?.sync_all()?;
+    fs::rename(&tmp, seg_dir.join(active_list::FILE_NAME))?;
+    fsutil::sync_dir(seg_dir)
+}
+
+/// A segment kept as a lane's active one at open: its number, durable
+/// length and a writable descriptor.
+struct Reused {
+    seg: u32,
+    len: u64,
+    file: File,
+}
+
 impl BlobStore {
+    /// Opens the store: loads the index snapshot, scans what it does not
+    /// cover, truncates the torn tail of every segment `segments/active`
+    /// names (the highest-numbered one for a store without that file), and
+    /// gives each lane an active segment: one of those (lowest first) while
+    /// they last, else a new number whose file is created by the lane's
+    /// first write. The others are sealed from now on.
     pub fn open(root: &Path, opts: EngineOptions) -> Result<(BlobStore, StoreOpen)> {
         let seg_dir = root.join("segments");
         fsutil::create_dir_durable(&seg_dir)?;
         let segs = list_segments(&seg_dir)?;
+        let listed = read_active_list(&seg_dir)?;
+        let candidates: BTreeSet<u32> = match &listed {
+            ActiveList::Listed(list) => list
+                .iter()
+                .copied()
+                .filter(|s| segs.binary_search(s).is_ok())
+                .collect(),
+            // Before lanes, only the highest-numbered segment was appended
+            // to. A damaged list falls back to the same rule: a torn tail in
+            // another segment is then isolated as damage (never served)
+            // instead of cut, and that segment is sealed.
+            ActiveList::Missing | ActiveList::Damaged => segs.last().copied().into_iter().collect(),
+        };
+        let lane_count = opts.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
         let mut map = LocMap::default();
         let mut files = BTreeMap::new();
         let mut report = StoreOpen {
@@ -248,11 +297,10 @@ impl BlobStore {
             torn_tail_bytes: 0,
             damaged: Vec::new(),
         };
-        let mut writer = Writer { seg: 0, file: None };
-        let (mut tail_seg, mut tail_len) = (1, 0);
+        let mut reused: Vec<Reused> = Vec::new();
         let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut report);
-        for (i, &seg) in segs.iter().enumerate() {
-            let active = i + 1 == segs.len();
+        for &seg in &segs {
+            let active = candidates.contains(&seg);
             let path = seg_path(&seg_dir, seg);
             let file = OpenOptions::new().read(true).write(active).open(&path)?;
             let size = file.metadata()?.len();
@@ -294,31 +342,42 @@ impl BlobStore {
             }
             if active {
                 if scan.valid_len < size {
-                    report.torn_tail_bytes = size - scan.valid_len;
+                    report.torn_tail_bytes += size - scan.valid_len;
                     file.set_len(scan.valid_len)?;
                     file.sync_data()?;
                 }
-                (tail_seg, tail_len) = (seg, scan.valid_len);
-                writer = Writer {
-                    seg,
-                    file: Some(file.try_clone()?),
-                };
+                if reused.len() < lane_count {
+                    reused.push(Reused {
+                        seg,
+                        len: scan.valid_len,
+                        file: file.try_clone()?,
+                    });
+                }
             }
             files.insert(seg, Arc::new(file));
         }
-        let queue = Queue {
-            writer: Some(writer),
-            tail_seg,
-            tail_len,
-            durable_seg: tail_seg,
-            durable_len: tail_len,
-            groups: Vec::new(),
-            inflight: HashMap::new(),
-            queued_seq: 0,
-            durable_seq: 0,
-            failed: false,
-            refused: Vec::new(),
+        // Every torn tail is cut and synced: the segments not reused are
+        // sealed, and the list names exactly the reused ones.
+        let kept: BTreeSet<u32> = reused.iter().map(|r| r.seg).collect();
+        let rewrite = match &listed {
+            ActiveList::Listed(list) => list.iter().copied().collect::<BTreeSet<u32>>() != kept,
+            ActiveList::Missing => !kept.is_empty(),
+            ActiveList::Damaged => true,
         };
+        if rewrite {
+            write_active_list(&seg_dir, &kept)?;
+        }
+        let next_seg = segs.last().map_or(1, |&s| s.saturating_add(1));
+        let next_seg = AtomicU32::new(next_seg);
+        let mut reused = reused.into_iter();
+        let lanes = (0..lane_count)
+            .map(|_| {
+                Lane::new(match reused.next() {
+                    Some(r) => Queue::new(r.seg, r.len, Some(r.file)),
+                    None => Queue::new(next_seg.fetch_add(1, Ordering::Relaxed), 0, None),
+                })
+            })
+            .collect();
         let store = BlobStore {
             root: root.to_owned(),
             seg_dir,
@@ -329,8 +388,11 @@ impl BlobStore {
                 snapshot_covered: covered,
                 verified: HashSet::new(),
             }),
-            queue: Mutex::new(queue),
-            flushed: Condvar::new(),
+            lanes,
+            inflight: Mutex::new(HashMap::new()),
+            next_seg,
+            failed: AtomicBool::new(false),
+            active: Mutex::new(kept),
         };
         Ok((store, report))
     }
@@ -343,8 +405,12 @@ impl BlobStore {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_inflight(&self) -> MutexGuard<'_, Inflight> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_active(&self) -> MutexGuard<'_, BTreeSet<u32>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -438,8 +504,10 @@ impl BlobStore {
 
     // ----- writes ------------------------------------------------------
 
-    /// Stores a small blob in the active segment unless the store already
-    /// holds it. Returns when its bytes are durable.
+    /// Stores a small blob in the active segment of the calling thread's
+    /// lane unless the store already holds it (or another lane is storing
+    /// it: then waits for that). Returns when its bytes are durable and
+    /// indexed.
     pub fn put_small(&self, digest: &Digest, payload: &[u8]) -> Result<()> {
         if self.blob_path(digest).exists() {
             return Ok(());
@@ -459,30 +527,50 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Appends records and waits until they are durable and indexed. An
-    /// item with a `from` location is a compaction copy: it is always
-    /// written, and replaces the index entry only if that still is `from`.
-    /// Other items are skipped when the blob is indexed or being appended.
+    /// Appends records on the calling thread's lane and waits until they
+    /// are durable and indexed. An item with a `from` location is a
+    /// compaction copy: it is always written, and replaces the index entry
+    /// only if that still is `from`. Other items are skipped when the blob
+    /// is indexed, or waited for when some lane is appending it.
     fn append(&self, items: &[(&Digest, &[u8], Option<Loc>)]) -> Result<()> {
-        let mut queue = self.lock_queue();
-        if queue.failed {
+        if self.failed.load(Ordering::Acquire) {
             return Err(EngineError::PreviousIo);
         }
+        let me = lane::current(self.lanes.len());
+        let mut queue = self.lanes[me].lock();
         let mut wait_for = 0u64;
+        // Appends of the same blobs already queued on other lanes.
+        let mut elsewhere: Vec<(usize, u64)> = Vec::new();
         let mut queued_any = false;
         for (digest, payload, from) in items {
+            // This append's sequence number on the lane.
+            let seq = queue.queued_seq + u64::from(!queued_any);
             if from.is_none() {
+                // Index and in-flight set are checked under the in-flight
+                // lock: a leader publishes the index entry before it clears
+                // the in-flight one, so one of the two always shows a blob
+                // that is being or has been appended.
+                let mut inflight = self.lock_inflight();
                 if self.read_index().map.contains(&digest.to_raw()) {
                     continue;
                 }
-                if let Some(&seq) = queue.inflight.get(*digest) {
-                    wait_for = wait_for.max(seq);
-                    continue;
+                match inflight.get(*digest) {
+                    Some(&(lane, seq)) if lane == me => {
+                        wait_for = wait_for.max(seq);
+                        continue;
+                    }
+                    Some(&other) => {
+                        elsewhere.push(other);
+                        continue;
+                    }
+                    None => {
+                        inflight.insert((*digest).clone(), (me, seq));
+                    }
                 }
             }
             let rec_len = segment::record_len(digest, payload.len() as u64);
             if queue.tail_len > 0 && queue.tail_len + rec_len > self.opts.segment_bytes_max {
-                queue.tail_seg += 1;
+                queue.tail_seg = self.next_seg.fetch_add(1, Ordering::Relaxed);
                 queue.tail_len = 0;
             }
             let (seg, start) = (queue.tail_seg, queue.tail_len);
@@ -513,16 +601,27 @@ impl BlobStore {
                 from: *from,
             });
             queue.tail_len += rec_len;
-            if !queued_any {
-                queue.queued_seq += 1;
-                queued_any = true;
-            }
-            let seq = queue.queued_seq;
-            if from.is_none() {
-                queue.inflight.insert((*digest).clone(), seq);
-            }
+            queue.queued_seq = seq;
+            queued_any = true;
             wait_for = seq;
         }
+        // Own lane first: this thread may have to lead its batch.
+        self.wait_durable(me, queue, wait_for)?;
+        for (lane, seq) in elsewhere {
+            self.wait_durable(lane, self.lanes[lane].lock(), seq)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until sequence number `wait_for` of lane `me` is durable,
+    /// leading the lane's group commit whenever its writer is free.
+    fn wait_durable<'a>(
+        &'a self,
+        me: usize,
+        mut queue: MutexGuard<'a, Queue>,
+        wait_for: u64,
+    ) -> Result<()> {
+        let lane = &self.lanes[me];
         loop {
             if let Some((_, _, message)) = queue
                 .refused
@@ -534,18 +633,18 @@ impl BlobStore {
             if queue.durable_seq >= wait_for {
                 return Ok(());
             }
-            if queue.failed {
+            if self.failed.load(Ordering::Acquire) {
                 return Err(EngineError::PreviousIo);
             }
             let Some(mut writer) = queue.writer.take() else {
-                queue = self.flushed.wait(queue).unwrap_or_else(|p| p.into_inner());
+                queue = lane.wait(queue);
                 continue;
             };
             let groups = std::mem::take(&mut queue.groups);
             let upto = queue.queued_seq;
             drop(queue);
             let written = self.write_groups(&mut writer, &groups);
-            queue = self.lock_queue();
+            queue = lane.lock();
             match written {
                 Ok(new_files) => {
                     {
@@ -563,24 +662,43 @@ impl BlobStore {
                             }
                         }
                     }
-                    for e in groups.iter().flat_map(|g| &g.entries) {
-                        if queue.inflight.get(&e.digest).is_some_and(|&s| s <= upto) {
-                            queue.inflight.remove(&e.digest);
+                    {
+                        let mut inflight = self.lock_inflight();
+                        for e in groups.iter().flat_map(|g| &g.entries) {
+                            if inflight
+                                .get(&e.digest)
+                                .is_some_and(|&(l, s)| l == me && s <= upto)
+                            {
+                                inflight.remove(&e.digest);
+                            }
                         }
                     }
                     if let Some(last) = groups.last() {
+                        // Every segment the lane left behind is sealed: it
+                        // was fdatasynced before the next one was created.
+                        let sealed: Vec<u32> = std::iter::once(queue.durable_seg)
+                            .chain(groups.iter().map(|g| g.seg))
+                            .filter(|&s| s != last.seg)
+                            .collect();
+                        if !sealed.is_empty() {
+                            let mut active = self.lock_active();
+                            for s in sealed {
+                                active.remove(&s);
+                            }
+                        }
                         queue.durable_seg = last.seg;
                         queue.durable_len = last.start + last.bytes.len() as u64;
                     }
                     queue.writer = Some(writer);
                     queue.durable_seq = upto;
-                    self.flushed.notify_all();
+                    lane.flushed.notify_all();
                 }
                 Err(WriteFail::Write(e)) => {
                     // Roll back to the durable end; this batch and anything
                     // queued behind it (whose offsets assumed it) fail, and
-                    // the store takes writes again (e.g. once space is freed).
-                    match self.roll_back(&mut writer, queue.durable_seg, queue.durable_len) {
+                    // the lane takes writes again (e.g. once space is freed).
+                    let (durable_seg, durable_len) = (queue.durable_seg, queue.durable_len);
+                    match self.roll_back(&mut writer, &groups, durable_seg, durable_len) {
                         Ok(()) => {
                             let (after, upto) = (queue.durable_seq, queue.queued_seq);
                             queue.refused.push((after, upto, e.to_string()));
@@ -588,38 +706,56 @@ impl BlobStore {
                                 queue.refused.remove(0);
                             }
                             queue.groups.clear();
-                            queue.inflight.retain(|_, seq| *seq <= after);
-                            (queue.tail_seg, queue.tail_len) =
-                                (queue.durable_seg, queue.durable_len);
+                            self.lock_inflight()
+                                .retain(|_, &mut (l, s)| l != me || s <= after);
+                            (queue.tail_seg, queue.tail_len) = (durable_seg, durable_len);
                             queue.durable_seq = upto;
                         }
-                        Err(_) => queue.failed = true,
+                        Err(_) => self.failed.store(true, Ordering::Release),
                     }
                     queue.writer = Some(writer);
-                    self.flushed.notify_all();
+                    lane.flushed.notify_all();
                     return Err(EngineError::Io(e));
                 }
                 Err(WriteFail::Sync(e)) => {
-                    queue.failed = true;
+                    self.failed.store(true, Ordering::Release);
                     queue.writer = Some(writer);
-                    self.flushed.notify_all();
+                    lane.flushed.notify_all();
                     return Err(EngineError::Io(e));
                 }
             }
         }
     }
 
-    /// Undoes a failed write: removes segments created after the durable
-    /// one and cuts the durable segment back to its durable length.
-    fn roll_back(&self, writer: &mut Writer, durable_seg: u32, durable_len: u64) -> io::Result<()> {
-        if writer.seg > durable_seg {
-            for seg in durable_seg + 1..=writer.seg {
-                match fs::remove_file(seg_path(&self.seg_dir, seg)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+    /// Undoes a failed write of `groups`: removes the segments the batch
+    /// created (all of them this lane's: every group segment other than the
+    /// durable one) and cuts the durable segment back to its durable length.
+    fn roll_back(
+        &self,
+        writer: &mut Writer,
+        groups: &[Group],
+        durable_seg: u32,
+        durable_len: u64,
+    ) -> io::Result<()> {
+        let created: BTreeSet<u32> = groups
+            .iter()
+            .map(|g| g.seg)
+            .filter(|&s| s != durable_seg)
+            .collect();
+        for &seg in &created {
+            match fs::remove_file(seg_path(&self.seg_dir, seg)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
+        }
+        {
+            let mut active = self.lock_active();
+            for seg in &created {
+                active.remove(seg);
+            }
+        }
+        if writer.seg != durable_seg {
             let path = seg_path(&self.seg_dir, durable_seg);
             let file = if path.exists() {
                 Some(OpenOptions::new().read(true).write(true).open(&path)?)
@@ -637,8 +773,23 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Adds `seg` to `segments/active` (durably) unless it is listed: done
+    /// before the segment's file is created, so a crash never leaves a
+    /// segment with a torn tail that the list does not name.
+    fn register_active(&self, seg: u32) -> io::Result<()> {
+        let mut active = self.lock_active();
+        if active.insert(seg) {
+            if let Err(e) = write_active_list(&self.seg_dir, &active) {
+                active.remove(&seg);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes queued groups and makes them durable: one fdatasync per
-    /// segment touched, and a directory fsync when a segment was created.
+    /// segment touched, and a directory fsync when a segment was created
+    /// (after it was registered in `segments/active`).
     fn write_groups(
         &self,
         writer: &mut Writer,
@@ -650,6 +801,7 @@ impl BlobStore {
                 if let Some(old) = &writer.file {
                     old.sync_data().map_err(WriteFail::Sync)?;
                 }
+                self.register_active(g.seg).map_err(WriteFail::Write)?;
                 let path = seg_path(&self.seg_dir, g.seg);
                 let file = OpenOptions::new()
                     .read(true)
@@ -725,35 +877,72 @@ impl BlobStore {
         Ok(out)
     }
 
-    /// The lowest segment that may still receive appends; it and every
-    /// later one are never compacted. Appends queued or being written always
-    /// target a segment at or after the last one made durable, so every
-    /// segment before it is sealed for good.
-    pub fn active_segment(&self) -> u32 {
-        let q = self.lock_queue();
-        q.durable_seg.min(q.tail_seg)
+    /// Every lane's active segment with its durable length (a lane whose
+    /// first segment is not created yet included: it is in no listing).
+    fn lane_durables(&self) -> HashMap<u32, u64> {
+        self.lanes
+            .iter()
+            .map(|lane| {
+                let q = lane.lock();
+                (q.durable_seg, q.durable_len)
+            })
+            .collect()
     }
 
-    /// Every segment with its size on disk, and the durable length of the
-    /// active one.
-    pub fn segments(&self) -> Vec<(u32, u64)> {
-        let (dseg, dlen) = {
-            let q = self.lock_queue();
-            (q.durable_seg, q.durable_len)
+    /// The segments lanes currently append to (those that exist), ascending.
+    #[cfg(test)]
+    pub fn active_segments(&self) -> Vec<u32> {
+        let durables = self.lane_durables();
+        let index = self.read_index();
+        let mut out: Vec<u32> = durables
+            .into_keys()
+            .filter(|s| index.files.contains_key(s))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether `seg` may be compacted (deleted once its live records are
+    /// copied): it exists, no lane appends to it now or ever will again, and
+    /// it is not the highest-numbered segment (so the highest number that
+    /// ever existed stays on disk, and numbers allocated after a restart
+    /// never reuse one an index snapshot may still name).
+    ///
+    /// A segment enters the listing only once its first batch is durable,
+    /// at which point it is its lane's durable segment; a lane moves its
+    /// durable segment only forward, to a newly allocated number. So a
+    /// segment listed first and then found to be no lane's durable segment
+    /// is sealed for good.
+    pub fn compactable(&self, seg: u32) -> bool {
+        let (listed, highest) = {
+            let index = self.read_index();
+            (
+                index.files.contains_key(&seg),
+                index.files.keys().next_back().copied(),
+            )
         };
+        listed
+            && highest != Some(seg)
+            && !self.lanes.iter().any(|lane| lane.lock().durable_seg == seg)
+    }
+
+    /// Every segment with its size: on disk for a sealed one, the durable
+    /// length for an active one (bytes past it may be a write in flight).
+    pub fn segments(&self) -> Vec<(u32, u64)> {
+        // Files first, lanes second: see `compactable`.
         let files: Vec<(u32, Arc<File>)> = self
             .read_index()
             .files
             .iter()
             .map(|(s, f)| (*s, f.clone()))
             .collect();
+        let durables = self.lane_durables();
         files
             .into_iter()
             .map(|(seg, f)| {
-                let size = if seg == dseg {
-                    dlen
-                } else {
-                    f.metadata().map(|m| m.len()).unwrap_or(0)
+                let size = match durables.get(&seg) {
+                    Some(&len) => len,
+                    None => f.metadata().map(|m| m.len()).unwrap_or(0),
                 };
                 (seg, size)
             })
@@ -761,23 +950,13 @@ impl BlobStore {
     }
 
     /// Writes the index snapshot (see `snapshot`): every indexed record in
-    /// the durable part of the segments. Atomic (temporary file, fsync,
-    /// rename); a crash leaves the previous snapshot.
+    /// the durable part of the segments (all of a sealed segment, the
+    /// durable prefix of each lane's active one). Atomic (temporary file,
+    /// fsync, rename); a crash leaves the previous snapshot.
     pub fn write_snapshot(&self) -> Result<usize> {
-        let (dseg, dlen) = {
-            let q = self.lock_queue();
-            (q.durable_seg, q.durable_len)
-        };
+        let covered: Vec<(u32, u64)> = self.segments();
         let bytes = {
             let index = self.read_index();
-            let mut covered = Vec::new();
-            for (&seg, file) in &index.files {
-                if seg < dseg {
-                    covered.push((seg, file.metadata()?.len()));
-                } else if seg == dseg {
-                    covered.push((seg, dlen));
-                }
-            }
             let reach: HashMap<u32, u64> = covered.iter().copied().collect();
             let entries: Vec<crate::snapshot::Entry> = index
                 .map
@@ -836,12 +1015,13 @@ impl BlobStore {
         bad.iter().map(|d| d.to_digest()).collect()
     }
 
-    /// Copies the live records of a sealed segment to the active one, makes
-    /// the copies durable and indexed, then deletes the segment. Reads that
-    /// already hold the old file keep reading it (the descriptor outlives
-    /// the unlink). Returns (records moved, bytes freed).
+    /// Copies the live records of a sealed segment to the calling thread's
+    /// lane, makes the copies durable and indexed, then deletes the segment.
+    /// Does nothing to a segment that is not [`BlobStore::compactable`].
+    /// Reads that already hold the old file keep reading it (the descriptor
+    /// outlives the unlink). Returns (records moved, bytes freed).
     pub fn compact(&self, seg: u32) -> Result<(usize, u64)> {
-        if seg >= self.active_segment() {
+        if !self.compactable(seg) {
             return Ok((0, 0));
         }
         let (live, file): (Vec<(Digest, Loc)>, Option<Arc<File>>) = {
@@ -904,5 +1084,85 @@ impl BlobStore {
             .map(|(d, b, l)| (d, &b[..], Some(*l)))
             .collect();
         self.append(&items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rolling back a failed batch removes only the segments that batch
+    /// created, never another lane's segment numbered in between.
+    #[test]
+    fn roll_back_removes_only_the_failed_batch_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            active_segments: 2,
+            ..EngineOptions::default()
+        };
+        let (store, _) = BlobStore::open(dir.path(), opts).unwrap();
+        let store = Arc::new(store);
+        // Put a blob on each lane (threads draw consecutive tickets).
+        let mut seen = BTreeSet::new();
+        for i in 0..64 {
+            let store = store.clone();
+            let lane = std::thread::spawn(move || {
+                let bytes = format!("blob {i}").into_bytes();
+                store.put_small(&Digest::sha256_of(&bytes), &bytes).unwrap();
+                lane::current(2)
+            })
+            .join()
+            .unwrap();
+            seen.insert(lane);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        let durables: Vec<(u32, u64)> = store
+            .lanes
+            .iter()
+            .map(|l| {
+                let q = l.lock();
+                (q.durable_seg, q.durable_len)
+            })
+            .collect();
+        let (low, high) = (durables[0].min(durables[1]), durables[0].max(durables[1]));
+        assert!(low.0 < high.0 && low.1 > 0 && high.1 > 0, "{durables:?}");
+        // The lower lane "created" a new segment in a batch that failed.
+        let new = store.next_seg.fetch_add(1, Ordering::Relaxed);
+        store.register_active(new).unwrap();
+        let path = seg_path(&store.seg_dir, new);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        file.write_all_at(b"never durable", 0).unwrap();
+        let mut writer = Writer {
+            seg: new,
+            file: Some(file),
+        };
+        let groups = [Group {
+            seg: new,
+            start: 0,
+            bytes: Vec::new(),
+            entries: Vec::new(),
+        }];
+        store.roll_back(&mut writer, &groups, low.0, low.1).unwrap();
+        assert!(!path.exists());
+        assert!(
+            seg_path(&store.seg_dir, high.0).exists(),
+            "another lane's segment was removed"
+        );
+        assert_eq!(writer.seg, low.0);
+        assert!(!store.lock_active().contains(&new));
+        assert_eq!(
+            fs::metadata(seg_path(&store.seg_dir, high.0))
+                .unwrap()
+                .len(),
+            high.1
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::*;
 
-fn repo(name: &str) -> RepositoryName {
+pub(super) fn repo(name: &str) -> RepositoryName {
     name.parse().unwrap()
 }
 
@@ -19,10 +19,11 @@ fn small_opts() -> EngineOptions {
         small_blob_max: 64,
         segment_bytes_max: 4096,
         verify_reads: false,
+        ..EngineOptions::default()
     }
 }
 
-fn push(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
+pub(super) fn push(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
     let id = engine.start_upload(r).unwrap();
     let mut at = 0;
     for chunk in data.chunks(13) {
@@ -33,14 +34,14 @@ fn push(engine: &Engine, r: &RepositoryName, data: &[u8]) -> Digest {
     digest
 }
 
-fn read(engine: &Engine, r: &RepositoryName, d: &Digest) -> Result<Vec<u8>> {
+pub(super) fn read(engine: &Engine, r: &RepositoryName, d: &Digest) -> Result<Vec<u8>> {
     let b = engine.open_blob(r, d)?;
     let mut out = vec![0u8; b.len as usize];
     b.file.read_exact_at(&mut out, b.offset)?;
     Ok(out)
 }
 
-fn manifest_body(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
+pub(super) fn manifest_body(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
     let layers: Vec<_> = layers
         .iter()
         .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": 1}))
@@ -54,10 +55,11 @@ fn manifest_body(config: &Digest, layers: &[&Digest]) -> Vec<u8> {
     .unwrap()
 }
 
-fn segment_files(root: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(root.join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
         .collect();
     v.sort();
     v
@@ -74,7 +76,7 @@ fn blob_files(root: &Path) -> usize {
 }
 
 /// Everything a client can observe, for comparing before and after reopen.
-fn view(engine: &Engine) -> BTreeMap<String, String> {
+pub(super) fn view(engine: &Engine) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let state = engine.meta.read().clone();
     for (name, r) in &state.repos {
@@ -166,6 +168,7 @@ fn segments_roll_at_the_size_limit_and_reopen() {
         small_blob_max: 1024,
         segment_bytes_max: 300,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let blobs: Vec<Vec<u8>> = (0..40)
         .map(|i| format!("blob number {i} ").repeat(i % 5 + 1).into_bytes())
@@ -230,7 +233,7 @@ fn reopen_after_every_kind_of_write_shows_the_same_store() {
     assert!(engine.catalog().is_empty());
 }
 
-fn append_raw(path: &Path, bytes: &[u8]) {
+pub(super) fn append_raw(path: &Path, bytes: &[u8]) {
     let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all_at(bytes, f.metadata().unwrap().len()).unwrap();
 }
@@ -318,7 +321,7 @@ fn a_flipped_bit_in_a_middle_record_is_isolated_reported_and_never_served() {
             Err(EngineError::Corrupt(_))
         ));
         assert!(
-            matches!(engine.open_blob(&r, &d2), Err(_)),
+            engine.open_blob(&r, &d2).is_err(),
             "a damaged record was handed out for sending"
         );
     }
@@ -433,11 +436,23 @@ fn verify_reads_refuses_a_record_that_rotted_after_open() {
 
 #[test]
 fn concurrent_appends_from_eight_threads_share_fsyncs_and_dedup() {
+    concurrent_appends_share_fsyncs_and_dedup(1);
+}
+
+/// With several lanes, a blob pushed on two lanes at once is still stored
+/// once (the in-flight set is shared by all lanes).
+#[test]
+fn concurrent_appends_on_four_lanes_dedup_across_lanes() {
+    concurrent_appends_share_fsyncs_and_dedup(4);
+}
+
+fn concurrent_appends_share_fsyncs_and_dedup(lanes: usize) {
     let dir = tempfile::tempdir().unwrap();
     let opts = EngineOptions {
         small_blob_max: 1 << 20,
         segment_bytes_max: 2048,
         verify_reads: true,
+        active_segments: lanes,
     };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let threads: Vec<_> = (0..8)
@@ -467,7 +482,7 @@ fn concurrent_appends_from_eight_threads_share_fsyncs_and_dedup() {
     assert_eq!(view(&engine), before);
 }
 
-fn no_grace() -> GcOptions {
+pub(super) fn no_grace() -> GcOptions {
     GcOptions {
         grace_period: Duration::ZERO,
         ..GcOptions::default()
@@ -481,6 +496,7 @@ fn gc_keeps_everything_reachable_and_frees_the_rest() {
         small_blob_max: 100,
         segment_bytes_max: 600,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let (a, b) = (repo("a"), repo("b"));
@@ -580,6 +596,7 @@ fn compaction_preserves_live_bytes_and_open_reads_of_old_segments() {
         small_blob_max: 4096,
         segment_bytes_max: 1000,
         verify_reads: true,
+        ..EngineOptions::default()
     };
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     let r = repo("r");
@@ -670,11 +687,23 @@ fn the_grace_period_keeps_a_blob_whose_manifest_is_not_pushed_yet() {
 
 #[test]
 fn gc_during_concurrent_pushes_and_reads_keeps_every_image() {
+    gc_during_concurrent_pushes_keeps_every_image(1);
+}
+
+/// The same with four lanes: compaction runs while every lane appends and
+/// rolls over, and never compacts a segment a lane is appending to.
+#[test]
+fn gc_during_concurrent_pushes_on_four_lanes_keeps_every_image() {
+    gc_during_concurrent_pushes_keeps_every_image(4);
+}
+
+fn gc_during_concurrent_pushes_keeps_every_image(lanes: usize) {
     let dir = tempfile::tempdir().unwrap();
     let opts = EngineOptions {
         small_blob_max: 4096,
         segment_bytes_max: 2000,
         verify_reads: true,
+        active_segments: lanes,
     };
     let engine = Arc::new(Engine::open_with(dir.path(), opts).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
