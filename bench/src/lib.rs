@@ -1,6 +1,8 @@
 //! Inputs shared by berth's benchmarks, built deterministically so every
 //! run measures the same bytes.
 
+pub mod disk;
+
 /// A docker-push-shaped request head (PATCH with a chunked body).
 pub const PATCH_HEAD: &[u8] = b"PATCH /v2/library/app/blobs/uploads/0b7e1a0c-3b1e-4d7e-9a53-5a8d1f3c2b11 HTTP/1.1\r\n\
 Host: registry.example.com:5000\r\n\

@@ -121,6 +121,27 @@ enum Command {
         #[arg(long, default_value = "sha256-1core")]
         case: String,
     },
+    /// How fast the disk under --dir takes a big file durably: --size bytes
+    /// written with direct I/O in 1 MiB writes (buffered where the file
+    /// system refuses direct I/O), then fdatasync (the yardstick, beside
+    /// SHA-256, for big pushes: a registry cannot store faster).
+    DiskSpeed {
+        /// Directory to write the test file in (removed after each pass);
+        /// use the registry's data directory's file system.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Bytes written per pass (passes repeat for --duration seconds).
+        #[arg(long, default_value = "512M", value_parser = parse_size)]
+        size: u64,
+        #[arg(short = 'd', long, default_value_t = 2.0)]
+        duration: f64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "disk")]
+        label: String,
+        #[arg(long, default_value = "disk-direct")]
+        case: String,
+    },
     /// Summarise --json lines of several runs (medians per case and target,
     /// ratios) as Markdown.
     Report(report::ReportArgs),
@@ -221,6 +242,14 @@ fn main() -> ExitCode {
                 label,
                 case,
             } => return sha256_speed(*size, *duration, *json, label, case),
+            Command::DiskSpeed {
+                dir,
+                size,
+                duration,
+                json,
+                label,
+                case,
+            } => return disk_speed(dir, *size, *duration, *json, label, case),
             Command::Fleet {
                 common,
                 pushers,
@@ -381,6 +410,51 @@ fn sha256_speed(size: u64, duration: f64, json: bool, label: &str, case: &str) -
     } else {
         println!(
             "SHA-256 on one core: {mb_per_s:.1} MB/s ({passes} passes of {} in {elapsed:.2} s)",
+            human_size(size)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes `size` bytes durably into a fresh file under `dir`, repeatedly
+/// for `duration` seconds; reports MB/s (see `Command::DiskSpeed`).
+fn disk_speed(
+    dir: &std::path::Path,
+    size: u64,
+    duration: f64,
+    json: bool,
+    label: &str,
+    case: &str,
+) -> ExitCode {
+    let start = std::time::Instant::now();
+    let (mut bytes, mut passes, mut direct) = (0u64, 0u64, true);
+    while passes == 0 || start.elapsed().as_secs_f64() < duration {
+        match berth_bench::disk::write_pass(dir, size) {
+            Ok(pass) => {
+                direct &= pass.direct;
+                bytes += size;
+                passes += 1;
+            }
+            Err(e) => {
+                eprintln!("berth-bench: disk-speed in {}: {e}", dir.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mb_per_s = bytes as f64 / 1e6 / elapsed;
+    let how = if direct { "direct I/O" } else { "buffered" };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"case": case, "label": label, "scenario": "disk-speed", "ops": passes,
+                "ops_per_s": passes as f64 / elapsed, "mb_per_s": mb_per_s, "bytes": bytes,
+                "elapsed_s": elapsed, "direct": direct, "errors": 0})
+        );
+    } else {
+        println!(
+            "disk under {}: {mb_per_s:.1} MB/s durable ({how}; {passes} passes of {} in {elapsed:.2} s)",
+            dir.display(),
             human_size(size)
         );
     }

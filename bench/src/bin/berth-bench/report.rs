@@ -103,6 +103,9 @@ enum Goal {
 
 const SHA256_CASE: &str = "sha256-1core";
 
+/// The disk yardstick's case (`disk-speed`): a push cannot store faster.
+const DISK_CASE: &str = "disk-direct";
+
 const GOALS: &[(&str, Goal)] = &[
     ("manifest-get-64c", Goal::VsBaseline(30.0)),
     ("manifest-get-64c", Goal::VsCeiling(0.8)),
@@ -126,6 +129,7 @@ fn chart_metric(g: &Group) -> (&'static str, &'static str) {
         let scenario = r.get("scenario").and_then(Value::as_str);
         (num(r, &["size"]).is_some_and(|s| s >= (1 << 20) as f64) && scenario != Some("fleet"))
             || scenario == Some("sha256-speed")
+            || scenario == Some("disk-speed")
     });
     if bulk {
         ("mb_per_s", "MB/s")
@@ -308,13 +312,30 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                     (Some(a), Some(h)) if h > 0.0 => Some(a / h),
                     _ => None,
                 };
+                // Where the disk is the slower of the two, say how much of
+                // it the push used: the goal may be above what it can store.
+                let disk = groups
+                    .iter()
+                    .filter(|((c, _), _)| c == DISK_CASE)
+                    .find_map(|(_, g)| g.med(&["mb_per_s"]));
+                let mut measured = fu(r.map(|r| r * 100.0), 0, "%");
+                if let (Some(d), Some(push), Some(h)) =
+                    (disk, subject_med(case, &["mb_per_s"]), hash)
+                {
+                    if d > 0.0 && d < h * x {
+                        measured.push_str(&format!(
+                            " ({:.0}% of the disk's {d:.0} MB/s, which is below the goal)",
+                            push / d * 100.0
+                        ));
+                    }
+                }
                 (
                     format!(
                         "≥ {:.0}% of one core's SHA-256 ({} MB/s)",
                         x * 100.0,
                         f(hash, 0)
                     ),
-                    fu(r.map(|r| r * 100.0), 0, "%"),
+                    measured,
                     r.map(|r| r >= *x),
                 )
             }
@@ -521,6 +542,40 @@ mod tests {
         assert!(md.contains("| manifest-get-64c | 40.00× | 80% |"), "{md}");
         assert!(md.contains("p99 ≤ 2 ms | 1.000 ms | yes"), "{md}");
         assert!(md.contains("peak RSS ≤ 64 MiB | 1.0 MiB | yes"), "{md}");
+    }
+
+    #[test]
+    fn a_push_goal_above_the_disk_says_how_much_of_the_disk_was_used() {
+        let rec = |case: &str, label: &str, scenario: &str, mb: f64| serde_json::json!({"case": case, "label": label, "scenario": scenario, "ops_per_s": 1.0, "mb_per_s": mb, "errors": 0});
+        let args = ReportArgs {
+            inputs: vec![],
+            out: None,
+            subject: "berth".into(),
+            baseline: "reference".into(),
+            ceiling: "nginx".into(),
+            subject_peak_rss_kib: None,
+            note: None,
+            charts: None,
+        };
+        let with_disk = |disk: f64| {
+            render(
+                &args,
+                vec![
+                    rec("push-big-1s", "berth", "blob-push", 600.0),
+                    rec("sha256-1core", "cpu", "sha256-speed", 1000.0),
+                    rec("disk-direct", "disk", "disk-speed", disk),
+                ],
+            )
+        };
+        // 70% of SHA-256 is 700 MB/s; a 650 MB/s disk cannot get there.
+        let md = with_disk(650.0);
+        assert!(
+            md.contains("| 60% (92% of the disk's 650 MB/s, which is below the goal) | **no** |"),
+            "{md}"
+        );
+        // A disk faster than the goal is not mentioned.
+        let md = with_disk(2000.0);
+        assert!(md.contains("| 60% | **no** |"), "{md}");
     }
 
     #[test]
