@@ -244,3 +244,91 @@ fn large_bodies_stream_through_the_pipeline_and_a_cut_one_keeps_what_arrived() {
         "{metrics}"
     );
 }
+
+/// When every pipeline place is taken (four per core, at least eight), a
+/// further large body is appended on the event loop instead, and lands
+/// just as intact; the held bodies then finish through their pipelines.
+#[test]
+fn a_large_body_beyond_the_pipeline_bound_is_appended_directly() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(r) = start(dir.path(), None) else {
+        return;
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let places = (4 * cores).max(8);
+    let body_len = 2 * 1024 * 1024;
+    let bodies: Vec<Vec<u8>> = (0..=places)
+        .map(|k| {
+            (0..body_len)
+                .map(|i: usize| (i.wrapping_mul(31).wrapping_add(k * 7) >> 3) as u8)
+                .collect()
+        })
+        .collect();
+    let locations: Vec<String> = (0..=places)
+        .map(|_| {
+            let started = request("POST", &r.url("/v2/bound/blobs/uploads/"), &[], None);
+            started.header("Location").expect("Location").to_owned()
+        })
+        .collect();
+    // Take every place: send half of each body (more than one block, so
+    // its pipeline starts) and hold the rest.
+    let mut held = Vec::new();
+    for (location, body) in locations.iter().zip(&bodies).take(places) {
+        let (address, target) = address_and_target(location);
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        let head = format!(
+            "PATCH {target} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {body_len}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream.write_all(&body[..body_len / 2]).expect("send half");
+        held.push(stream);
+    }
+    let piped_so_far = || {
+        let metrics = request("GET", &r.url("/debug/metrics"), &[], None).text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_upload_bytes_piped_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("the piped-bytes counter")
+    };
+    // Each held body has had its first block written through its pipeline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while piped_so_far() < (places * 512 * 1024) as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held bodies never started their pipelines: {}",
+            r.log_tail(10)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let piped_before = piped_so_far();
+    // One more large body: no place is free, so it is appended directly.
+    let answer = raw_patch(
+        &locations[places],
+        &format!("Content-Length: {body_len}\r\n"),
+        &bodies[places],
+        true,
+    );
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert!(
+        answer.contains(&format!("Range: 0-{}\r\n", body_len - 1)),
+        "{answer}"
+    );
+    assert_eq!(piped_so_far(), piped_before, "the extra body was piped");
+    // The held bodies finish through their pipelines.
+    for (stream, body) in held.iter_mut().zip(&bodies) {
+        stream.write_all(&body[body_len / 2..]).expect("send rest");
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).expect("answer");
+        assert_eq!(&answer, b"HTTP/1.1 202");
+    }
+    // Every blob commits intact.
+    for (location, body) in locations.iter().zip(&bodies) {
+        let status = request("GET", location, &[], None);
+        let location = status.header("Location").expect("Location");
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(body)));
+        let done = request("PUT", &format!("{location}&digest={digest}"), &[], None);
+        assert_eq!(done.status, 201, "{}", done.text());
+    }
+}
