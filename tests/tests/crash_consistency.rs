@@ -823,7 +823,7 @@ impl Checker<'_> {
                 );
                 if r.status == 416 {
                     if let Some(e) = parse(&r) {
-                        if e + 1 != len && e + 1 <= data.len() {
+                        if e + 1 != len && e < data.len() {
                             len = e + 1;
                             if let Some(l) = r.header("Location") {
                                 location = absolute(&self.base, l);
@@ -931,29 +931,24 @@ impl Checker<'_> {
                     }
                     if let Some(tag) = tag {
                         let before = model.tags.get(&key(repo, tag)).cloned().flatten();
-                        match self.get_manifest(repo, tag) {
-                            Ok(observed) => {
-                                let observed = observed.map(|(d, _)| d);
-                                let allowed = observed == before
-                                    || observed.as_deref() == Some(digest.as_str());
-                                if !allowed {
+                        if let Ok(observed) = self.get_manifest(repo, tag) {
+                            let observed = observed.map(|(d, _)| d);
+                            let allowed =
+                                observed == before || observed.as_deref() == Some(digest.as_str());
+                            if !allowed {
+                                self.bad(format!(
+                                    "tag {repo}:{tag} points to {observed:?} after the crash; allowed: the last acknowledged {before:?} or the in-flight {digest}"
+                                ));
+                            } else {
+                                if observed.as_deref() == Some(digest.as_str()) && !present {
                                     self.bad(format!(
-                                        "tag {repo}:{tag} points to {observed:?} after the crash; allowed: the last acknowledged {before:?} or the in-flight {digest}"
+                                        "tag {repo}:{tag} points to the in-flight manifest {digest}, which is not readable by digest"
                                     ));
-                                } else {
-                                    if observed.as_deref() == Some(digest.as_str()) && !present {
-                                        self.bad(format!(
-                                            "tag {repo}:{tag} points to the in-flight manifest {digest}, which is not readable by digest"
-                                        ));
-                                    }
-                                    if observed.is_some()
-                                        || model.tags.contains_key(&key(repo, tag))
-                                    {
-                                        model.tags.insert(key(repo, tag), observed);
-                                    }
+                                }
+                                if observed.is_some() || model.tags.contains_key(&key(repo, tag)) {
+                                    model.tags.insert(key(repo, tag), observed);
                                 }
                             }
-                            Err(()) => {}
                         }
                     }
                 }
@@ -1061,11 +1056,8 @@ impl Checker<'_> {
             }
             // Every listed tag resolves to a readable, self-consistent manifest.
             for tag in got.difference(&want) {
-                match self.get_manifest(repo, tag) {
-                    Ok(None) => {
-                        self.bad(format!("{repo}:{tag} is listed but points to no manifest"))
-                    }
-                    _ => {}
+                if let Ok(None) = self.get_manifest(repo, tag) {
+                    self.bad(format!("{repo}:{tag} is listed but points to no manifest"))
                 }
             }
         }
@@ -1094,12 +1086,12 @@ impl Checker<'_> {
                         self.bad(format!("an index in {repo} references {d}, which is gone"));
                     }
                 }
-            } else if !model.blobs.contains_key(&key(repo, d)) {
-                if self.head_blob(repo, d, *size) == Some(false) {
-                    self.bad(format!(
-                        "a manifest in {repo} references blob {d}, which is gone"
-                    ));
-                }
+            } else if !model.blobs.contains_key(&key(repo, d))
+                && self.head_blob(repo, d, *size) == Some(false)
+            {
+                self.bad(format!(
+                    "a manifest in {repo} references blob {d}, which is gone"
+                ));
             }
         }
         // Blobs: HEAD all, GET the fresh ones and a sample (or all).

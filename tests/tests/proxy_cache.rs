@@ -361,7 +361,7 @@ fn tags_are_trusted_for_their_ttl_then_revalidated_with_a_head() {
         "team/svc",
         "stable",
         b"{\"v\":1}",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
         &[],
     );
     let px = proxy(dir.path(), &up.addr(), &[("REGISTRY_PROXY_TAGTTL", "3s")]);
