@@ -203,6 +203,18 @@ fn lock_idle(session: &Mutex<Upload>) -> Result<MutexGuard<'_, Upload>> {
     Ok(upload)
 }
 
+/// `RangeMismatch` unless the session holds exactly `at` bytes (the next
+/// byte must go at `at`).
+fn ends_at(upload: &Upload, at: u64) -> Result<()> {
+    if at != upload.len() {
+        return Err(EngineError::RangeMismatch {
+            expected: upload.len(),
+            got: at,
+        });
+    }
+    Ok(())
+}
+
 /// A session taken by [`Engine::lease_upload`]: hash blocks with `hasher`
 /// and write them with `writer` (on any threads, in file order), then hand
 /// both back with [`Engine::end_upload_lease`].
@@ -435,12 +447,7 @@ impl Engine {
     ) -> Result<UploadLease> {
         let session = self.session(repo, id)?;
         let mut upload = lock_idle(&session)?;
-        if at != upload.len() {
-            return Err(EngineError::RangeMismatch {
-                expected: upload.len(),
-                got: at,
-            });
-        }
+        ends_at(&upload, at)?;
         let (hasher, writer) = upload.lease()?;
         Ok(UploadLease { hasher, writer })
     }
@@ -481,12 +488,7 @@ impl Engine {
     ) -> Result<u64> {
         let session = self.session(repo, id)?;
         let mut upload = lock_idle(&session)?;
-        if at != upload.len() {
-            return Err(EngineError::RangeMismatch {
-                expected: upload.len(),
-                got: at,
-            });
-        }
+        ends_at(&upload, at)?;
         upload.append(data)?;
         Ok(upload.len())
     }

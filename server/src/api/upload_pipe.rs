@@ -30,6 +30,7 @@ use std::thread;
 use berth_engine::{Block, BlockWriter, Engine, EngineError, Hasher, RepositoryName, UploadId};
 
 use super::error::{ApiError, ErrorCode};
+use super::uploads::Received;
 use crate::conn::RequestBody;
 
 /// Blocks in flight per body (filling, hashing, writing, one spare).
@@ -40,21 +41,9 @@ pub static UPLOAD_BYTES_PIPED: AtomicU64 = AtomicU64::new(0);
 /// Of those, bytes written with direct I/O (a metric).
 pub static UPLOAD_BYTES_DIRECT: AtomicU64 = AtomicU64::new(0);
 
-/// How a piped body ended.
-pub enum Piped {
-    /// The session now holds this many bytes.
-    Appended(u64),
-    /// The session did not hold the bytes the body was to follow.
-    OutOfOrder {
-        /// Bytes the session holds.
-        len: u64,
-        /// Where the body claimed to start.
-        got: u64,
-    },
-}
-
 /// Streams `body` into session `id`, which holds `at` bytes, through the
-/// pipeline. Returns the session's new length. A body that breaks off
+/// pipeline: `Appended` with the session's new length, or `OutOfOrder` if
+/// the session no longer held `at` bytes. A body that breaks off
 /// (client gone, bad framing) leaves what arrived before in the session and
 /// is reported as `BLOB_UPLOAD_INVALID`, as with unpiped bodies.
 pub async fn receive(
@@ -63,7 +52,7 @@ pub async fn receive(
     id: UploadId,
     at: u64,
     body: &mut RequestBody<'_>,
-) -> Result<Piped, ApiError> {
+) -> Result<Received, ApiError> {
     let mut block = Block::new(at);
     let mut pipe: Option<Pipeline> = None;
     // Bytes the session holds while no pipeline runs (all pipelines busy:
@@ -92,7 +81,7 @@ pub async fn receive(
                     Some(slot) => match Pipeline::start(engine, repo, id, held, slot) {
                         Ok(started) => pipe = Some(started),
                         Err(EngineError::RangeMismatch { expected, got }) => {
-                            return Ok(Piped::OutOfOrder { len: expected, got })
+                            return Ok(Received::OutOfOrder { len: expected, got })
                         }
                         Err(e) => return Err(e.into()),
                     },
@@ -108,7 +97,7 @@ pub async fn receive(
                     }
                 }
                 None => {
-                    held = append(engine, repo, id, held, &block)?;
+                    held = engine.upload_append(repo, id, held, block.bytes())?;
                     block.reset(next);
                 }
             }
@@ -116,7 +105,7 @@ pub async fn receive(
     }
     let len = match pipe {
         None if block.is_empty() => held,
-        None => append(engine, repo, id, held, &block)?,
+        None => engine.upload_append(repo, id, held, block.bytes())?,
         Some(mut running) => {
             if !block.is_empty() {
                 running.push_last(block).await;
@@ -126,19 +115,8 @@ pub async fn receive(
     };
     match body_error {
         Some(e) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
-        None => Ok(Piped::Appended(len)),
+        None => Ok(Received::Appended(len)),
     }
-}
-
-/// Appends a block on the calling thread (no pipeline).
-fn append(
-    engine: &Engine,
-    repo: &RepositoryName,
-    id: UploadId,
-    at: u64,
-    block: &Block,
-) -> Result<u64, ApiError> {
-    Ok(engine.upload_append(repo, id, at, block.bytes())?)
 }
 
 /// Pipelines running at once, across all connections.
@@ -149,8 +127,11 @@ static PIPELINES_RUNNING: AtomicUsize = AtomicUsize::new(0);
 /// pipeline holds two threads and [`PIPELINE_BLOCKS`] blocks) however many
 /// clients push at once.
 fn pipelines_max() -> usize {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    (4 * cores).max(8)
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        (4 * cores).max(8)
+    })
 }
 
 /// One of the [`pipelines_max`] pipeline places, released on drop.

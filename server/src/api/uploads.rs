@@ -10,7 +10,7 @@ use berth_engine::{EngineError, RepositoryName, UploadId};
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
 use super::response::Response;
-use super::upload_pipe::{self, Piped};
+use super::upload_pipe;
 use super::upload_state::UploadState;
 use super::{blocking, location, parse_digest, repository, Ctx};
 use crate::conn::{Request, RequestBody};
@@ -120,11 +120,16 @@ fn out_of_order(
 }
 
 /// Outcome of streaming a request body into a session.
-enum Received {
+pub(super) enum Received {
     /// The body was appended; the session now holds this many bytes.
     Appended(u64),
     /// The chunk did not start where the session ends.
-    OutOfOrder { len: u64, got: u64 },
+    OutOfOrder {
+        /// Bytes the session holds.
+        len: u64,
+        /// Where the chunk claimed to start.
+        got: u64,
+    },
 }
 
 /// Checks the chunk's Content-Range against the session and streams the
@@ -151,12 +156,7 @@ async fn receive(
     }
     if body.declared_len().is_none_or(|n| n >= BLOCK_BYTES as u64) {
         // Large or of unknown length: received, hashed and written in parallel.
-        return Ok(
-            match upload_pipe::receive(&ctx.engine, repo, id, at, body).await? {
-                Piped::Appended(n) => Received::Appended(n),
-                Piped::OutOfOrder { len, got } => Received::OutOfOrder { len, got },
-            },
-        );
+        return upload_pipe::receive(&ctx.engine, repo, id, at, body).await;
     }
     loop {
         let piece = match body.chunk().await {

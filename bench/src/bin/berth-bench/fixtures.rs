@@ -42,6 +42,21 @@ pub struct Image {
     pub digest: String,
 }
 
+impl Image {
+    /// The image of `config`, `layers` and their `manifest` (blobs config
+    /// first, the digest computed here).
+    fn new(config: Vec<u8>, layers: Vec<Vec<u8>>, manifest: Vec<u8>) -> Image {
+        let digest = sha256_digest(&manifest);
+        let mut blobs = vec![config];
+        blobs.extend(layers);
+        Image {
+            blobs,
+            manifest,
+            digest,
+        }
+    }
+}
+
 pub fn image() -> Image {
     let layers: Vec<Vec<u8>> = (0..5)
         .map(|i| random_bytes(2048 + i * 100, 1001 + i as u64))
@@ -66,14 +81,7 @@ pub fn image() -> Image {
         "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z", "org.opencontainers.image.title": "berth-bench"}
     }))
     .expect("json");
-    let digest = sha256_digest(&manifest);
-    let mut blobs = vec![config];
-    blobs.extend(layers);
-    Image {
-        blobs,
-        manifest,
-        digest,
-    }
+    Image::new(config, layers, manifest)
 }
 
 /// The blob used by blob-head and blob-get: `size` deterministic bytes.
@@ -218,14 +226,7 @@ pub fn fleet_image(layers: usize, layer_size: usize) -> Image {
         .collect();
     let config = fleet_config(&layers, "base");
     let manifest = manifest_for(&config, &layers);
-    let digest = sha256_digest(&manifest);
-    let mut blobs = vec![config];
-    blobs.extend(layers);
-    Image {
-        blobs,
-        manifest,
-        digest,
-    }
+    Image::new(config, layers, manifest)
 }
 
 /// An image config over `layers`; `build` makes it unique per push.

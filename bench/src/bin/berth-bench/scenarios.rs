@@ -300,20 +300,21 @@ impl BlobPush {
         }
         Ok(())
     }
+}
 
-    fn start(&self, conn: &mut Conn) -> Result<String, OpError> {
-        let post = format!("/v2/{}/blobs/uploads/", self.repo);
-        let req = format!("POST {post}");
-        let r = conn
-            .request("POST", &post, &[], Body::None, Sink::Keep)
-            .map_err(|e| err(req.clone(), e.to_string()))?;
-        if r.status != 202 {
-            return Err(unexpected(req, 202, &r));
-        }
-        r.header("location")
-            .map(location_path)
-            .ok_or_else(|| err(req, format!("202 without Location:\n{}", r.describe())))
+/// `POST /v2/<repo>/blobs/uploads/`: the new session's path (202 expected).
+fn start_upload(conn: &mut Conn, repo: &str) -> Result<String, OpError> {
+    let post = format!("/v2/{repo}/blobs/uploads/");
+    let req = format!("POST {post}");
+    let r = conn
+        .request("POST", &post, &[], Body::None, Sink::Keep)
+        .map_err(|e| err(req.clone(), e.to_string()))?;
+    if r.status != 202 {
+        return Err(unexpected(req, 202, &r));
     }
+    r.header("location")
+        .map(location_path)
+        .ok_or_else(|| err(req, format!("202 without Location:\n{}", r.describe())))
 }
 
 impl Scenario for BlobPush {
@@ -323,7 +324,7 @@ impl Scenario for BlobPush {
         let all = self.payload.range(&tail, 0, size);
         let octet = [("Content-Type", "application/octet-stream")];
         if let Some(chunk) = self.chunk {
-            let mut loc = self.start(conn)?;
+            let mut loc = start_upload(conn, &self.repo)?;
             let mut at = 0;
             while at < size {
                 let end = (at + chunk).min(size);
@@ -366,7 +367,7 @@ impl Scenario for BlobPush {
         };
         match self.mode {
             PushMode::PostPut => {
-                let loc = self.start(conn)?;
+                let loc = start_upload(conn, &self.repo)?;
                 put_to(conn, loc)?;
             }
             PushMode::Monolithic => {
@@ -436,18 +437,7 @@ impl Fleet {
         let build = format!("{:x}-{worker}-{seq}", self.nonce);
         let config = crate::fixtures::fleet_config(&self.layer_bytes, &build);
         let config_digest = crate::fixtures::sha256_digest(&config);
-        let post = format!("/v2/{}/blobs/uploads/", self.repo);
-        let req = format!("POST {post}");
-        let r = conn
-            .request("POST", &post, &[], Body::None, Sink::Keep)
-            .map_err(|e| err(req.clone(), e.to_string()))?;
-        if r.status != 202 {
-            return Err(unexpected(req, 202, &r));
-        }
-        let loc = r
-            .header("location")
-            .map(location_path)
-            .ok_or_else(|| err(req, "202 without Location"))?;
+        let loc = start_upload(conn, &self.repo)?;
         let put = with_query(&loc, "digest", &config_digest);
         let req = format!("PUT {put} ({} bytes)", config.len());
         let r = conn
