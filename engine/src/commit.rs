@@ -1,55 +1,90 @@
-//! Group commit: many threads commit op batches at once; one of them (the
-//! leader) writes every pending record with a single fdatasync, applies them
-//! to the in-memory state in log order, and wakes the rest. A caller returns
-//! only after its record is durable and visible, so an acknowledged change
-//! survives a crash and readers never see a change that could be lost.
+//! Group commit of the metadata log, in two steps: records are *written*
+//! (appended, not yet durable) one batch at a time, then *published*: made
+//! durable by an fdatasync that one thread (the syncer) runs for everything
+//! written so far, and applied to the in-memory state in log order. A caller
+//! returns only after its record is durable and visible, so an acknowledged
+//! change survives a crash and readers never see a change that could be lost.
+//!
+//! Between the two steps a writer may make other bytes durable first: the
+//! blob store writes a lane's segment records, writes the links naming them
+//! here, fdatasyncs the segment, and then publishes the links, so both files
+//! share one round of fsyncs. A record is applied only once its writer has
+//! published it and every earlier record is applied, so the state is always
+//! the replay of a durable log prefix whose segment bytes are durable too.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{EngineError, Result};
 use crate::metalog::{encode_record, AppendError, LogFile, Op};
 use crate::state::State;
 
+/// A written record not yet applied to the state.
+struct Unapplied {
+    seq: u64,
+    ops: Vec<Op>,
+    /// Its writer published it: it may be applied once durable.
+    published: bool,
+}
+
 struct Queue {
-    /// The log; `None` while a leader is writing to it.
-    log: Option<LogFile>,
-    pending_records: Vec<u8>,
-    pending_batches: Vec<Vec<Op>>,
-    /// Sequence number of the newest queued batch.
-    queued_seq: u64,
-    /// Every batch with a sequence number up to this one is durable and applied.
+    log: LogFile,
+    /// Sequence number of the newest written record (the first is 1).
+    written_seq: u64,
+    /// Every record up to this one is durable.
     durable_seq: u64,
-    /// A write failed: the log's tail is unknown, refuse further commits.
+    /// Every record up to this one is applied to the state.
+    applied_seq: u64,
+    /// Written records not applied yet, in log order.
+    unapplied: VecDeque<Unapplied>,
+    /// A thread is running fdatasync on the log.
+    syncing: bool,
+    /// An fdatasync failed, or a written record was abandoned: what is on
+    /// disk may differ from the state, refuse further commits.
     failed: bool,
-    /// Sequence ranges `(after, upto]` whose write failed (disk full) and
-    /// was undone, with the error: those callers fail, later ones go on.
-    /// Kept short: a caller looks right after its batch is decided.
-    refused: Vec<(u64, u64, String)>,
 }
 
 /// The metadata state and the log that makes it durable.
 pub struct Committer {
     queue: Mutex<Queue>,
-    flushed: Condvar,
+    /// Notified whenever records become durable or applied, or the log fails.
+    changed: Condvar,
+    /// A second descriptor of the log for fdatasync outside the queue lock.
+    sync_file: File,
     state: RwLock<State>,
+}
+
+/// Records written to the log by [`Committer::write`] and not yet
+/// published. Dropping it unpublished poisons the committer: the records
+/// may already be on disk, and the state must never skip over them.
+#[must_use = "written records must be published"]
+pub struct Written<'a> {
+    committer: &'a Committer,
+    /// Sequence numbers `first..=last` (empty when `first > last`).
+    first: u64,
+    last: u64,
+    published: bool,
 }
 
 impl Committer {
     /// Wraps an open log and the state replayed from it.
-    pub fn new(log: LogFile, state: State) -> Committer {
-        Committer {
+    pub fn new(log: LogFile, state: State) -> std::io::Result<Committer> {
+        let sync_file = log.sync_handle()?;
+        Ok(Committer {
             queue: Mutex::new(Queue {
-                log: Some(log),
-                pending_records: Vec::new(),
-                pending_batches: Vec::new(),
-                queued_seq: 0,
+                log,
+                written_seq: 0,
                 durable_seq: 0,
+                applied_seq: 0,
+                unapplied: VecDeque::new(),
+                syncing: false,
                 failed: false,
-                refused: Vec::new(),
             }),
-            flushed: Condvar::new(),
+            changed: Condvar::new(),
+            sync_file,
             state: RwLock::new(state),
-        }
+        })
     }
 
     /// Read access to the current, durable state. Never hold it across I/O.
@@ -65,79 +100,219 @@ impl Committer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn wait<'a>(&self, queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.changed
+            .wait(queue)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Makes `ops` durable as one atomic record, then applies them. Blocks
     /// the calling thread until then (call it off the event loop).
     pub fn commit(&self, ops: Vec<Op>) -> Result<()> {
         if ops.is_empty() {
             return Ok(());
         }
+        self.write(vec![ops])?.publish()
+    }
+
+    /// Appends one record per batch (empty batches are skipped) with a
+    /// single write, without waiting for durability. On a failed write
+    /// (disk full) nothing is written and later writes may succeed.
+    pub fn write(&self, batches: Vec<Vec<Op>>) -> Result<Written<'_>> {
         let mut queue = self.lock_queue();
         if queue.failed {
             return Err(EngineError::PreviousIo);
         }
-        encode_record(&ops, &mut queue.pending_records);
-        queue.pending_batches.push(ops);
-        queue.queued_seq += 1;
-        let mine = queue.queued_seq;
-        loop {
-            if let Some((_, _, message)) = queue
-                .refused
-                .iter()
-                .find(|(after, upto, _)| *after < mine && mine <= *upto)
-            {
-                return Err(EngineError::Io(std::io::Error::other(message.clone())));
+        let mut records = Vec::new();
+        for ops in batches.iter().filter(|ops| !ops.is_empty()) {
+            encode_record(ops, &mut records);
+        }
+        let first = queue.written_seq + 1;
+        if !records.is_empty() {
+            match queue.log.append(&records) {
+                Ok(()) => {}
+                Err(AppendError::Write(e)) => return Err(EngineError::Io(e)),
+                Err(AppendError::Undo(e)) => {
+                    queue.failed = true;
+                    self.changed.notify_all();
+                    return Err(EngineError::Io(e));
+                }
             }
-            if queue.durable_seq >= mine {
+            for ops in batches.into_iter().filter(|ops| !ops.is_empty()) {
+                queue.written_seq += 1;
+                let seq = queue.written_seq;
+                queue.unapplied.push_back(Unapplied {
+                    seq,
+                    ops,
+                    published: false,
+                });
+            }
+        }
+        Ok(Written {
+            committer: self,
+            first,
+            last: queue.written_seq,
+            published: false,
+        })
+    }
+
+    /// Applies, in log order, every durable and published record at the
+    /// front of the unapplied ones.
+    fn apply_ready(&self, queue: &mut Queue) {
+        let mut applied = false;
+        while let Some(front) = queue.unapplied.front() {
+            if front.seq > queue.durable_seq || !front.published {
+                break;
+            }
+            let Some(record) = queue.unapplied.pop_front() else {
+                break;
+            };
+            {
+                let mut state = self
+                    .state
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for op in &record.ops {
+                    state.apply(op);
+                }
+            }
+            queue.applied_seq = record.seq;
+            applied = true;
+        }
+        if applied {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until record `seq` is durable and applied, running the log's
+    /// fdatasync whenever no other thread is.
+    fn settle(&self, seq: u64) -> Result<()> {
+        let mut queue = self.lock_queue();
+        loop {
+            self.apply_ready(&mut queue);
+            if queue.applied_seq >= seq {
                 return Ok(());
             }
             if queue.failed {
                 return Err(EngineError::PreviousIo);
             }
-            let Some(mut log) = queue.log.take() else {
-                queue = self
-                    .flushed
-                    .wait(queue)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                continue;
-            };
-            // This thread leads: flush everything queued so far.
-            let records = std::mem::take(&mut queue.pending_records);
-            let batches = std::mem::take(&mut queue.pending_batches);
-            let upto = queue.queued_seq;
-            drop(queue);
-            let written = log.append_durable(&records);
-            if written.is_ok() {
-                let mut state = self
-                    .state
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                for op in batches.iter().flatten() {
-                    state.apply(op);
-                }
-            }
-            queue = self.lock_queue();
-            queue.log = Some(log);
-            match written {
-                Ok(()) => queue.durable_seq = upto,
-                Err(AppendError::Write(e)) => {
-                    // Undone: these commits fail, the log stays usable. The
-                    // sequence moves past them so later batches can succeed.
-                    let after = queue.durable_seq;
-                    queue.refused.push((after, upto, e.to_string()));
-                    if queue.refused.len() > 64 {
-                        queue.refused.remove(0);
+            if queue.durable_seq < seq && !queue.syncing {
+                queue.syncing = true;
+                let upto = queue.written_seq;
+                drop(queue);
+                let synced = self.sync_file.sync_data();
+                queue = self.lock_queue();
+                queue.syncing = false;
+                match synced {
+                    Ok(()) => queue.durable_seq = queue.durable_seq.max(upto),
+                    Err(e) => {
+                        queue.failed = true;
+                        self.changed.notify_all();
+                        return Err(EngineError::Io(e));
                     }
-                    queue.durable_seq = upto;
-                    self.flushed.notify_all();
-                    return Err(EngineError::Io(e));
                 }
-                Err(AppendError::Sync(e)) => {
-                    queue.failed = true;
-                    self.flushed.notify_all();
-                    return Err(EngineError::Io(e));
+                self.changed.notify_all();
+                continue;
+            }
+            queue = self.wait(queue);
+        }
+    }
+}
+
+impl Written<'_> {
+    /// Makes the records durable and visible: waits until they are synced
+    /// and applied (after every earlier record). Call it only once whatever
+    /// they depend on is durable.
+    pub fn publish(mut self) -> Result<()> {
+        self.published = true;
+        if self.first > self.last {
+            return Ok(());
+        }
+        {
+            let mut queue = self.committer.lock_queue();
+            for record in queue.unapplied.iter_mut() {
+                if (self.first..=self.last).contains(&record.seq) {
+                    record.published = true;
                 }
             }
-            self.flushed.notify_all();
         }
+        self.committer.settle(self.last)
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        if !self.published && self.first <= self.last {
+            // What these records depend on may be missing (its fsync
+            // failed); they can never be applied, nor can anything after.
+            let mut queue = self.committer.lock_queue();
+            queue.failed = true;
+            self.committer.changed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn tag(i: u8) -> Vec<Op> {
+        vec![Op::SetTag {
+            repo: "r".into(),
+            tag: format!("t{i}"),
+            digest: Digest::sha256_of(&[i]),
+        }]
+    }
+
+    fn open(dir: &std::path::Path) -> Committer {
+        let (log, _, _) = LogFile::open(&dir.join("log")).unwrap();
+        Committer::new(log, State::default()).unwrap()
+    }
+
+    fn tags(c: &Committer) -> usize {
+        c.read().repos.get("r").map_or(0, |r| r.tags.len())
+    }
+
+    #[test]
+    fn a_later_record_waits_for_an_earlier_unpublished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        let first = c.write(vec![tag(0)]).unwrap();
+        std::thread::scope(|s| {
+            let later = s.spawn(|| c.commit(tag(1)));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Durable, but applying it would skip the unpublished record.
+            assert!(!later.is_finished());
+            assert_eq!(tags(&c), 0);
+            first.publish().unwrap();
+            later.join().unwrap().unwrap();
+        });
+        assert_eq!(tags(&c), 2);
+        let (_, batches, _) = LogFile::open(&dir.path().join("log")).unwrap();
+        assert_eq!(batches, vec![tag(0), tag(1)]);
+    }
+
+    #[test]
+    fn abandoning_written_records_refuses_every_later_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        drop(c.write(vec![tag(0)]).unwrap());
+        assert!(matches!(c.commit(tag(1)), Err(EngineError::PreviousIo)));
+        assert_eq!(tags(&c), 0);
+    }
+
+    #[test]
+    fn empty_batches_write_nothing_and_publish_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path());
+        c.write(vec![Vec::new(), Vec::new()])
+            .unwrap()
+            .publish()
+            .unwrap();
+        c.commit(Vec::new()).unwrap();
+        c.commit(tag(3)).unwrap();
+        let (_, batches, _) = LogFile::open(&dir.path().join("log")).unwrap();
+        assert_eq!(batches, vec![tag(3)]);
     }
 }

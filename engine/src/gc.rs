@@ -326,6 +326,7 @@ mod tests {
             subject: None,
             artifact_type: None,
             at: Some(at),
+            written: None,
         }
     }
 
@@ -339,6 +340,7 @@ mod tests {
                 digest: d(blob),
                 len: 1,
                 at: Some(at),
+                written: None,
             });
         }
         s.apply(&manifest("r", &d("m"), vec![d("layer")], 10));

@@ -18,6 +18,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use crate::digest::Digest;
 use crate::index::Loc;
+use crate::metalog::Op;
 
 static NEXT_TICKET: AtomicUsize = AtomicUsize::new(0);
 
@@ -75,6 +76,9 @@ pub(crate) struct Queue {
     pub durable_seg: u32,
     pub durable_len: u64,
     pub groups: Vec<Group>,
+    /// Metadata records to commit with the queued groups, one per append
+    /// that carried any (see `BlobStore::put_small_linked`).
+    pub links: Vec<Vec<Op>>,
     pub queued_seq: u64,
     pub durable_seq: u64,
     /// Sequence ranges `(after, upto]` whose write failed (disk full) and
@@ -93,6 +97,7 @@ impl Queue {
             durable_seg: seg,
             durable_len: len,
             groups: Vec::new(),
+            links: Vec::new(),
             queued_seq: 0,
             durable_seq: 0,
             refused: Vec::new(),

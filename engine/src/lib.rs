@@ -158,13 +158,17 @@ pub struct OpenReport {
     /// Damaged segment ranges isolated (skipped, never served); details in
     /// [`Engine::damaged_records`].
     pub damaged_records: usize,
+    /// Metadata records dropped because the segment bytes they name did not
+    /// survive a crash (written in the round the crash cut short, so never
+    /// acknowledged); the log is rewritten without them.
+    pub unacknowledged_records_dropped: usize,
 }
 
 /// The storage engine. Shared by all event loops (`Arc<Engine>`); every
 /// method is safe to call concurrently.
 pub struct Engine {
     root: PathBuf,
-    meta: Committer,
+    meta: Arc<Committer>,
     store: BlobStore,
     uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
     /// Where upload sessions are recorded (see `uploads`).
@@ -181,6 +185,17 @@ pub struct Engine {
     /// Exclusive lock on `<root>/lock`, held while the engine is open: one
     /// process at a time owns a data directory.
     _dir_lock: File,
+}
+
+/// The op that links a stored blob of `len` bytes into `repo`, now.
+fn link_op(repo: &RepositoryName, digest: &Digest, len: u64) -> Op {
+    Op::LinkBlob {
+        repo: repo.to_string(),
+        digest: digest.clone(),
+        len,
+        at: Some(unix_now()),
+        written: None,
+    }
 }
 
 fn unix_now() -> u64 {
@@ -257,7 +272,28 @@ impl Engine {
             let _ = fs::remove_file(entry?.path());
         }
         let (store, opened) = BlobStore::open(root, options)?;
-        let (log, batches, torn_tail_bytes) = LogFile::open(&root.join("meta/log"))?;
+        let log_path = root.join("meta/log");
+        let (log, batches, torn_tail_bytes) = LogFile::open(&log_path)?;
+        // A record whose blob bytes were appended in its own commit round is
+        // dropped when those bytes are neither indexed nor on disk: the
+        // crash cut that round short, so it was never acknowledged (nor was
+        // anything after it, since records are applied in log order).
+        let replayed = batches.len();
+        let batches: Vec<Vec<Op>> = batches
+            .into_iter()
+            .filter(|ops| {
+                ops.iter()
+                    .filter_map(Op::written)
+                    .all(|(digest, at)| opened.survival.kept(at) || store.contains(digest))
+            })
+            .collect();
+        let dropped = replayed - batches.len();
+        let log = if dropped > 0 {
+            // For good: the segment may grow past the lost bytes again.
+            LogFile::rewrite(&log_path, &batches)?
+        } else {
+            log
+        };
         let mut state = State::default();
         for op in batches.iter().flatten() {
             state.apply(op);
@@ -276,10 +312,13 @@ impl Engine {
             snapshot_entries: opened.snapshot_entries,
             segment_torn_tail_bytes: opened.torn_tail_bytes,
             damaged_records: opened.damaged.len(),
+            unacknowledged_records_dropped: dropped,
         };
+        let meta = Arc::new(Committer::new(log, state)?);
+        store.attach_log(meta.clone());
         Ok(Engine {
             root: root.to_owned(),
-            meta: Committer::new(log, state),
+            meta,
             store,
             uploads: Mutex::new(uploads),
             journal,
@@ -519,7 +558,9 @@ impl Engine {
                     actual,
                 });
             }
-            self.store.put_small(expected, &bytes)?;
+            self.store
+                .put_small_linked(expected, &bytes, vec![link_op(repo, expected, len)])?;
+            return self.close_uploaded(id, upload, len);
         } else {
             // Large: the session file is the blob; committed by rename.
             let actual = upload.digest_and_sync(expected.algorithm())?;
@@ -564,8 +605,9 @@ impl Engine {
                 actual,
             });
         }
-        self.store.put_small(expected, tail)?;
-        self.link_uploaded(repo, id, expected, len, upload)
+        self.store
+            .put_small_linked(expected, tail, vec![link_op(repo, expected, len)])?;
+        self.close_uploaded(id, upload, len)
     }
 
     /// Commits the link of a stored upload and closes its session.
@@ -575,14 +617,19 @@ impl Engine {
         id: UploadId,
         digest: &Digest,
         len: u64,
-        mut upload: MutexGuard<'_, Upload>,
+        upload: MutexGuard<'_, Upload>,
     ) -> Result<u64> {
-        self.meta.commit(vec![Op::LinkBlob {
-            repo: repo.to_string(),
-            digest: digest.clone(),
-            len,
-            at: Some(unix_now()),
-        }])?;
+        self.meta.commit(vec![link_op(repo, digest, len)])?;
+        self.close_uploaded(id, upload, len)
+    }
+
+    /// Closes the session of an upload whose blob is stored and linked.
+    fn close_uploaded(
+        &self,
+        id: UploadId,
+        mut upload: MutexGuard<'_, Upload>,
+        len: u64,
+    ) -> Result<u64> {
         let _ = upload.remove();
         drop(upload);
         lock(&self.uploads).remove(&id);
@@ -667,12 +714,7 @@ impl Engine {
         if self.blob_len(repo, digest).is_ok() {
             return Ok(());
         }
-        self.meta.commit(vec![Op::LinkBlob {
-            repo: repo.to_string(),
-            digest: digest.clone(),
-            len,
-            at: Some(unix_now()),
-        }])
+        self.meta.commit(vec![link_op(repo, digest, len)])
     }
 
     /// Links a blob into `repo` from wherever it is already stored, when the
@@ -792,14 +834,6 @@ impl Engine {
                 }
             }
         }
-        if body.len() as u64 <= self.store.opts.small_blob_max {
-            self.store.put_small(&digest, body)?;
-        } else if !self.store.contains(&digest) {
-            let tmp = self.root.join("tmp").join(UploadId::random().to_string());
-            fs::write(&tmp, body)?;
-            File::open(&tmp)?.sync_data()?;
-            self.store.install_large(&digest, &tmp)?;
-        }
         let mut references = parsed.blobs.clone();
         references.extend(parsed.children.iter().cloned());
         let mut ops = vec![Op::PutManifest {
@@ -811,6 +845,7 @@ impl Engine {
             subject: parsed.subject.clone(),
             artifact_type: parsed.artifact_type,
             at: Some(unix_now()),
+            written: None,
         }];
         if let Reference::Tag(tag) = reference {
             ops.push(Op::SetTag {
@@ -819,7 +854,17 @@ impl Engine {
                 digest: digest.clone(),
             });
         }
-        self.meta.commit(ops)?;
+        if body.len() as u64 <= self.store.opts.small_blob_max {
+            self.store.put_small_linked(&digest, body, ops)?;
+        } else {
+            if !self.store.contains(&digest) {
+                let tmp = self.root.join("tmp").join(UploadId::random().to_string());
+                fs::write(&tmp, body)?;
+                File::open(&tmp)?.sync_data()?;
+                self.store.install_large(&digest, &tmp)?;
+            }
+            self.meta.commit(ops)?;
+        }
         Ok(StoredManifest {
             digest,
             subject: parsed.subject,
@@ -877,5 +922,7 @@ impl Drop for Engine {
 mod tests;
 #[cfg(test)]
 mod tests_lanes;
+#[cfg(test)]
+mod tests_round;
 #[cfg(test)]
 mod tests_store;

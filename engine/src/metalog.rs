@@ -20,7 +20,8 @@
 //! answered only after the record is fdatasync'ed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,11 @@ pub enum Op {
         /// records written before format 1.1 (treated as old).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<u64>,
+        /// Where the blob's bytes were appended in the same commit round as
+        /// this record (see [`Written`]); absent when they were durable
+        /// before the record was written.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        written: Option<Written>,
     },
     /// Remove a blob's link from a repository.
     UnlinkBlob {
@@ -78,6 +84,10 @@ pub enum Op {
         /// When it was pushed (Unix seconds); see `LinkBlob::at`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<u64>,
+        /// Where the manifest's bytes were appended in the same commit
+        /// round; see `LinkBlob::written`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        written: Option<Written>,
     },
     /// Remove a manifest (and every tag pointing at it) from a repository.
     DeleteManifest {
@@ -102,6 +112,52 @@ pub enum Op {
         /// Tag.
         tag: String,
     },
+}
+
+/// Where a blob's segment record was appended: the record that names it
+/// was written to the log before those bytes were fdatasynced (both are
+/// synced before anyone is answered). After a crash the log may hold such a
+/// record while the segment lost the bytes; opening the store drops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The segment number.
+    pub seg: u32,
+    /// One past the record's last byte in that segment.
+    pub end: u64,
+}
+
+impl Op {
+    /// The blob this op stores bytes for in its own commit round, and where:
+    /// `Some` only for a link or manifest carrying [`Written`].
+    pub fn written(&self) -> Option<(&Digest, Written)> {
+        match self {
+            Op::LinkBlob {
+                digest,
+                written: Some(w),
+                ..
+            }
+            | Op::PutManifest {
+                digest,
+                written: Some(w),
+                ..
+            } => Some((digest, *w)),
+            _ => None,
+        }
+    }
+
+    /// Marks a link or manifest of `blob` as depending on the segment bytes
+    /// at `at`; other ops are left as they are.
+    pub fn set_written(&mut self, blob: &Digest, at: Written) {
+        match self {
+            Op::LinkBlob {
+                digest, written, ..
+            }
+            | Op::PutManifest {
+                digest, written, ..
+            } if digest == blob => *written = Some(at),
+            _ => {}
+        }
+    }
 }
 
 /// Encodes one record holding `ops`.
@@ -157,10 +213,12 @@ pub fn decode_log(image: &[u8]) -> Replay {
     replay
 }
 
-/// The open log file, positioned at its end.
+/// The open log file. Records are appended at its end; making them durable
+/// is a separate step (see `commit`), so several appends can share one
+/// fdatasync.
 pub struct LogFile {
     file: File,
-    /// Length of the durable, valid prefix: where the next record goes.
+    /// Length of the valid prefix: where the next record goes.
     len: u64,
 }
 
@@ -170,9 +228,9 @@ pub enum AppendError {
     /// Writing failed (disk full, quota): the partial record was cut off
     /// again and the log is as before; later appends may succeed.
     Write(io::Error),
-    /// fdatasync (or undoing a failed write) failed: what is on disk is
-    /// unknown, so the log must not be written again in this process.
-    Sync(io::Error),
+    /// Undoing a failed write failed: what is on disk is unknown, so the
+    /// log must not be written again in this process.
+    Undo(io::Error),
 }
 
 impl LogFile {
@@ -194,7 +252,6 @@ impl LogFile {
             file.set_len(replay.valid_bytes)?;
             file.sync_data()?;
         }
-        file.seek(SeekFrom::Start(replay.valid_bytes))?;
         Ok((
             LogFile {
                 file,
@@ -205,19 +262,46 @@ impl LogFile {
         ))
     }
 
-    /// Appends already-encoded records and makes them durable.
-    pub fn append_durable(&mut self, records: &[u8]) -> Result<(), AppendError> {
-        if let Err(e) = self.file.write_all(records) {
+    /// Replaces the log at `path` with one holding exactly `batches`,
+    /// durably (temporary file, fsync, rename, directory fsync): a crash
+    /// leaves the old log or the new one.
+    pub fn rewrite(path: &Path, batches: &[Vec<Op>]) -> io::Result<LogFile> {
+        let mut image = Vec::new();
+        for ops in batches {
+            encode_record(ops, &mut image);
+        }
+        let tmp = path.with_extension("rewrite");
+        {
+            let mut file = File::create(&tmp)?;
+            file.write_all(&image)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(LogFile {
+            file,
+            len: image.len() as u64,
+        })
+    }
+
+    /// Appends already-encoded records (not yet durable: see
+    /// [`LogFile::sync_handle`]). A failed write is cut off again.
+    pub fn append(&mut self, records: &[u8]) -> Result<(), AppendError> {
+        if let Err(e) = self.file.write_all_at(records, self.len) {
             // Nothing of this record is acknowledged: cut it off again.
-            self.file.set_len(self.len).map_err(AppendError::Sync)?;
-            self.file
-                .seek(SeekFrom::Start(self.len))
-                .map_err(AppendError::Sync)?;
+            self.file.set_len(self.len).map_err(AppendError::Undo)?;
             return Err(AppendError::Write(e));
         }
-        self.file.sync_data().map_err(AppendError::Sync)?;
         self.len += records.len() as u64;
         Ok(())
+    }
+
+    /// A second descriptor of the log, to fdatasync it while appends go on.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Model-based checking: drives an [`Engine`] with a sequence of operations
 //! decoded from arbitrary bytes (push, manifest and tag writes, deletes,
-//! mounts, garbage collection, reopen, crash with torn tails) and after
+//! mounts, garbage collection, reopen, crash with torn tails and with log
+//! records whose segment bytes were lost) and after
 //! every step compares what it serves with a plain in-memory model. Used by
 //! the randomized test in this crate and by the `store_model` fuzz target;
 //! not part of the API.
@@ -14,6 +15,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
+use std::io::Write;
+
+use crate::metalog::{encode_record, Op, Written};
 use crate::{active_list, segment};
 use crate::{Digest, Engine, EngineError, EngineOptions, GcOptions, Reference, RepositoryName};
 
@@ -164,6 +168,80 @@ fn tear_active_tails(root: &Path, cut: u8) -> Result<(), String> {
     Ok(())
 }
 
+/// What a crash leaves when it cuts a commit round short after the log
+/// write: records whose blob bytes (appended in the same round) are not on
+/// disk. One links a blob whose record would have ended past the end of a
+/// listed segment, one records and tags a manifest in a segment whose
+/// creation was lost. Opening must drop both (none was acknowledged).
+fn append_lost_round(root: &Path, salt: u8) -> Result<(), String> {
+    let dir = root.join("segments");
+    let mut segs: Vec<u32> = std::fs::read_dir(&dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".seg")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    segs.sort_unstable();
+    // Longer than any blob the model pushes, so never stored.
+    let lost = Digest::sha256_of(&[salt; 64]);
+    let mut ops = Vec::new();
+    if let Some(&seg) = segs.first() {
+        let len = std::fs::metadata(dir.join(format!("{seg:08}.seg")))
+            .map_err(|e| e.to_string())?
+            .len();
+        let listed = std::fs::read(dir.join(active_list::FILE_NAME))
+            .ok()
+            .and_then(|bytes| active_list::decode(&bytes))
+            .is_some_and(|list| list.contains(&seg));
+        if listed {
+            ops.push(vec![Op::LinkBlob {
+                repo: REPOS[usize::from(salt) % REPOS.len()].into(),
+                digest: lost.clone(),
+                len: 64,
+                at: Some(1),
+                written: Some(Written { seg, end: len + 1 }),
+            }]);
+        }
+    }
+    let missing = segs.last().map_or(1, |&s| s + 1000);
+    ops.push(vec![
+        Op::PutManifest {
+            repo: REPOS[0].into(),
+            digest: lost.clone(),
+            len: 64,
+            media_type: crate::manifest::OCI_MANIFEST.into(),
+            references: Vec::new(),
+            subject: None,
+            artifact_type: None,
+            at: Some(1),
+            written: Some(Written {
+                seg: missing,
+                end: 100,
+            }),
+        },
+        Op::SetTag {
+            repo: REPOS[0].into(),
+            tag: TAGS[usize::from(salt) % TAGS.len()].into(),
+            digest: lost,
+        },
+    ]);
+    let mut records = Vec::new();
+    for batch in &ops {
+        encode_record(batch, &mut records);
+    }
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("meta/log"))
+        .map_err(|e| format!("meta/log: {e}"))?;
+    (&log).write_all(&records).map_err(|e| e.to_string())
+}
+
 /// Runs the operations encoded in `ops` against a fresh engine under `root`,
 /// checking it against the model after each. `Err` describes the first
 /// disagreement.
@@ -303,6 +381,9 @@ pub fn run(root: &Path, ops: &[u8]) -> Result<(), String> {
                 }
                 if crash % 4 >= 2 {
                     let _ = std::fs::remove_file(root.join("segments/index.snap"));
+                }
+                if crash % 8 >= 4 {
+                    append_lost_round(root, crash)?;
                 }
                 engine =
                     Some(Engine::open_with(root, options()).map_err(|e| format!("reopen: {e}"))?);

@@ -60,6 +60,7 @@ impl State {
                 digest,
                 len,
                 at,
+                written: _,
             } => {
                 let r = self.repos.entry(repo.clone()).or_default();
                 r.blobs.insert(digest.clone(), *len);
@@ -83,6 +84,7 @@ impl State {
                 subject,
                 artifact_type,
                 at,
+                written: _,
             } => {
                 let record = ManifestRecord {
                     len: *len,
@@ -146,6 +148,7 @@ mod tests {
             subject: None,
             artifact_type: None,
             at: None,
+            written: None,
         });
         s.apply(&Op::SetTag {
             repo: "r".into(),

@@ -29,15 +29,17 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::active_list;
+use crate::commit::Committer;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
 pub(crate) use crate::index::Loc;
 use crate::index::LocMap;
 use crate::lane::{self, Entry, Group, Inflight, Lane, Queue, WriteFail, Writer};
+use crate::metalog::{Op, Written};
 use crate::segment::{self, Damage};
 
 /// Most write lanes a store runs ([`EngineOptions::active_segments`] is
@@ -91,11 +93,42 @@ pub struct DamagedRecord {
 
 pub(crate) struct StoreOpen {
     pub segments: usize,
+    pub survival: Survival,
     pub records: usize,
     /// Index entries taken from the snapshot instead of a scan.
     pub snapshot_entries: usize,
     pub torn_tail_bytes: u64,
     pub damaged: Vec<DamagedRecord>,
+}
+
+/// What opening the store found on disk, to tell whether segment bytes a
+/// metadata record names (see [`Written`]) survived the last crash.
+pub(crate) struct Survival {
+    /// Every segment's length after its torn tail (if any) was cut.
+    lengths: HashMap<u32, u64>,
+    /// What `segments/active` listed, if it was readable.
+    listed: Option<BTreeSet<u32>>,
+    /// The highest-numbered segment on disk.
+    highest: Option<u32>,
+}
+
+impl Survival {
+    /// Whether the bytes up to `at.end` of segment `at.seg` are on disk or
+    /// were once durable. A missing segment was compacted away (durable
+    /// before, so it counts) unless `segments/active` lists it or its number
+    /// is above every segment's: then its creation was lost in a crash.
+    /// Compaction rewrites the list before it deletes a segment, so a
+    /// compacted segment is never listed.
+    pub fn kept(&self, at: Written) -> bool {
+        match self.lengths.get(&at.seg) {
+            Some(&len) => len >= at.end,
+            None => {
+                let below_highest = self.highest.is_some_and(|h| at.seg < h);
+                let listed = self.listed.as_ref().is_some_and(|l| l.contains(&at.seg));
+                below_highest && !listed
+            }
+        }
+    }
 }
 
 struct Index {
@@ -141,6 +174,9 @@ pub(crate) struct BlobStore {
     /// registered); sealed segments are removed here at once and from the
     /// file at its next rewrite.
     active: Mutex<BTreeSet<u32>>,
+    /// The metadata log that links ride with (see `put_small_linked`);
+    /// attached once the engine has replayed it.
+    log: OnceLock<Arc<Committer>>,
 }
 
 fn seg_path(dir: &Path, seg: u32) -> PathBuf {
@@ -290,8 +326,17 @@ impl BlobStore {
         let lane_count = opts.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
         let mut map = LocMap::default();
         let mut files = BTreeMap::new();
+        let mut lengths = HashMap::new();
         let mut report = StoreOpen {
             segments: segs.len(),
+            survival: Survival {
+                lengths: HashMap::new(),
+                listed: match &listed {
+                    ActiveList::Listed(list) => Some(list.iter().copied().collect()),
+                    ActiveList::Missing | ActiveList::Damaged => None,
+                },
+                highest: segs.last().copied(),
+            },
             records: 0,
             snapshot_entries: 0,
             torn_tail_bytes: 0,
@@ -340,6 +385,7 @@ impl BlobStore {
                     },
                 );
             }
+            lengths.insert(seg, if active { scan.valid_len } else { size });
             if active {
                 if scan.valid_len < size {
                     report.torn_tail_bytes += size - scan.valid_len;
@@ -356,6 +402,7 @@ impl BlobStore {
             }
             files.insert(seg, Arc::new(file));
         }
+        report.survival.lengths = lengths;
         // Every torn tail is cut and synced: the segments not reused are
         // sealed, and the list names exactly the reused ones.
         let kept: BTreeSet<u32> = reused.iter().map(|r| r.seg).collect();
@@ -393,6 +440,7 @@ impl BlobStore {
             next_seg,
             failed: AtomicBool::new(false),
             active: Mutex::new(kept),
+            log: OnceLock::new(),
         };
         Ok((store, report))
     }
@@ -509,10 +557,38 @@ impl BlobStore {
     /// it: then waits for that). Returns when its bytes are durable and
     /// indexed.
     pub fn put_small(&self, digest: &Digest, payload: &[u8]) -> Result<()> {
-        if self.blob_path(digest).exists() {
+        self.put_small_linked(digest, payload, Vec::new())
+    }
+
+    /// [`BlobStore::put_small`], then commits `link` (one metadata record)
+    /// to the attached log; returns once both are durable and visible. When
+    /// the blob's record is appended by this call, the link is written to
+    /// the log in the same round as the segment bytes (marked with where
+    /// they went, see [`Written`]) and the two files are fdatasynced
+    /// together; otherwise it is committed after the blob is durable.
+    pub fn put_small_linked(&self, digest: &Digest, payload: &[u8], link: Vec<Op>) -> Result<()> {
+        let unlinked = if self.blob_path(digest).exists() {
+            link
+        } else {
+            self.append(&[(digest, payload, None)], link)?
+        };
+        if unlinked.is_empty() {
             return Ok(());
         }
-        self.append(&[(digest, payload, None)])
+        self.committer()?.commit(unlinked)
+    }
+
+    /// Attaches the metadata log that [`BlobStore::put_small_linked`]
+    /// commits to (once; later calls are ignored).
+    pub fn attach_log(&self, log: Arc<Committer>) {
+        let _ = self.log.set(log);
+    }
+
+    fn committer(&self) -> Result<&Committer> {
+        self.log
+            .get()
+            .map(|log| &**log)
+            .ok_or_else(|| EngineError::Io(io::Error::other("no metadata log attached")))
     }
 
     /// Commits a large blob whose verified, fdatasynced bytes are in `src`
@@ -532,7 +608,13 @@ impl BlobStore {
     /// compaction copy: it is always written, and replaces the index entry
     /// only if that still is `from`. Other items are skipped when the blob
     /// is indexed, or waited for when some lane is appending it.
-    fn append(&self, items: &[(&Digest, &[u8], Option<Loc>)]) -> Result<()> {
+    ///
+    /// `link` (ops of one metadata record) rides with the lane's batch when
+    /// this call queued any record; it is then marked with where each
+    /// blob it names went. Otherwise it is returned, for the caller to
+    /// commit after this call (the blobs are durable by then).
+    fn append(&self, items: &[(&Digest, &[u8], Option<Loc>)], link: Vec<Op>) -> Result<Vec<Op>> {
+        let mut link = link;
         if self.failed.load(Ordering::Acquire) {
             return Err(EngineError::PreviousIo);
         }
@@ -595,6 +677,15 @@ impl BlobStore {
             };
             let group = queue.groups.last_mut().expect("a group was just ensured");
             segment::encode_record(digest, flags, payload, &mut group.bytes);
+            for op in &mut link {
+                op.set_written(
+                    digest,
+                    Written {
+                        seg,
+                        end: start + rec_len,
+                    },
+                );
+            }
             group.entries.push(Entry {
                 digest: (*digest).clone(),
                 loc,
@@ -605,12 +696,15 @@ impl BlobStore {
             queued_any = true;
             wait_for = seq;
         }
+        if queued_any && !link.is_empty() {
+            queue.links.push(std::mem::take(&mut link));
+        }
         // Own lane first: this thread may have to lead its batch.
         self.wait_durable(me, queue, wait_for)?;
         for (lane, seq) in elsewhere {
             self.wait_durable(lane, self.lanes[lane].lock(), seq)?;
         }
-        Ok(())
+        Ok(link)
     }
 
     /// Waits until sequence number `wait_for` of lane `me` is durable,
@@ -641,12 +735,13 @@ impl BlobStore {
                 continue;
             };
             let groups = std::mem::take(&mut queue.groups);
+            let links = std::mem::take(&mut queue.links);
             let upto = queue.queued_seq;
             drop(queue);
-            let written = self.write_groups(&mut writer, &groups);
+            let written = self.write_groups(&mut writer, &groups, links);
             queue = lane.lock();
             match written {
-                Ok(new_files) => {
+                Ok((new_files, records)) => {
                     {
                         let mut index = self.write_index();
                         index.files.extend(new_files);
@@ -688,6 +783,20 @@ impl BlobStore {
                         }
                         queue.durable_seg = last.seg;
                         queue.durable_len = last.start + last.bytes.len() as u64;
+                    }
+                    // The blobs are durable and indexed: now the links that
+                    // name them may become visible (outside the lane lock:
+                    // this waits for the log's fdatasync).
+                    drop(queue);
+                    let linked = records.map_or(Ok(()), |r| r.and_then(|w| w.publish()));
+                    queue = lane.lock();
+                    if let Err(e) = linked {
+                        // The blobs stay stored; the callers' links failed.
+                        let after = queue.durable_seq;
+                        queue.refused.push((after, upto, e.to_string()));
+                        if queue.refused.len() > 64 {
+                            queue.refused.remove(0);
+                        }
                     }
                     queue.writer = Some(writer);
                     queue.durable_seq = upto;
@@ -787,14 +896,26 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Writes queued groups and makes them durable: one fdatasync per
+    /// Writes queued groups, then the metadata records that ride with them
+    /// (not yet durable), then makes the groups durable: one fdatasync per
     /// segment touched, and a directory fsync when a segment was created
-    /// (after it was registered in `segments/active`).
+    /// (after it was registered in `segments/active`). Returns the new
+    /// segment files and the written records (if any), to publish once the
+    /// new index entries are (or why writing them failed: the groups are
+    /// durable even then).
+    #[allow(clippy::type_complexity)]
     fn write_groups(
         &self,
         writer: &mut Writer,
         groups: &[Group],
-    ) -> std::result::Result<Vec<(u32, Arc<File>)>, WriteFail> {
+        links: Vec<Vec<Op>>,
+    ) -> std::result::Result<
+        (
+            Vec<(u32, Arc<File>)>,
+            Option<Result<crate::commit::Written<'_>>>,
+        ),
+        WriteFail,
+    > {
         let mut created = Vec::new();
         for g in groups {
             if writer.file.is_none() || writer.seg != g.seg {
@@ -826,13 +947,17 @@ impl BlobStore {
             file.write_all_at(&g.bytes, g.start)
                 .map_err(WriteFail::Write)?;
         }
+        // Written before the segment's fdatasync so both syncs happen in one
+        // round; dropped unpublished (poisoning the log) if that fails.
+        let records =
+            (!links.is_empty()).then(|| self.committer().and_then(|log| log.write(links)));
         if let Some(file) = &writer.file {
             file.sync_data().map_err(WriteFail::Sync)?;
         }
         if !created.is_empty() {
             fsutil::sync_dir(&self.seg_dir).map_err(WriteFail::Sync)?;
         }
-        Ok(created)
+        Ok((created, records))
     }
 
     // ----- maintenance (GC, compaction, scrub) --------------------------
@@ -1070,6 +1195,13 @@ impl BlobStore {
             }
             index.files.remove(&seg);
         }
+        {
+            // The list may still name this sealed segment (it is rewritten
+            // lazily); a listed segment found missing at open counts as
+            // lost in a crash (see `Survival::kept`), so unlist it first.
+            let active = self.lock_active();
+            write_active_list(&self.seg_dir, &active)?;
+        }
         fs::remove_file(seg_path(&self.seg_dir, seg))?;
         fsutil::sync_dir(&self.seg_dir)?;
         Ok((moved, size))
@@ -1083,7 +1215,8 @@ impl BlobStore {
             .iter()
             .map(|(d, b, l)| (d, &b[..], Some(*l)))
             .collect();
-        self.append(&items)
+        self.append(&items, Vec::new())?;
+        Ok(())
     }
 }
 

@@ -547,6 +547,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             report.torn_tail_bytes
         );
     }
+    if report.unacknowledged_records_dropped > 0 {
+        log::warn!(
+            "metadata log: dropped {} records whose blob bytes a crash lost (never acknowledged)",
+            report.unacknowledged_records_dropped
+        );
+    }
     log::info!(
         "store opened: {} metadata records, {} upload sessions resumed",
         report.records,

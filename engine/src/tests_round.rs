@@ -1,0 +1,244 @@
+//! The shared commit round: a link (or manifest) is written to the metadata
+//! log before the segment bytes it names are fdatasynced, and opening after
+//! a crash drops such a record when those bytes did not survive.
+
+use std::io::Write;
+
+use super::tests_store::{manifest_body, no_grace, push, read, repo, segment_files};
+use super::*;
+use crate::metalog::{decode_log, encode_record, Written};
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        small_blob_max: 64,
+        active_segments: 1,
+        ..EngineOptions::default()
+    }
+}
+
+fn log_batches(root: &Path) -> Vec<Vec<Op>> {
+    decode_log(&std::fs::read(root.join("meta/log")).unwrap()).batches
+}
+
+fn append_records(root: &Path, batches: &[Vec<Op>]) {
+    let mut records = Vec::new();
+    for ops in batches {
+        encode_record(ops, &mut records);
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(root.join("meta/log"))
+        .unwrap()
+        .write_all(&records)
+        .unwrap();
+}
+
+fn lost_link(r: &str, digest: &Digest, at: Written) -> Vec<Op> {
+    vec![Op::LinkBlob {
+        repo: r.into(),
+        digest: digest.clone(),
+        len: 3,
+        at: Some(1),
+        written: Some(at),
+    }]
+}
+
+fn only_segment(root: &Path) -> (u32, u64) {
+    let segs = segment_files(root);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    let seg = segs[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (seg, std::fs::metadata(&segs[0]).unwrap().len())
+}
+
+#[test]
+fn links_and_manifests_stored_in_segments_name_where_their_bytes_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    let opts = EngineOptions {
+        small_blob_max: 1024,
+        ..opts()
+    };
+    let engine = Engine::open_with(dir.path(), opts).unwrap();
+    let small = push(&engine, &r, b"config");
+    let large = push(&engine, &r, &[7u8; 2000]);
+    let body = manifest_body(&small, &[&large]);
+    let m = engine
+        .put_manifest(&r, &Reference::Tag("v1".parse().unwrap()), None, &body)
+        .unwrap()
+        .digest;
+    drop(engine);
+    let (seg, len) = only_segment(dir.path());
+    let written: Vec<(Digest, Option<Written>)> = log_batches(dir.path())
+        .iter()
+        .flatten()
+        .filter_map(|op| match op {
+            Op::LinkBlob {
+                digest, written, ..
+            }
+            | Op::PutManifest {
+                digest, written, ..
+            } => Some((digest.clone(), *written)),
+            _ => None,
+        })
+        .collect();
+    let config_end = segment::record_len(&small, 6);
+    assert_eq!(
+        written,
+        vec![
+            (
+                small,
+                Some(Written {
+                    seg,
+                    end: config_end
+                })
+            ),
+            // A file of its own, durable before its link was written.
+            (large, None),
+            (m, Some(Written { seg, end: len })),
+        ]
+    );
+}
+
+#[test]
+fn a_link_whose_bytes_a_crash_lost_is_dropped_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    let kept = {
+        let engine = Engine::open_with(dir.path(), opts()).unwrap();
+        push(&engine, &r, b"kept")
+    };
+    let (seg, len) = only_segment(dir.path());
+    let lost = Digest::sha256_of(b"lost");
+    append_records(
+        dir.path(),
+        &[
+            lost_link("r", &lost, Written { seg, end: len + 1 }),
+            // Written later in the same round, with nothing lost: kept.
+            vec![Op::LinkBlob {
+                repo: "other".into(),
+                digest: kept.clone(),
+                len: 4,
+                at: Some(1),
+                written: None,
+            }],
+        ],
+    );
+    let engine = Engine::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(engine.open_report().unacknowledged_records_dropped, 1);
+    assert!(matches!(
+        engine.blob_len(&r, &lost),
+        Err(EngineError::BlobUnknown(_))
+    ));
+    assert_eq!(read(&engine, &repo("other"), &kept).unwrap(), b"kept");
+    // The segment grows past the lost record's end: the record must not
+    // come back at the next open.
+    for i in 0..4u8 {
+        push(&engine, &r, &[i; 40]);
+    }
+    drop(engine);
+    assert!(only_segment(dir.path()).1 > len + 1);
+    let engine = Engine::open_with(dir.path(), opts()).unwrap();
+    assert_eq!(engine.open_report().unacknowledged_records_dropped, 0);
+    assert!(engine.blob_len(&r, &lost).is_err());
+    assert!(!log_batches(dir.path())
+        .iter()
+        .flatten()
+        .any(|op| op.written().is_some_and(|(d, _)| *d == lost)));
+}
+
+#[test]
+fn a_missing_segment_counts_as_lost_only_when_listed_or_above_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    // One record per segment; the first one's blob is collected and its
+    // segment compacted away.
+    let opts = EngineOptions {
+        segment_bytes_max: 100,
+        ..opts()
+    };
+    let (gone, compacted_seg) = {
+        let engine = Engine::open_with(dir.path(), opts).unwrap();
+        let gone = push(&engine, &r, &[1; 30]);
+        let (first, _) = only_segment(dir.path());
+        push(&engine, &r, &[2; 30]);
+        push(&engine, &r, &[3; 30]);
+        engine.delete_blob(&r, &gone).unwrap();
+        let report = engine
+            .garbage_collect(&GcOptions {
+                compact_garbage_ratio: 0.0,
+                ..no_grace()
+            })
+            .unwrap();
+        assert!(report.segments_compacted.iter().any(|c| c.segment == first));
+        (gone, first)
+    };
+    let segs = segment_files(dir.path());
+    let seg: u32 = segs
+        .last()
+        .unwrap()
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(compacted_seg < seg);
+    assert!(!segs
+        .iter()
+        .any(|p| p.ends_with(format!("{compacted_seg:08}.seg"))));
+    // Two lanes registered segments seg+1 and seg+5; the crash lost the
+    // creation of the first, the second was created (empty).
+    let list = dir.path().join("segments").join(active_list::FILE_NAME);
+    std::fs::write(&list, active_list::encode(&[seg, seg + 1, seg + 5])).unwrap();
+    std::fs::File::create(
+        dir.path()
+            .join("segments")
+            .join(format!("{:08}.seg", seg + 5)),
+    )
+    .unwrap();
+    let (created_lost, above_highest) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+    append_records(
+        dir.path(),
+        &[
+            lost_link(
+                "r",
+                &created_lost,
+                Written {
+                    seg: seg + 1,
+                    end: 10,
+                },
+            ),
+            lost_link(
+                "r",
+                &above_highest,
+                Written {
+                    seg: seg + 9,
+                    end: 10,
+                },
+            ),
+            // Below the highest and not listed: compacted since, so it was
+            // durable once (its blob collected later); the record stays.
+            lost_link(
+                "r",
+                &gone,
+                Written {
+                    seg: compacted_seg,
+                    end: 10,
+                },
+            ),
+        ],
+    );
+    let engine = Engine::open_with(dir.path(), opts).unwrap();
+    assert_eq!(engine.open_report().unacknowledged_records_dropped, 2);
+    let state = engine.meta.read();
+    let links = &state.repos["r"].blobs;
+    assert!(!links.contains_key(&created_lost));
+    assert!(!links.contains_key(&above_highest));
+    assert!(links.contains_key(&gone));
+}
