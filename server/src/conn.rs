@@ -381,6 +381,7 @@ pub async fn serve(
                     bytes: 0,
                     duration: std::time::Duration::ZERO,
                     body_path: "",
+                    error: Some(error.code.as_str()),
                 }
                 .emit();
                 return;
@@ -420,6 +421,7 @@ pub async fn serve(
             body_left_unread = true;
         }
         let status = response.status;
+        let error = response.error;
         let sent = response.body.len();
         let user_name = response.user.clone();
         let user = user_name.as_deref();
@@ -440,6 +442,7 @@ pub async fn serve(
             bytes: if is_head || written.is_err() { 0 } else { sent },
             duration: started.elapsed(),
             body_path: sender.last_path,
+            error,
         }
         .emit();
         if written.is_err() {

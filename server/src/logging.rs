@@ -59,6 +59,8 @@ pub struct AccessRecord<'a> {
     pub duration: std::time::Duration,
     /// How a blob body went out ("splice" or "copy"), if there was one.
     pub body_path: &'a str,
+    /// The spec error code the response carried, if it was an error.
+    pub error: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
@@ -86,11 +88,14 @@ impl AccessRecord<'_> {
             if !self.body_path.is_empty() {
                 line["body_path"] = self.body_path.into();
             }
+            if let Some(code) = self.error {
+                line["error"] = code.into();
+            }
             log::info!(target: "access", "{line}");
         } else {
             log::info!(
                 target: "access",
-                "{} {} {} {} {} {} {:.3}ms{}{}",
+                "{} {} {} {} {} {} {:.3}ms{}{}{}{}",
                 self.client,
                 self.user.unwrap_or("-"),
                 self.method,
@@ -99,7 +104,9 @@ impl AccessRecord<'_> {
                 self.bytes,
                 millis,
                 if self.body_path.is_empty() { "" } else { " via " },
-                self.body_path
+                self.body_path,
+                if self.error.is_some() { " error=" } else { "" },
+                self.error.unwrap_or("")
             );
         }
     }

@@ -929,6 +929,34 @@ fn mount_without_from_finds_the_blob() {
 }
 
 #[test]
+fn access_log_lines_name_the_error_code() {
+    let (r, _dir) = start();
+    if !RegistryCommand::from_env().is_berth {
+        return;
+    }
+    let digest = sha256(b"never pushed");
+    let path = format!("/v2/some/repo/blobs/{digest}");
+    let res = request("GET", &r.url(&path), &[], None);
+    assert_eq!(res.status, 404);
+    let code = error_code(&res);
+    let log = log_with(&r, &path);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&path))
+        .unwrap_or_else(|| panic!("no access line in {log}"));
+    assert!(line.ends_with(&format!(" error={code}")), "{line}");
+    // A success names none.
+    let res = request("GET", &r.url("/v2/"), &[], None);
+    assert_eq!(res.status, 200);
+    let log = log_with(&r, "GET /v2/ 200");
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /v2/ 200"))
+        .unwrap_or_else(|| panic!("no access line in {log}"));
+    assert!(!line.contains("error="), "{line}");
+}
+
+#[test]
 fn access_log_lines_as_json() {
     let mut command = RegistryCommand::from_env();
     if !command.is_berth {
@@ -952,6 +980,7 @@ fn access_log_lines_as_json() {
         serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(record["method"], "GET");
     assert_eq!(record["status"], 404);
+    assert_eq!(record["error"], "NAME_UNKNOWN", "{record}");
     assert!(
         record["remote_addr"]
             .as_str()

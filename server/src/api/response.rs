@@ -52,6 +52,8 @@ pub struct Response {
     pub user: Option<String>,
     /// Keeps a pull-through cache from evicting the blob while it is sent.
     pub pin: Option<crate::proxy::cache::PullPin>,
+    /// The spec error code of an error response, for the access log.
+    pub error: Option<&'static str>,
 }
 
 impl Response {
@@ -63,6 +65,7 @@ impl Response {
             body: Body::Empty,
             user: None,
             pin: None,
+            error: None,
         }
     }
 
@@ -87,8 +90,10 @@ impl Response {
 
     /// The OCI error envelope for `error`.
     pub fn error(error: &ApiError) -> Response {
-        Response::new(error.status())
+        let mut response = Response::new(error.status())
             .header("Content-Type", "application/json")
-            .body(Body::Bytes(error.body()))
+            .body(Body::Bytes(error.body()));
+        response.error = Some(error.code.as_str());
+        response
     }
 }
