@@ -59,7 +59,7 @@ pub struct Committer {
 /// published. Dropping it unpublished poisons the committer: the records
 /// may already be on disk, and the state must never skip over them.
 #[must_use = "written records must be published"]
-pub struct Written<'a> {
+pub struct WrittenRecords<'a> {
     committer: &'a Committer,
     /// Sequence numbers `first..=last` (empty when `first > last`).
     first: u64,
@@ -118,7 +118,7 @@ impl Committer {
     /// Appends one record per batch (empty batches are skipped) with a
     /// single write, without waiting for durability. On a failed write
     /// (disk full) nothing is written and later writes may succeed.
-    pub fn write(&self, batches: Vec<Vec<Op>>) -> Result<Written<'_>> {
+    pub fn write(&self, batches: Vec<Vec<Op>>) -> Result<WrittenRecords<'_>> {
         let mut queue = self.lock_queue();
         if queue.failed {
             return Err(EngineError::PreviousIo);
@@ -148,7 +148,7 @@ impl Committer {
                 });
             }
         }
-        Ok(Written {
+        Ok(WrittenRecords {
             committer: self,
             first,
             last: queue.written_seq,
@@ -219,7 +219,7 @@ impl Committer {
     }
 }
 
-impl Written<'_> {
+impl WrittenRecords<'_> {
     /// Makes the records durable and visible: waits until they are synced
     /// and applied (after every earlier record). Call it only once whatever
     /// they depend on is durable.
@@ -240,7 +240,7 @@ impl Written<'_> {
     }
 }
 
-impl Drop for Written<'_> {
+impl Drop for WrittenRecords<'_> {
     fn drop(&mut self) {
         if !self.published && self.first <= self.last {
             // What these records depend on may be missing (its fsync

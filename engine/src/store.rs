@@ -912,7 +912,7 @@ impl BlobStore {
     ) -> std::result::Result<
         (
             Vec<(u32, Arc<File>)>,
-            Option<Result<crate::commit::Written<'_>>>,
+            Option<Result<crate::commit::WrittenRecords<'_>>>,
         ),
         WriteFail,
     > {
