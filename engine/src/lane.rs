@@ -45,6 +45,24 @@ pub(crate) fn current(lanes: usize) -> usize {
 pub(crate) struct Writer {
     pub seg: u32,
     pub file: Option<File>,
+    /// End of the records written to it.
+    pub len: u64,
+    /// Its size: `len` plus zero padding written ahead (see
+    /// `BlobStore::pad_ahead`).
+    pub allocated: u64,
+}
+
+impl Writer {
+    /// A writer for segment `seg` (`None`: not created yet) whose records
+    /// end at `len`, its file being that long.
+    pub fn new(seg: u32, file: Option<File>, len: u64) -> Writer {
+        Writer {
+            seg,
+            file,
+            len,
+            allocated: len,
+        }
+    }
 }
 
 /// One record queued for a lane: its index entry once durable.
@@ -91,7 +109,7 @@ impl Queue {
     /// no file for a segment not created yet).
     pub fn new(seg: u32, len: u64, file: Option<File>) -> Queue {
         Queue {
-            writer: Some(Writer { seg, file }),
+            writer: Some(Writer::new(seg, file, len)),
             tail_seg: seg,
             tail_len: len,
             durable_seg: seg,

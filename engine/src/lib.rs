@@ -144,7 +144,8 @@ pub struct OpenReport {
     pub records: usize,
     /// Segment index entries loaded from the index snapshot (not scanned).
     pub snapshot_entries: usize,
-    /// Bytes dropped from the log's tail (a write cut short by a crash).
+    /// Bytes dropped from the log's tail (a write cut short by a crash;
+    /// the zero padding written ahead of the records is not counted).
     pub torn_tail_bytes: u64,
     /// Upload sessions resumed from an earlier run.
     pub uploads_resumed: usize,
@@ -915,6 +916,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // Best effort: a missing or stale snapshot only costs a longer scan.
         let _ = self.store.write_snapshot();
+        self.store.trim_padding();
     }
 }
 

@@ -220,7 +220,17 @@ pub struct LogFile {
     file: File,
     /// Length of the valid prefix: where the next record goes.
     len: u64,
+    /// The file's size: `len` plus zero padding written ahead.
+    allocated: u64,
 }
+
+/// How far ahead of its records the log is padded with zeros: appends then
+/// overwrite allocated blocks without changing the file's size, so their
+/// fdatasync writes the data and flushes, without the inode and block-map
+/// writes an append needs. A zero byte never starts a record, so replay
+/// stops at the padding; an all-zero tail is kept at open, any other tail
+/// is torn and cut.
+const PAD_BYTES: u64 = 1024 * 1024;
 
 /// How an append failed.
 #[derive(Debug)]
@@ -235,8 +245,9 @@ pub enum AppendError {
 
 impl LogFile {
     /// Opens (or creates) the log at `path`, replays it, and truncates any
-    /// torn tail so the next append starts on a record boundary. Returns the
-    /// log, the replayed batches and how many tail bytes were discarded.
+    /// torn tail so the next append starts on a record boundary (an all-zero
+    /// tail is padding and stays). Returns the log, the replayed batches and
+    /// how many torn bytes were discarded (padding not counted).
     pub fn open(path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -247,8 +258,16 @@ impl LogFile {
         let mut image = Vec::new();
         file.read_to_end(&mut image)?;
         let replay = decode_log(&image);
-        let discarded = image.len() as u64 - replay.valid_bytes;
-        if discarded > 0 {
+        let tail = image.get(replay.valid_bytes as usize..).unwrap_or_default();
+        // Bytes from the first to the last non-zero one: the torn write,
+        // without the padding around it.
+        let torn = tail
+            .iter()
+            .position(|&b| b != 0)
+            .zip(tail.iter().rposition(|&b| b != 0));
+        let padding = torn.is_none();
+        let discarded = torn.map_or(0, |(first, last)| (last + 1 - first) as u64);
+        if !padding {
             file.set_len(replay.valid_bytes)?;
             file.sync_data()?;
         }
@@ -256,6 +275,7 @@ impl LogFile {
             LogFile {
                 file,
                 len: replay.valid_bytes,
+                allocated: replay.valid_bytes + if padding { tail.len() as u64 } else { 0 },
             },
             replay.batches,
             discarded,
@@ -284,18 +304,34 @@ impl LogFile {
         Ok(LogFile {
             file,
             len: image.len() as u64,
+            allocated: image.len() as u64,
         })
     }
 
     /// Appends already-encoded records (not yet durable: see
     /// [`LogFile::sync_handle`]). A failed write is cut off again.
     pub fn append(&mut self, records: &[u8]) -> Result<(), AppendError> {
-        if let Err(e) = self.file.write_all_at(records, self.len) {
+        let end = self.len + records.len() as u64;
+        let extends = end > self.allocated;
+        let written = if !extends {
+            self.file.write_all_at(records, self.len)
+        } else {
+            // Past the padding: write the records and new padding at once.
+            let mut padded = Vec::with_capacity(records.len() + PAD_BYTES as usize);
+            padded.extend_from_slice(records);
+            padded.resize(records.len() + PAD_BYTES as usize, 0);
+            self.file.write_all_at(&padded, self.len)
+        };
+        if let Err(e) = written {
             // Nothing of this record is acknowledged: cut it off again.
             self.file.set_len(self.len).map_err(AppendError::Undo)?;
+            self.allocated = self.len;
             return Err(AppendError::Write(e));
         }
-        self.len += records.len() as u64;
+        if extends {
+            self.allocated = end + PAD_BYTES;
+        }
+        self.len = end;
         Ok(())
     }
 
@@ -339,6 +375,39 @@ mod tests {
             assert_eq!(replay.batches.len(), 1, "cut at {cut}");
             assert_eq!(replay.valid_bytes, first as u64);
         }
+    }
+
+    #[test]
+    fn appends_pad_ahead_and_reopen_keeps_padding_but_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let (mut log, _, _) = LogFile::open(&path).unwrap();
+        let mut records = Vec::new();
+        encode_record(&sample(0), &mut records);
+        log.append(&records).unwrap();
+        let padded = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(padded, records.len() as u64 + PAD_BYTES);
+        // Within the padding the size stays.
+        log.append(&records).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), padded);
+        drop(log);
+        let (mut log, batches, discarded) = LogFile::open(&path).unwrap();
+        assert_eq!((batches.len(), discarded), (2, 0));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), padded);
+        // The next record goes right after the last one, not after the padding.
+        log.append(&records).unwrap();
+        drop(log);
+        let (_, batches, _) = LogFile::open(&path).unwrap();
+        assert_eq!(batches.len(), 3);
+        // A torn record inside the padding: the tail is cut, padding and all.
+        let whole = 3 * records.len() as u64;
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&records[..records.len() - 1], whole)
+            .unwrap();
+        let (_, batches, discarded) = LogFile::open(&path).unwrap();
+        assert_eq!(batches.len(), 3);
+        assert_eq!(discarded, records.len() as u64 - 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
     }
 
     #[test]

@@ -15,8 +15,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use std::io::Write;
-
 use crate::metalog::{encode_record, Op, Written};
 use crate::{active_list, segment};
 use crate::{Digest, Engine, EngineError, EngineOptions, GcOptions, Reference, RepositoryName};
@@ -235,11 +233,15 @@ fn append_lost_round(root: &Path, salt: u8) -> Result<(), String> {
     for batch in &ops {
         encode_record(batch, &mut records);
     }
+    // Right after the last record, inside the log's padding.
+    let path = root.join("meta/log");
+    let image = std::fs::read(&path).map_err(|e| format!("meta/log: {e}"))?;
+    let end = crate::metalog::decode_log(&image).valid_bytes;
     let log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(root.join("meta/log"))
+        .write(true)
+        .open(&path)
         .map_err(|e| format!("meta/log: {e}"))?;
-    (&log).write_all(&records).map_err(|e| e.to_string())
+    log.write_all_at(&records, end).map_err(|e| e.to_string())
 }
 
 /// Runs the operations encoded in `ops` against a fresh engine under `root`,

@@ -46,6 +46,10 @@ use crate::segment::{self, Damage};
 /// capped to it).
 pub const ACTIVE_SEGMENTS_MAX: usize = 256;
 
+/// How far ahead of its records a lane's active segment is padded with
+/// zeros (see `BlobStore::pad_ahead`).
+const PAD_BYTES: u64 = 1024 * 1024;
+
 /// Tunables of the engine's blob store ([`crate::Engine::open_with`]).
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
@@ -280,6 +284,21 @@ fn read_active_list(seg_dir: &Path) -> io::Result<ActiveList> {
     }
 }
 
+/// Whether bytes `from..to` of `file` are all zero.
+fn zeros_only(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// Replaces `segments/active` with `segments`, durably: temporary file,
 /// fsync, rename, directory fsync.
 fn write_active_list(seg_dir: &Path, segments: &BTreeSet<u32>) -> io::Result<()> {
@@ -388,7 +407,10 @@ impl BlobStore {
             lengths.insert(seg, if active { scan.valid_len } else { size });
             if active {
                 if scan.valid_len < size {
-                    report.torn_tail_bytes += size - scan.valid_len;
+                    if !zeros_only(&file, scan.valid_len, size)? {
+                        // Padding alone (see `pad_ahead`) is not a torn write.
+                        report.torn_tail_bytes += size - scan.valid_len;
+                    }
                     file.set_len(scan.valid_len)?;
                     file.sync_data()?;
                 }
@@ -871,15 +893,66 @@ impl BlobStore {
             } else {
                 None
             };
-            *writer = Writer {
-                seg: durable_seg,
-                file,
-            };
+            *writer = Writer::new(durable_seg, file, durable_len);
         }
         if let Some(file) = &writer.file {
             file.set_len(durable_len)?;
         }
+        (writer.len, writer.allocated) = (durable_len, durable_len);
         Ok(())
+    }
+
+    /// Writes zeros past the end of the lane's records once they reach its
+    /// padding (up to [`PAD_BYTES`] ahead, never past `segment_bytes_max`),
+    /// so most appends overwrite allocated blocks and the file's size does
+    /// not change: their fdatasync then writes the data and flushes, without
+    /// the inode and block-map writes an append needs. Recovery cuts the
+    /// padding of an active segment like a torn tail (a zero byte never
+    /// starts a record), and sealing a segment cuts it first.
+    ///
+    /// Padding is an optimisation: when it cannot be written (disk full)
+    /// the segment stays as long as its records and appends go on.
+    fn pad_ahead(&self, writer: &mut Writer) {
+        let Some(file) = &writer.file else {
+            return;
+        };
+        if writer.len < writer.allocated {
+            return;
+        }
+        let target = (writer.len + PAD_BYTES).min(self.opts.segment_bytes_max);
+        if target <= writer.len {
+            return;
+        }
+        match file.write_all_at(&vec![0u8; (target - writer.len) as usize], writer.len) {
+            Ok(()) => writer.allocated = target,
+            Err(_) => {
+                // Whatever zeros landed are padding too; cut them anyway.
+                if file.set_len(writer.len).is_ok() {
+                    writer.allocated = writer.len;
+                }
+            }
+        }
+    }
+
+    /// Cuts each lane's padding off its active segment, durably (a clean
+    /// shutdown leaves segments exactly as long as their records).
+    pub fn trim_padding(&self) {
+        for lane in &self.lanes {
+            let mut queue = lane.lock();
+            let durable_len = queue.durable_len;
+            let Some(writer) = queue.writer.as_mut() else {
+                continue;
+            };
+            if let Some(file) = &writer.file {
+                if writer.allocated > writer.len
+                    && writer.len == durable_len
+                    && file.set_len(writer.len).is_ok()
+                    && file.sync_all().is_ok()
+                {
+                    writer.allocated = writer.len;
+                }
+            }
+        }
     }
 
     /// Adds `seg` to `segments/active` (durably) unless it is listed: done
@@ -920,6 +993,9 @@ impl BlobStore {
         for g in groups {
             if writer.file.is_none() || writer.seg != g.seg {
                 if let Some(old) = &writer.file {
+                    // Sealed: without its padding, and durable before the
+                    // next segment exists.
+                    old.set_len(writer.len).map_err(WriteFail::Write)?;
                     old.sync_data().map_err(WriteFail::Sync)?;
                 }
                 self.register_active(g.seg).map_err(WriteFail::Write)?;
@@ -935,10 +1011,7 @@ impl BlobStore {
                     g.seg,
                     Arc::new(File::open(&path).map_err(WriteFail::Write)?),
                 ));
-                *writer = Writer {
-                    seg: g.seg,
-                    file: Some(file),
-                };
+                *writer = Writer::new(g.seg, Some(file), 0);
             }
             let file = writer
                 .file
@@ -946,7 +1019,9 @@ impl BlobStore {
                 .ok_or(WriteFail::Write(io::ErrorKind::NotFound.into()))?;
             file.write_all_at(&g.bytes, g.start)
                 .map_err(WriteFail::Write)?;
+            writer.len = g.start + g.bytes.len() as u64;
         }
+        self.pad_ahead(writer);
         // Written before the segment's fdatasync so both syncs happen in one
         // round; dropped unpublished (poisoning the log) if that fails.
         let records =
@@ -1273,10 +1348,12 @@ mod tests {
             .open(&path)
             .unwrap();
         file.write_all_at(b"never durable", 0).unwrap();
-        let mut writer = Writer {
-            seg: new,
-            file: Some(file),
-        };
+        let mut writer = Writer::new(new, Some(file), 0);
+        // The other lane's segment (records and padding) is not touched.
+        let high_size = fs::metadata(seg_path(&store.seg_dir, high.0))
+            .unwrap()
+            .len();
+        assert!(high_size >= high.1);
         let groups = [Group {
             seg: new,
             start: 0,
@@ -1295,7 +1372,7 @@ mod tests {
             fs::metadata(seg_path(&store.seg_dir, high.0))
                 .unwrap()
                 .len(),
-            high.1
+            high_size
         );
     }
 }

@@ -2,7 +2,7 @@
 //! log before the segment bytes it names are fdatasynced, and opening after
 //! a crash drops such a record when those bytes did not survive.
 
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 use super::tests_store::{manifest_body, no_grace, push, read, repo, segment_files};
 use super::*;
@@ -20,16 +20,20 @@ fn log_batches(root: &Path) -> Vec<Vec<Op>> {
     decode_log(&std::fs::read(root.join("meta/log")).unwrap()).batches
 }
 
+/// Writes records right after the log's last one (into its padding), as
+/// the engine would.
 fn append_records(root: &Path, batches: &[Vec<Op>]) {
     let mut records = Vec::new();
     for ops in batches {
         encode_record(ops, &mut records);
     }
+    let path = root.join("meta/log");
+    let end = decode_log(&std::fs::read(&path).unwrap()).valid_bytes;
     std::fs::OpenOptions::new()
-        .append(true)
-        .open(root.join("meta/log"))
+        .write(true)
+        .open(path)
         .unwrap()
-        .write_all(&records)
+        .write_all_at(&records, end)
         .unwrap();
 }
 
@@ -241,4 +245,100 @@ fn a_missing_segment_counts_as_lost_only_when_listed_or_above_every_other() {
     assert!(!links.contains_key(&created_lost));
     assert!(!links.contains_key(&above_highest));
     assert!(links.contains_key(&gone));
+}
+
+/// Copies the data directory while the engine is open: what a crash (or a
+/// power cut after every write reached the disk) would leave.
+fn crash_copy(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = std::fs::remove_file(to.join("lock"));
+}
+
+#[test]
+fn active_segments_are_padded_and_sealing_or_shutdown_cuts_the_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let r = repo("r");
+    let opts = EngineOptions {
+        segment_bytes_max: 4096,
+        ..opts()
+    };
+    let engine = Engine::open_with(&root, opts).unwrap();
+    let first = push(&engine, &r, &[1; 40]);
+    let (seg, size) = only_segment(&root);
+    let end = segment::record_len(&first, 40);
+    // Padded up to the size limit (1 MiB ahead otherwise).
+    assert_eq!(size, 4096, "segment {seg}");
+    // Filling it seals it: the next segment is padded, the sealed one is
+    // exactly as long as its records.
+    let mut pushed = vec![first];
+    for i in 2..80u8 {
+        pushed.push(push(&engine, &r, &[i; 40]));
+    }
+    let segs = segment_files(&root);
+    assert!(segs.len() >= 2, "{segs:?}");
+    for sealed in &segs[..segs.len() - 1] {
+        let bytes = std::fs::read(sealed).unwrap();
+        assert!(bytes.len() < 4096 && bytes.len() as u64 >= end);
+        assert_ne!(bytes.last(), Some(&0), "{sealed:?} keeps padding");
+    }
+    let active = segs.last().unwrap().clone();
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), 4096);
+    // A crash now leaves the padding: opening cuts it, reports no torn
+    // write, and serves everything.
+    let copy = dir.path().join("crashed");
+    crash_copy(&root, &copy);
+    {
+        let crashed = Engine::open_with(&copy, opts).unwrap();
+        assert_eq!(crashed.open_report().segment_torn_tail_bytes, 0);
+        for (i, d) in pushed.iter().enumerate() {
+            assert_eq!(read(&crashed, &r, d).unwrap(), vec![i as u8 + 1; 40]);
+        }
+    }
+    // A clean shutdown cuts it.
+    drop(engine);
+    let len = std::fs::metadata(&active).unwrap().len();
+    assert!(len < 4096);
+    assert_ne!(std::fs::read(&active).unwrap().last(), Some(&0));
+    let engine = Engine::open_with(&root, opts).unwrap();
+    assert_eq!(engine.open_report().segment_torn_tail_bytes, 0);
+    assert_eq!(engine.open_report().torn_tail_bytes, 0);
+    assert_eq!(read(&engine, &r, &pushed[79 - 1]).unwrap(), vec![79; 40]);
+}
+
+#[test]
+fn a_crash_inside_the_padding_cuts_the_torn_record_and_the_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let r = repo("r");
+    let engine = Engine::open_with(&root, opts()).unwrap();
+    let kept = push(&engine, &r, b"kept");
+    let copy = dir.path().join("crashed");
+    crash_copy(&root, &copy);
+    drop(engine);
+    let (seg, size) = only_segment(&copy);
+    let end = segment::record_len(&kept, 4);
+    assert_eq!(size, end + 1024 * 1024);
+    // A record torn inside the padding.
+    let torn = b"never acknowledged";
+    let mut record = Vec::new();
+    segment::encode_record(&Digest::sha256_of(torn), 0, torn, &mut record);
+    let path = copy.join("segments").join(format!("{seg:08}.seg"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&record[..record.len() - 3], end)
+        .unwrap();
+    let engine = Engine::open_with(&copy, opts()).unwrap();
+    assert!(engine.open_report().segment_torn_tail_bytes > 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+    assert_eq!(read(&engine, &r, &kept).unwrap(), b"kept");
+    assert!(!engine.blob_stored(&Digest::sha256_of(torn)));
 }
