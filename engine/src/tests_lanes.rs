@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use super::tests_store::{append_raw, no_grace, push, read, repo, segment_files, view};
+use super::tests_store::{append_raw, no_grace, push, read, repo, seg_number, segment_files, view};
 use super::*;
 
 fn lane_opts(lanes: usize, segment_bytes_max: u64) -> EngineOptions {
@@ -277,15 +277,7 @@ fn a_store_without_the_active_list_cuts_only_the_highest_segment() {
     for (d, bytes) in &blobs {
         assert_eq!(&read(&engine, &r, d).unwrap(), bytes);
     }
-    let highest: u32 = segs
-        .last()
-        .unwrap()
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let highest = seg_number(segs.last().unwrap());
     assert_eq!(engine.store.active_segments(), vec![highest]);
     // The list exists from now on.
     assert!(dir.path().join("segments/active").exists());

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use super::tests_store::{manifest_body, no_grace, push, read, repo, segment_files};
+use super::tests_store::{manifest_body, no_grace, push, read, repo, seg_number, segment_files};
 use super::*;
 use crate::metalog::{decode_log, encode_record, Written};
 
@@ -50,13 +50,7 @@ fn lost_link(r: &str, digest: &Digest, at: Written) -> Vec<Op> {
 fn only_segment(root: &Path) -> (u32, u64) {
     let segs = segment_files(root);
     assert_eq!(segs.len(), 1, "{segs:?}");
-    let seg = segs[0]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let seg = seg_number(&segs[0]);
     (seg, std::fs::metadata(&segs[0]).unwrap().len())
 }
 
@@ -183,15 +177,7 @@ fn a_missing_segment_counts_as_lost_only_when_listed_or_above_every_other() {
         (gone, first)
     };
     let segs = segment_files(dir.path());
-    let seg: u32 = segs
-        .last()
-        .unwrap()
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let seg = seg_number(segs.last().unwrap());
     assert!(compacted_seg < seg);
     assert!(!segs
         .iter()

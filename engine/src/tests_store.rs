@@ -65,6 +65,14 @@ pub(super) fn segment_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The number of the segment file at `path`.
+pub(super) fn seg_number(path: &Path) -> u32 {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.parse().ok())
+        .unwrap_or_else(|| panic!("not a segment file: {path:?}"))
+}
+
 fn blob_files(root: &Path) -> usize {
     let mut n = 0;
     for alg in std::fs::read_dir(root.join("blobs")).unwrap() {
