@@ -46,3 +46,19 @@ pub fn install_file(src: &Path, dest: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Zeros for [`write_zeros`]: a static, so writing them never touches heap
+/// memory (the pages stay the shared zero page).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Writes zero bytes over `from..to` of `file`.
+pub fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = from;
+    while at < to {
+        let n = ZEROS.len().min((to - at) as usize);
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}

@@ -313,15 +313,11 @@ impl LogFile {
     pub fn append(&mut self, records: &[u8]) -> Result<(), AppendError> {
         let end = self.len + records.len() as u64;
         let extends = end > self.allocated;
-        let written = if !extends {
-            self.file.write_all_at(records, self.len)
-        } else {
-            // Past the padding: write the records and new padding at once.
-            let mut padded = Vec::with_capacity(records.len() + PAD_BYTES as usize);
-            padded.extend_from_slice(records);
-            padded.resize(records.len() + PAD_BYTES as usize, 0);
-            self.file.write_all_at(&padded, self.len)
-        };
+        let mut written = self.file.write_all_at(records, self.len);
+        if written.is_ok() && extends {
+            // Past the padding: new padding after the records.
+            written = crate::fsutil::write_zeros(&self.file, end, end + PAD_BYTES);
+        }
         if let Err(e) = written {
             // Nothing of this record is acknowledged: cut it off again.
             self.file.set_len(self.len).map_err(AppendError::Undo)?;

@@ -923,7 +923,7 @@ impl BlobStore {
         if target <= writer.len {
             return;
         }
-        match file.write_all_at(&vec![0u8; (target - writer.len) as usize], writer.len) {
+        match fsutil::write_zeros(file, writer.len, target) {
             Ok(()) => writer.allocated = target,
             Err(_) => {
                 // Whatever zeros landed are padding too; cut them anyway.
