@@ -159,29 +159,31 @@ impl Committer {
     /// Applies, in log order, every durable and published record at the
     /// front of the unapplied ones.
     fn apply_ready(&self, queue: &mut Queue) {
-        let mut applied = false;
-        while let Some(front) = queue.unapplied.front() {
-            if front.seq > queue.durable_seq || !front.published {
-                break;
-            }
+        let ready = |queue: &Queue| {
+            queue
+                .unapplied
+                .front()
+                .is_some_and(|front| front.seq <= queue.durable_seq && front.published)
+        };
+        if !ready(queue) {
+            return;
+        }
+        // One write lock for the whole run: readers wait once.
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while ready(queue) {
             let Some(record) = queue.unapplied.pop_front() else {
                 break;
             };
-            {
-                let mut state = self
-                    .state
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                for op in &record.ops {
-                    state.apply(op);
-                }
+            for op in &record.ops {
+                state.apply(op);
             }
             queue.applied_seq = record.seq;
-            applied = true;
         }
-        if applied {
-            self.changed.notify_all();
-        }
+        drop(state);
+        self.changed.notify_all();
     }
 
     /// Waits until record `seq` is durable and applied, running the log's
