@@ -571,6 +571,7 @@ impl Engine {
                     actual,
                 });
             }
+            self.journal.consumed(id)?;
             self.store.install_large(expected, upload.data_path())?;
         }
         self.link_uploaded(repo, id, expected, len, upload)

@@ -365,3 +365,35 @@ fn concurrent_linked_pushes_and_manifests_leave_the_state_the_log_replays() {
     assert_eq!(engine.open_report().unacknowledged_records_dropped, 0);
     assert_eq!(super::tests_store::view(&engine), before);
 }
+
+#[test]
+fn a_session_whose_bytes_a_cut_short_finish_moved_away_ends_instead_of_coming_back_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = repo("r");
+    let data = vec![9u8; 1000];
+    let digest = Digest::sha256_of(&data);
+    let id = {
+        let engine = Engine::open_with(dir.path(), opts()).unwrap();
+        let id = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, id, 0, &data).unwrap();
+        // The metadata log fails (as a crash would stop it) after the
+        // session's file was moved into the store as the blob's file.
+        drop(engine.meta.write(vec![vec![Op::DeleteTag {
+            repo: "r".into(),
+            tag: "none".into(),
+        }]]));
+        assert!(engine.finish_upload(&r, id, &digest).is_err());
+        id
+    };
+    let engine = Engine::open_with(dir.path(), opts()).unwrap();
+    // Not resumed as an empty session: the client starts again.
+    assert!(matches!(
+        engine.upload_len(&r, id),
+        Err(EngineError::UploadUnknown)
+    ));
+    assert_eq!(engine.open_report().uploads_resumed, 0);
+    // The blob is stored but not linked; pushing it again links it.
+    assert!(engine.blob_len(&r, &digest).is_err());
+    assert_eq!(push(&engine, &r, &data), digest);
+    assert_eq!(read(&engine, &r, &digest).unwrap(), data);
+}

@@ -295,7 +295,9 @@ const JOURNAL_TMP: &str = "sessions.tmp";
 const JOURNAL_ENDED_MAX: usize = 4096;
 
 /// The session journal (see the module docs). Lines:
-/// `+ <id> <unix seconds> <repository>` and `- <id>`.
+/// `+ <id> <unix seconds> <repository>`, `- <id>`, and `> <id>`: the
+/// session's data file is being moved into the store as a blob (see
+/// [`Journal::consumed`]).
 pub struct Journal {
     inner: std::sync::Mutex<JournalInner>,
 }
@@ -344,6 +346,7 @@ impl Journal {
     /// the journal compactly.
     pub fn open(dir: &Path) -> io::Result<(Journal, HashMap<UploadId, Upload>)> {
         let mut open: HashMap<UploadId, (u64, String)> = HashMap::new();
+        let mut consumed: std::collections::HashSet<UploadId> = std::collections::HashSet::new();
         if let Ok(text) = fs::read_to_string(dir.join(JOURNAL)) {
             // A torn last line (no newline) was never completed: ignored,
             // like any line that does not parse.
@@ -362,6 +365,9 @@ impl Journal {
                     }
                     (Some("-"), Some(Ok(id))) => {
                         open.remove(&id);
+                    }
+                    (Some(">"), Some(Ok(id))) => {
+                        consumed.insert(id);
                     }
                     _ => {}
                 }
@@ -418,8 +424,11 @@ impl Journal {
             }
         }
         // Open sessions that never received a byte have no data file.
+        // Neither has a session whose data file was moved into the store
+        // by a finish that a crash cut short: it ended (the client starts
+        // again, as after any unanswered final PUT), it is not empty.
         for (id, (started, repo)) in &open {
-            if sessions.contains_key(id) {
+            if sessions.contains_key(id) || consumed.contains(id) {
                 continue;
             }
             if let Ok(repo) = repo.parse() {
@@ -455,6 +464,20 @@ impl Journal {
         let mut inner = self.lock();
         inner.append(&format!("+ {id} {started} {repo}\n"))?;
         inner.open.insert(id, (started, repo.to_owned()));
+        Ok(())
+    }
+
+    /// Records that the session's data file is about to be moved into the
+    /// store as a blob: if a crash follows, the session must not come back
+    /// as an empty one (its acknowledged bytes are gone from it), so it
+    /// ends at the next open unless its data file is still there.
+    pub fn consumed(&self, id: UploadId) -> io::Result<()> {
+        let mut inner = self.lock();
+        if !inner.open.contains_key(&id) {
+            return Ok(()); // a session of the earlier layout
+        }
+        inner.append(&format!("> {id}\n"))?;
+        inner.ended += 1;
         Ok(())
     }
 
