@@ -231,13 +231,7 @@ mod tests {
         // tmpfs /tmp), so the direct path is exercised where it exists.
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
         let path = dir.path().join("data");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .expect("open");
+        let file = crate::fsutil::open_or_create(&path).expect("open");
         let mut writer = BlockWriter::new(file.try_clone().expect("clone"), &path);
         // Three "requests": an odd head, a large middle, an odd tail.
         let data = pattern(3 * BLOCK_BYTES + 12_345, 9);

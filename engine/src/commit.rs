@@ -123,8 +123,9 @@ impl Committer {
         if queue.failed {
             return Err(EngineError::PreviousIo);
         }
+        let batches: Vec<Vec<Op>> = batches.into_iter().filter(|ops| !ops.is_empty()).collect();
         let mut records = Vec::new();
-        for ops in batches.iter().filter(|ops| !ops.is_empty()) {
+        for ops in &batches {
             encode_record(ops, &mut records);
         }
         let first = queue.written_seq + 1;
@@ -138,7 +139,7 @@ impl Committer {
                     return Err(EngineError::Io(e));
                 }
             }
-            for ops in batches.into_iter().filter(|ops| !ops.is_empty()) {
+            for ops in batches {
                 queue.written_seq += 1;
                 let seq = queue.written_seq;
                 queue.unapplied.push_back(Unapplied {

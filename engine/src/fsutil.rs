@@ -47,6 +47,17 @@ pub fn install_file(src: &Path, dest: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens `path` for reading and writing, creating it empty if it does not
+/// exist and keeping its bytes if it does.
+pub fn open_or_create(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// Zeros for [`write_zeros`]: a static, so writing them never touches heap
 /// memory (the pages stay the shared zero page).
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];

@@ -561,7 +561,6 @@ impl Engine {
             }
             self.store
                 .put_small_linked(expected, &bytes, vec![link_op(repo, expected, len)])?;
-            return self.close_uploaded(id, upload, len);
         } else {
             // Large: the session file is the blob; committed by rename.
             let actual = upload.digest_and_sync(expected.algorithm())?;
@@ -573,8 +572,9 @@ impl Engine {
             }
             self.journal.consumed(id)?;
             self.store.install_large(expected, upload.data_path())?;
+            self.meta.commit(vec![link_op(repo, expected, len)])?;
         }
-        self.link_uploaded(repo, id, expected, len, upload)
+        self.close_uploaded(id, upload, len)
     }
 
     /// Like appending `tail` and then [`Engine::finish_upload`], but when the
@@ -609,19 +609,6 @@ impl Engine {
         }
         self.store
             .put_small_linked(expected, tail, vec![link_op(repo, expected, len)])?;
-        self.close_uploaded(id, upload, len)
-    }
-
-    /// Commits the link of a stored upload and closes its session.
-    fn link_uploaded(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        digest: &Digest,
-        len: u64,
-        upload: MutexGuard<'_, Upload>,
-    ) -> Result<u64> {
-        self.meta.commit(vec![link_op(repo, digest, len)])?;
         self.close_uploaded(id, upload, len)
     }
 

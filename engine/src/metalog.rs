@@ -249,12 +249,7 @@ impl LogFile {
     /// tail is padding and stays). Returns the log, the replayed batches and
     /// how many torn bytes were discarded (padding not counted).
     pub fn open(path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let mut file = crate::fsutil::open_or_create(path)?;
         let mut image = Vec::new();
         file.read_to_end(&mut image)?;
         let replay = decode_log(&image);

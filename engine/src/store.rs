@@ -105,6 +105,14 @@ pub(crate) struct StoreOpen {
     pub damaged: Vec<DamagedRecord>,
 }
 
+/// What `BlobStore::write_groups` leaves to its caller: the segment files
+/// it created, and the metadata records it wrote (if any were queued), to
+/// publish once the new index entries are.
+type GroupsWritten<'a> = (
+    Vec<(u32, Arc<File>)>,
+    Option<Result<crate::commit::WrittenRecords<'a>>>,
+);
+
 /// What opening the store found on disk, to tell whether segment bytes a
 /// metadata record names (see [`Written`]) survived the last crash.
 pub(crate) struct Survival {
@@ -976,19 +984,12 @@ impl BlobStore {
     /// segment files and the written records (if any), to publish once the
     /// new index entries are (or why writing them failed: the groups are
     /// durable even then).
-    #[allow(clippy::type_complexity)]
     fn write_groups(
         &self,
         writer: &mut Writer,
         groups: &[Group],
         links: Vec<Vec<Op>>,
-    ) -> std::result::Result<
-        (
-            Vec<(u32, Arc<File>)>,
-            Option<Result<crate::commit::WrittenRecords<'_>>>,
-        ),
-        WriteFail,
-    > {
+    ) -> std::result::Result<GroupsWritten<'_>, WriteFail> {
         let mut created = Vec::new();
         for g in groups {
             if writer.file.is_none() || writer.seg != g.seg {
@@ -1000,13 +1001,7 @@ impl BlobStore {
                 }
                 self.register_active(g.seg).map_err(WriteFail::Write)?;
                 let path = seg_path(&self.seg_dir, g.seg);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(WriteFail::Write)?;
+                let file = fsutil::open_or_create(&path).map_err(WriteFail::Write)?;
                 created.push((
                     g.seg,
                     Arc::new(File::open(&path).map_err(WriteFail::Write)?),
@@ -1340,13 +1335,7 @@ mod tests {
         let new = store.next_seg.fetch_add(1, Ordering::Relaxed);
         store.register_active(new).unwrap();
         let path = seg_path(&store.seg_dir, new);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .unwrap();
+        let file = fsutil::open_or_create(&path).unwrap();
         file.write_all_at(b"never durable", 0).unwrap();
         let mut writer = Writer::new(new, Some(file), 0);
         // The other lane's segment (records and padding) is not touched.

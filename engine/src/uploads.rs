@@ -163,12 +163,7 @@ impl Upload {
 
     fn file(&mut self) -> io::Result<&File> {
         if self.file.is_none() {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)?;
+            let file = crate::fsutil::open_or_create(&self.path)?;
             self.file = Some(file);
         }
         self.file

@@ -514,6 +514,20 @@ pub fn main(args: &ReportArgs) -> ExitCode {
 mod tests {
     use super::*;
 
+    /// Berth against the reference and nginx, no files, no extras.
+    fn args() -> ReportArgs {
+        ReportArgs {
+            inputs: vec![],
+            out: None,
+            subject: "berth".into(),
+            baseline: "reference".into(),
+            ceiling: "nginx".into(),
+            subject_peak_rss_kib: None,
+            note: None,
+            charts: None,
+        }
+    }
+
     #[test]
     fn medians_ratios_and_goals() {
         let rec = |label: &str, ops: f64, p99: f64| serde_json::json!({"case": "manifest-get-64c", "label": label, "ops_per_s": ops, "mb_per_s": 1.0, "errors": 0, "latency_us": {"p50": 100.0, "p99": p99, "p999": 3000.0}});
@@ -525,14 +539,8 @@ mod tests {
             rec("nginx", 250.0, 1.0),
         ];
         let args = ReportArgs {
-            inputs: vec![],
-            out: None,
-            subject: "berth".into(),
-            baseline: "reference".into(),
-            ceiling: "nginx".into(),
             subject_peak_rss_kib: Some(1024),
-            note: None,
-            charts: None,
+            ..args()
         };
         let md = render(&args, records);
         assert!(
@@ -547,16 +555,7 @@ mod tests {
     #[test]
     fn a_push_goal_above_the_disk_says_how_much_of_the_disk_was_used() {
         let rec = |case: &str, label: &str, scenario: &str, mb: f64| serde_json::json!({"case": case, "label": label, "scenario": scenario, "ops_per_s": 1.0, "mb_per_s": mb, "errors": 0});
-        let args = ReportArgs {
-            inputs: vec![],
-            out: None,
-            subject: "berth".into(),
-            baseline: "reference".into(),
-            ceiling: "nginx".into(),
-            subject_peak_rss_kib: None,
-            note: None,
-            charts: None,
-        };
+        let args = args();
         let with_disk = |disk: f64| {
             render(
                 &args,
@@ -593,14 +592,11 @@ mod tests {
             serde_json::json!({"case": "fleet-32c:push", "label": "berth"}),
         ];
         let args = ReportArgs {
-            inputs: vec![],
             out: Some(dir.path().join("report.md")),
-            subject: "berth".into(),
-            baseline: "reference".into(),
-            ceiling: "nginx".into(),
             subject_peak_rss_kib: Some(100 * 1024),
             note: Some("note".into()),
             charts: Some(dir.path().to_path_buf()),
+            ..args()
         };
         let md = render(&args, records);
         let summary = md.find("## Summary").unwrap();
