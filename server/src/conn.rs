@@ -17,8 +17,14 @@ use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{self, error::ApiError, response, Ctx};
 
-/// Bytes read from the socket per read call, at most.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes a connection's read buffer holds between requests: room for any
+/// ordinary request head, and what an idle connection keeps allocated.
+const IDLE_READ_BYTES: usize = 16 * 1024;
+/// Bytes a request body is read in per socket read, at most. Large bodies
+/// get a buffer this big for their duration: reading a 512 MiB upload
+/// 16 KiB at a time cost one io_uring round trip per 16 KiB and most of
+/// the event loop's time.
+const BODY_READ_BYTES: usize = 256 * 1024;
 /// Bytes of a blob sent per write call.
 const SEND_CHUNK_BYTES: usize = 256 * 1024;
 /// Leftover request body we read and discard to keep a connection alive
@@ -178,7 +184,7 @@ pub struct ReadBuf {
 impl ReadBuf {
     fn new() -> ReadBuf {
         ReadBuf {
-            data: Vec::with_capacity(16 * 1024),
+            data: Vec::with_capacity(IDLE_READ_BYTES),
             pos: 0,
         }
     }
@@ -195,15 +201,18 @@ impl ReadBuf {
         }
     }
 
-    /// Reads more bytes from `stream`; returns how many (0 = peer closed).
-    async fn fill(&mut self, stream: &mut Stream) -> io::Result<usize> {
+    /// Reads more bytes from `stream`, up to `want` of them when there is
+    /// room for that many (at least 4 KiB of room is always made; `want` is
+    /// capped at [`BODY_READ_BYTES`]); returns how many (0 = peer closed).
+    async fn fill(&mut self, stream: &mut Stream, want: usize) -> io::Result<usize> {
         if self.pos > 0 {
             self.data.drain(..self.pos);
             self.pos = 0;
         }
-        if self.data.capacity() - self.data.len() < 4096 {
-            let want = READ_CHUNK_BYTES.max(self.data.len());
-            self.data.reserve(want);
+        let room = want.clamp(4096, BODY_READ_BYTES);
+        if self.data.capacity() - self.data.len() < room {
+            // Doubling at least keeps a head that keeps growing linear.
+            self.data.reserve(room.max(self.data.len()));
         }
         let buf = std::mem::take(&mut self.data);
         // `append` reads into the spare capacity after the unread bytes
@@ -211,6 +220,16 @@ impl ReadBuf {
         let BufResult(result, buf) = stream.append(buf).await;
         self.data = buf;
         result
+    }
+
+    /// Gives back a large body's buffer once its request is over, keeping
+    /// any bytes already read of the next request.
+    fn shrink_to_idle(&mut self) {
+        if self.data.capacity() > IDLE_READ_BYTES && self.unread().len() <= IDLE_READ_BYTES {
+            self.data.drain(..self.pos);
+            self.pos = 0;
+            self.data.shrink_to(IDLE_READ_BYTES);
+        }
     }
 }
 
@@ -299,7 +318,14 @@ impl RequestBody<'_> {
                 self.continue_pending = false;
                 write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
             }
-            match compio::time::timeout(self.progress_timeout, self.buf.fill(self.stream)).await {
+            // A length-framed body's rest, or a big read for a chunked one.
+            let want = self.decoder.remaining_hint().map_or(BODY_READ_BYTES, |n| {
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(self.buf.unread().len())
+            });
+            let fill = self.buf.fill(self.stream, want);
+            match compio::time::timeout(self.progress_timeout, fill).await {
                 Err(_) => return Err(BodyReadError::Stalled(self.progress_timeout)),
                 Ok(Err(e)) => return Err(e.into()),
                 Ok(Ok(0)) => return Err(BodyReadError::Truncated),
@@ -448,6 +474,7 @@ pub async fn serve(
         if written.is_err() {
             return;
         }
+        buf.shrink_to_idle();
         if !keep_alive {
             if body_left_unread {
                 linger(&mut stream, &mut buf).await;
@@ -474,7 +501,7 @@ async fn linger(stream: &mut Stream, buf: &mut ReadBuf) {
             return;
         }
         buf.consume(buf.unread().len());
-        match compio::time::timeout(left, buf.fill(stream)).await {
+        match compio::time::timeout(left, buf.fill(stream, BODY_READ_BYTES)).await {
             Ok(Ok(n)) if n > 0 => discarded += n,
             _ => return,
         }
@@ -512,7 +539,7 @@ async fn read_head(
             None => limits.idle_timeout,
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
         };
-        match compio::time::timeout(wait, buf.fill(stream)).await {
+        match compio::time::timeout(wait, buf.fill(stream, 0)).await {
             Err(_) if head_deadline.is_none() => return Ok(None),
             Err(_) => {
                 return Err(HeadFailure::Bad(
@@ -727,6 +754,54 @@ async fn send_by_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// A plain connection whose peer has already sent `sent` bytes (loopback
+    /// delivers them into the socket before `write_all` returns).
+    async fn stream_holding(sent: usize) -> (Stream, std::net::TcpStream) {
+        let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(&vec![7u8; sent]).unwrap();
+        (Stream::Plain(server), client)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn a_body_read_takes_what_the_socket_holds_not_one_idle_buffer() {
+        block_on(async {
+            let sent = 48 * 1024;
+            let (mut stream, _client) = stream_holding(sent).await;
+            let mut buf = ReadBuf::new();
+            assert_eq!(buf.fill(&mut stream, 1 << 20).await.unwrap(), sent);
+            assert_eq!(buf.unread().len(), sent);
+            // The request is over: the big buffer goes back.
+            buf.consume(sent);
+            buf.shrink_to_idle();
+            assert!(buf.data.capacity() <= IDLE_READ_BYTES);
+        });
+    }
+
+    #[test]
+    fn a_head_read_keeps_the_idle_buffer_and_shrinking_keeps_unread_bytes() {
+        block_on(async {
+            let (mut stream, _client) = stream_holding(48 * 1024).await;
+            let mut buf = ReadBuf::new();
+            let n = buf.fill(&mut stream, 0).await.unwrap();
+            assert!(n > 0 && n <= IDLE_READ_BYTES, "{n}");
+            let n2 = buf.fill(&mut stream, 40 * 1024).await.unwrap();
+            assert!(buf.data.capacity() > IDLE_READ_BYTES);
+            // Bytes of a pipelined next request survive the shrink.
+            buf.consume(n + n2 - 100);
+            buf.shrink_to_idle();
+            assert_eq!(buf.unread(), &[7u8; 100][..]);
+            assert!(buf.data.capacity() <= IDLE_READ_BYTES);
+        });
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
