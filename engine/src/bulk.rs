@@ -102,6 +102,27 @@ impl Block {
         n
     }
 
+    /// Lends out the block's memory so a read that must own its buffer (an
+    /// io_uring receive) can put the next bytes straight into the block:
+    /// they belong in `storage[range]`, from its start, at most
+    /// `min(max, room())` of them. The block holds no memory meanwhile;
+    /// [`Block::take_back`] returns it. A block whose memory never comes
+    /// back (the read was abandoned) has lost its bytes with it and must be
+    /// replaced by a new block from [`Block::start`].
+    pub fn lend_room(&mut self, max: usize) -> (Vec<u8>, std::ops::Range<usize>) {
+        let at = self.window + self.skew() + self.len;
+        let n = max.min(self.room());
+        (std::mem::take(&mut self.storage), at..at + n)
+    }
+
+    /// Takes back memory lent by [`Block::lend_room`], whose read put
+    /// `filled` bytes at the start of the lent range (more than the room
+    /// counts as the room).
+    pub fn take_back(&mut self, storage: Vec<u8>, filled: usize) {
+        self.storage = storage;
+        self.len += filled.min(self.room());
+    }
+
     /// The bytes held.
     pub fn bytes(&self) -> &[u8] {
         let at = self.window + self.skew();
@@ -202,6 +223,29 @@ mod tests {
             assert_eq!(block.end() % ALIGN as u64, 0, "start {start}");
             assert_eq!(block.bytes(), &data[..taken]);
         }
+    }
+
+    #[test]
+    fn bytes_read_into_lent_room_join_the_block_in_order() {
+        let data = pattern(BLOCK_BYTES + 10, 3);
+        let mut block = Block::new(4000);
+        let mut taken = block.fill(&data[..50]);
+        while !block.is_full() {
+            let room = block.room();
+            let (mut storage, range) = block.lend_room(70_000);
+            assert_eq!(range.len(), room.min(70_000));
+            let n = range.len().min(data.len() - taken);
+            storage[range.start..range.start + n].copy_from_slice(&data[taken..taken + n]);
+            block.take_back(storage, n);
+            taken += n;
+        }
+        assert_eq!(block.bytes(), &data[..taken]);
+        assert_eq!(block.end() % ALIGN as u64, 0);
+        // Lending a full block lends nothing.
+        let (storage, range) = block.lend_room(usize::MAX);
+        assert!(range.is_empty());
+        block.take_back(storage, 5);
+        assert_eq!(block.bytes(), &data[..taken]);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use crate::stream::Stream;
 use berth_http::{parse_request_head, BodyDecoder, BodyFraming, Method, RequestHead, ResponseHead};
-use compio::buf::BufResult;
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::buf::{BufResult, IntoInner, IoBuf};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api::{self, error::ApiError, response, Ctx};
 
@@ -331,6 +331,64 @@ impl RequestBody<'_> {
                 Ok(Ok(0)) => return Err(BodyReadError::Truncated),
                 Ok(Ok(_)) => {}
             }
+        }
+    }
+
+    /// How many body bytes [`RequestBody::read_direct`] may take next: the
+    /// rest of a length-framed body of which nothing is buffered. `None`
+    /// when the next bytes must come through [`RequestBody::chunk`]
+    /// (chunked framing, bytes already buffered, or the body is over).
+    pub fn direct_read_limit(&self) -> Option<u64> {
+        match self.decoder.remaining_hint() {
+            Some(n) if n > 0 && self.buf.unread().is_empty() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Reads the next body bytes from the socket straight into
+    /// `storage[range]`, from its start, without passing them through the
+    /// connection's buffer; `range` must be no longer than
+    /// [`RequestBody::direct_read_limit`]. Answers how many bytes arrived
+    /// and gives `storage` back, except after a stall
+    /// ([`BodyReadError::Stalled`]): the abandoned read keeps the memory.
+    pub async fn read_direct(
+        &mut self,
+        storage: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> (Result<usize, BodyReadError>, Option<Vec<u8>>) {
+        let limit = self.direct_read_limit().unwrap_or(0);
+        if range.is_empty() || range.len() as u64 > limit || range.end > storage.len() {
+            let e = io::Error::other("direct body read outside the body or the buffer");
+            return (Err(e.into()), Some(storage));
+        }
+        if self.continue_pending {
+            self.continue_pending = false;
+            let ask = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+            if let Err(e) = write_all(self.stream, ask).await {
+                return (Err(e.into()), Some(storage));
+            }
+        }
+        let start = range.start;
+        let read = self.stream.read(storage.slice(range));
+        let BufResult(result, slice) =
+            match compio::time::timeout(self.progress_timeout, read).await {
+                Ok(done) => done,
+                Err(_) => return (Err(BodyReadError::Stalled(self.progress_timeout)), None),
+            };
+        let storage = slice.into_inner();
+        let n = match result {
+            Ok(0) => return (Err(BodyReadError::Truncated), Some(storage)),
+            Ok(n) => n,
+            Err(e) => return (Err(e.into()), Some(storage)),
+        };
+        // Length framing: the decoder only counts the bytes off.
+        match self.decoder.decode(&storage[start..start + n]) {
+            Ok(decoded) if decoded.consumed == n => (Ok(n), Some(storage)),
+            Ok(_) => {
+                let e = io::Error::other("body decoder refused bytes within the body's length");
+                (Err(e.into()), Some(storage))
+            }
+            Err(e) => (Err(e.into()), Some(storage)),
         }
     }
 
@@ -800,6 +858,59 @@ mod tests {
             buf.shrink_to_idle();
             assert_eq!(buf.unread(), &[7u8; 100][..]);
             assert!(buf.data.capacity() <= IDLE_READ_BYTES);
+        });
+    }
+
+    fn length_body<'c>(stream: &'c mut Stream, buf: &'c mut ReadBuf, len: u64) -> RequestBody<'c> {
+        let framing = BodyFraming::Length(len);
+        RequestBody {
+            stream,
+            progress_timeout: std::time::Duration::from_millis(200),
+            buf,
+            decoder: BodyDecoder::new(&framing),
+            framing,
+            continue_pending: false,
+        }
+    }
+
+    #[test]
+    fn a_length_body_is_read_straight_into_caller_memory_and_no_further() {
+        block_on(async {
+            let (mut stream, mut client) = stream_holding(6000).await;
+            let mut buf = ReadBuf::new();
+            let mut body = length_body(&mut stream, &mut buf, 10_000);
+            assert_eq!(body.direct_read_limit(), Some(10_000));
+            let (n, storage) = body.read_direct(vec![0u8; 20_000], 100..10_100).await;
+            assert_eq!(n.unwrap(), 6000);
+            let storage = storage.expect("memory back");
+            assert!(storage[100..6100].iter().all(|&b| b == 7));
+            assert_eq!(storage[6100], 0);
+            assert_eq!(body.direct_read_limit(), Some(4000));
+            // Past the body's end: refused, memory back, nothing read.
+            let (refused, storage) = body.read_direct(storage, 0..4001).await;
+            assert!(refused.is_err());
+            client.write_all(&[9u8; 4000]).unwrap();
+            let (n, storage) = body.read_direct(storage.unwrap(), 0..4000).await;
+            assert_eq!(n.unwrap(), 4000);
+            assert!(storage.unwrap()[..4000].iter().all(|&b| b == 9));
+            assert!(body.is_done());
+            assert_eq!(body.direct_read_limit(), None);
+        });
+    }
+
+    #[test]
+    fn buffered_body_bytes_go_through_chunk_and_a_stalled_read_keeps_the_memory() {
+        block_on(async {
+            let (mut stream, _client) = stream_holding(100).await;
+            let mut buf = ReadBuf::new();
+            buf.fill(&mut stream, 0).await.unwrap();
+            let mut body = length_body(&mut stream, &mut buf, 1000);
+            assert_eq!(body.direct_read_limit(), None, "100 bytes are buffered");
+            assert_eq!(body.chunk().await.unwrap().map(<[u8]>::len), Some(100));
+            assert_eq!(body.direct_read_limit(), Some(900));
+            let (stalled, storage) = body.read_direct(vec![0u8; 900], 0..900).await;
+            assert!(matches!(stalled, Err(BodyReadError::Stalled(_))));
+            assert!(storage.is_none());
         });
     }
 

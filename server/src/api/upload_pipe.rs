@@ -2,8 +2,10 @@
 //! pipeline, so receiving, hashing and writing overlap instead of taking
 //! turns on the event loop:
 //!
-//! 1. the event loop receives the body and copies it into aligned blocks
-//!    ([`berth_engine::Block`]);
+//! 1. the event loop receives the body into aligned blocks
+//!    ([`berth_engine::Block`]): a length-framed body straight from the
+//!    socket into the block's memory, a chunked one through the decoder
+//!    with one copy;
 //! 2. a hashing thread feeds each block to the session's running sha256;
 //! 3. a writing thread writes it into the session's data file (direct I/O
 //!    where the file system allows it, see [`berth_engine::bulk`]) and
@@ -45,7 +47,9 @@ pub static UPLOAD_BYTES_DIRECT: AtomicU64 = AtomicU64::new(0);
 /// pipeline: `Appended` with the session's new length, or `OutOfOrder` if
 /// the session no longer held `at` bytes. A body that breaks off
 /// (client gone, bad framing) leaves what arrived before in the session and
-/// is reported as `BLOB_UPLOAD_INVALID`, as with unpiped bodies.
+/// is reported as `BLOB_UPLOAD_INVALID`, as with unpiped bodies; one that
+/// stalls leaves what arrived before the block being filled (the abandoned
+/// read keeps that block), and the client resumes from the reported range.
 pub async fn receive(
     engine: &Arc<Engine>,
     repo: &RepositoryName,
@@ -54,13 +58,36 @@ pub async fn receive(
     body: &mut RequestBody<'_>,
 ) -> Result<Received, ApiError> {
     let mut block = Block::new(at);
-    let mut pipe: Option<Pipeline> = None;
-    // Bytes the session holds while no pipeline runs (all pipelines busy:
-    // blocks are appended on the event loop, as small bodies are).
-    let mut held = at;
-    let mut unpiped = false;
+    let mut sink = Sink {
+        pipe: None,
+        unpiped: false,
+        held: at,
+    };
     let mut body_error = None;
     'body: loop {
+        if let Some(limit) = body.direct_read_limit() {
+            // Straight from the socket into the block: no copy.
+            let (storage, room) = block.lend_room(usize::try_from(limit).unwrap_or(usize::MAX));
+            let (result, storage) = body.read_direct(storage, room).await;
+            match storage {
+                Some(storage) => block.take_back(storage, *result.as_ref().unwrap_or(&0)),
+                // The abandoned read kept the block's memory and bytes: the
+                // session keeps what was handed on before them.
+                None => block = Block::new(block.start()),
+            }
+            if let Err(e) = result {
+                body_error = Some(e);
+                break;
+            }
+            if block.is_full() {
+                match sink.take_full(engine, repo, id, &mut block).await? {
+                    Taken::Yes => {}
+                    Taken::WriterStopped => break 'body,
+                    Taken::OutOfOrder(received) => return Ok(received),
+                }
+            }
+            continue;
+        }
         let mut piece = match body.chunk().await {
             Ok(Some(piece)) => piece,
             Ok(None) => break,
@@ -75,37 +102,16 @@ pub async fn receive(
             if !block.is_full() {
                 continue;
             }
-            let next = block.end();
-            if pipe.is_none() && !unpiped {
-                match PipelineSlot::acquire() {
-                    Some(slot) => match Pipeline::start(engine, repo, id, held, slot) {
-                        Ok(started) => pipe = Some(started),
-                        Err(EngineError::RangeMismatch { expected, got }) => {
-                            return Ok(Received::OutOfOrder { len: expected, got })
-                        }
-                        Err(e) => return Err(e.into()),
-                    },
-                    None => unpiped = true,
-                }
-            }
-            match &mut pipe {
-                Some(running) => {
-                    if !running.push(&mut block, next).await {
-                        // The writer failed: its error is reported below.
-                        block.reset(next);
-                        break 'body;
-                    }
-                }
-                None => {
-                    held = engine.upload_append(repo, id, held, block.bytes())?;
-                    block.reset(next);
-                }
+            match sink.take_full(engine, repo, id, &mut block).await? {
+                Taken::Yes => {}
+                Taken::WriterStopped => break 'body,
+                Taken::OutOfOrder(received) => return Ok(received),
             }
         }
     }
-    let len = match pipe {
-        None if block.is_empty() => held,
-        None => engine.upload_append(repo, id, held, block.bytes())?,
+    let len = match sink.pipe {
+        None if block.is_empty() => sink.held,
+        None => engine.upload_append(repo, id, sink.held, block.bytes())?,
         Some(mut running) => {
             if !block.is_empty() {
                 running.push_last(block).await;
@@ -116,6 +122,69 @@ pub async fn receive(
     match body_error {
         Some(e) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
         None => Ok(Received::Appended(len)),
+    }
+}
+
+/// Where full blocks go: the pipeline once one runs, or straight into the
+/// session on the event loop when every pipeline place is taken.
+struct Sink {
+    pipe: Option<Pipeline>,
+    /// No pipeline place was free: every block is appended directly.
+    unpiped: bool,
+    /// Bytes the session holds while no pipeline runs.
+    held: u64,
+}
+
+/// What became of a full block handed to [`Sink::take_full`].
+enum Taken {
+    /// Taken; the caller's block is now an empty one following it.
+    Yes,
+    /// The writing thread has stopped (its error is reported at the end);
+    /// the caller's block is empty.
+    WriterStopped,
+    /// The session no longer held the bytes the body starts after.
+    OutOfOrder(Received),
+}
+
+impl Sink {
+    /// Hands on the full `block` (starting the pipeline with the first
+    /// one), leaving an empty block that starts where it ended.
+    async fn take_full(
+        &mut self,
+        engine: &Arc<Engine>,
+        repo: &RepositoryName,
+        id: UploadId,
+        block: &mut Block,
+    ) -> Result<Taken, ApiError> {
+        let next = block.end();
+        if self.pipe.is_none() && !self.unpiped {
+            match PipelineSlot::acquire() {
+                Some(slot) => match Pipeline::start(engine, repo, id, self.held, slot) {
+                    Ok(started) => self.pipe = Some(started),
+                    Err(EngineError::RangeMismatch { expected, got }) => {
+                        return Ok(Taken::OutOfOrder(Received::OutOfOrder {
+                            len: expected,
+                            got,
+                        }))
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                None => self.unpiped = true,
+            }
+        }
+        match &mut self.pipe {
+            Some(running) => {
+                if !running.push(block, next).await {
+                    block.reset(next);
+                    return Ok(Taken::WriterStopped);
+                }
+            }
+            None => {
+                self.held = engine.upload_append(repo, id, self.held, block.bytes())?;
+                block.reset(next);
+            }
+        }
+        Ok(Taken::Yes)
     }
 }
 
