@@ -645,7 +645,7 @@ fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>, header: 
     let size = size.map_or(String::from("-"), human_size);
     if header {
         println!(
-            "{:<22} {:<10} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>10}",
+            "{:<22} {:<10} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>6} {:>9} {:>9} {:>10}",
             "case",
             "target",
             "size",
@@ -656,16 +656,20 @@ fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>, header: 
             "p99 ms",
             "p99.9 ms",
             "errors",
+            "cli cpu s",
             "srv cpu s",
             "srv peak"
         );
     }
     let (cpu, rss) = match &o.server {
-        Some(s) => (format!("{:.2}", s.cpu_s), human_size(s.peak_rss_kib * 1024)),
+        Some(s) => (
+            format!("{:.2}", s.cpu.cpu_s),
+            human_size(s.peak_rss_kib * 1024),
+        ),
         None => ("-".into(), "-".into()),
     };
     println!(
-        "{:<22} {:<10} {:>6} {:>9} {:>11.1} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>6} {:>9} {:>10}",
+        "{:<22} {:<10} {:>6} {:>9} {:>11.1} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>6} {:>9.2} {:>9} {:>10}",
         case,
         label,
         size,
@@ -676,14 +680,26 @@ fn print_table(case: &str, label: &str, o: &Outcome, size: Option<u64>, header: 
         o.latency_us.p99 / 1000.0,
         o.latency_us.p999 / 1000.0,
         o.errors,
+        o.client.cpu_s,
         cpu,
         rss
     );
+    let per_gb = |r: &runner::Resources| {
+        r.cpu_s_per_gb
+            .map_or(String::new(), |s| format!(", {s:.2} s CPU/GB"))
+    };
+    println!(
+        "client: {:.1} µs CPU/op{}, {:.2} cores busy",
+        o.client.cpu_us_per_op,
+        per_gb(&o.client),
+        o.client.cpu_cores
+    );
     if let Some(s) = &o.server {
         println!(
-            "server: {:.1} µs CPU/op, {:.2} cores busy, RSS now {} (peak {})",
-            s.cpu_us_per_op,
-            s.cpu_cores,
+            "server: {:.1} µs CPU/op{}, {:.2} cores busy, RSS now {} (peak {})",
+            s.cpu.cpu_us_per_op,
+            per_gb(&s.cpu),
+            s.cpu.cpu_cores,
             human_size(s.rss_kib * 1024),
             if s.peak_reset {
                 "during the measurement"

@@ -91,6 +91,13 @@ pub fn sample(pid: u32) -> Option<Sample> {
     Some(s)
 }
 
+/// CPU time this process (every thread of it) has used, seconds, at
+/// nanosecond resolution (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn own_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+}
+
 /// Resets the peak-RSS mark of the tree (`echo 5 > clear_refs`); false if
 /// not permitted.
 pub fn reset_peak(pid: u32) -> bool {
@@ -101,6 +108,18 @@ pub fn reset_peak(pid: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let before = super::own_cpu_s();
+        let mut x = 0u64;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let used = super::own_cpu_s() - before;
+        assert!(used >= 0.02 && used < 1.0, "{used} s for 30 ms of spinning");
+    }
+
     #[test]
     fn samples_this_process() {
         let s = super::sample(std::process::id()).unwrap();

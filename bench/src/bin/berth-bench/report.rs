@@ -206,17 +206,24 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
     }
     let summary_at = md.len();
     md.push_str("Medians over rounds (min–max of ops/s shown for spread). MB/s is payload 10^6 bytes per second. ");
-    md.push_str("Server CPU and peak RSS come from /proc of the server's process tree during the measurement.\n\n");
-    md.push_str("## Results\n\n| case | target | runs | ops/s | ops/s min–max | MB/s | p50 ms | p99 ms | p99.9 ms | srv CPU µs/op | srv peak RSS | errors |\n");
-    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    md.push_str("Server CPU and peak RSS come from /proc of the server's process tree during the measurement; client CPU is the load generator's own (`CLOCK_PROCESS_CPUTIME_ID`) over the same window. CPU s/GB is per 10^9 payload bytes moved.\n\n");
+    md.push_str("## Results\n\n| case | target | runs | ops/s | ops/s min–max | MB/s | p50 ms | p99 ms | p99.9 ms | srv CPU µs/op | client CPU µs/op | CPU s/GB srv / client | srv peak RSS | errors |\n");
+    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for case in &order {
         for label in &labels {
             let Some(g) = groups.get(&(case.clone(), label.clone())) else {
                 continue;
             };
             let (lo, hi) = g.range(&["ops_per_s"]);
+            let per_gb = match (
+                g.med(&["server", "cpu_s_per_gb"]),
+                g.med(&["client", "cpu_s_per_gb"]),
+            ) {
+                (None, None) => "-".to_string(),
+                (srv, client) => format!("{} / {}", f(srv, 2), f(client, 2)),
+            };
             md.push_str(&format!(
-                "| {case} | {label} | {} | {} | {lo:.0}–{hi:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {case} | {label} | {} | {} | {lo:.0}–{hi:.0} | {} | {} | {} | {} | {} | {} | {per_gb} | {} | {} |\n",
                 g.runs.len(),
                 f(g.med(&["ops_per_s"]), 1),
                 f(g.med(&["mb_per_s"]), 1),
@@ -224,6 +231,7 @@ pub fn render(args: &ReportArgs, records: Vec<Value>) -> String {
                 f(g.med(&["latency_us", "p99"]).map(|x| x / 1000.0), 3),
                 f(g.med(&["latency_us", "p999"]).map(|x| x / 1000.0), 3),
                 f(g.med(&["server", "cpu_us_per_op"]), 1),
+                f(g.med(&["client", "cpu_us_per_op"]), 1),
                 g.max(&["server", "peak_rss_kib"]).map_or("-".into(), mib),
                 g.sum(&["errors"]) as u64,
             ));
@@ -550,6 +558,33 @@ mod tests {
         assert!(md.contains("| manifest-get-64c | 40.00× | 80% |"), "{md}");
         assert!(md.contains("p99 ≤ 2 ms | 1.000 ms | yes"), "{md}");
         assert!(md.contains("peak RSS ≤ 64 MiB | 1.0 MiB | yes"), "{md}");
+    }
+
+    #[test]
+    fn server_and_client_cpu_per_op_and_per_gb() {
+        let rec = |srv_gb: Option<f64>, client_gb: Option<f64>| {
+            serde_json::json!({"case": "blob-get-64m-8c", "label": "berth", "ops_per_s": 10.0, "mb_per_s": 640.0, "errors": 0,
+            "server": {"cpu_us_per_op": 30000.0, "cpu_s_per_gb": srv_gb, "peak_rss_kib": 2048},
+            "client": {"cpu_us_per_op": 45000.0, "cpu_s_per_gb": client_gb}})
+        };
+        let md = render(
+            &args(),
+            vec![
+                rec(Some(0.4), Some(0.7)),
+                rec(Some(0.6), Some(0.5)),
+                rec(Some(0.5), Some(0.6)),
+            ],
+        );
+        assert!(
+            md.contains("| 30000.0 | 45000.0 | 0.50 / 0.60 | 2.0 MiB | 0 |"),
+            "{md}"
+        );
+        // No payload (HEAD): no per-GB figure.
+        let md = render(&args(), vec![rec(None, None)]);
+        assert!(
+            md.contains("| 30000.0 | 45000.0 | - | 2.0 MiB | 0 |"),
+            "{md}"
+        );
     }
 
     #[test]

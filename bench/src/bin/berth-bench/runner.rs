@@ -39,6 +39,8 @@ pub struct Outcome {
     /// TCP connections opened over the run, warm-up included (equals the
     /// number of connections when keep-alive holds).
     pub tcp_connects: u64,
+    /// This load generator's own CPU over the measurement.
+    pub client: Resources,
     pub server: Option<ServerUse>,
     /// The first few failures, exact request and response.
     pub error_samples: Vec<String>,
@@ -54,13 +56,39 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// CPU spent over the measurement, whole and per unit of work (every class
+/// of operation together: the processes cannot tell them apart).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Resources {
+    pub cpu_s: f64,
+    /// Per operation, microseconds.
+    pub cpu_us_per_op: f64,
+    /// Per 10^9 payload bytes moved, seconds; `None` when no payload moved
+    /// (HEAD, for instance).
+    pub cpu_s_per_gb: Option<f64>,
+    /// As a share of one core.
+    pub cpu_cores: f64,
+}
+
+impl Resources {
+    fn new(cpu_s: f64, ops: u64, bytes: u64, elapsed_s: f64) -> Resources {
+        Resources {
+            cpu_s,
+            cpu_us_per_op: if ops > 0 {
+                cpu_s * 1e6 / ops as f64
+            } else {
+                0.0
+            },
+            cpu_s_per_gb: (bytes > 0).then(|| cpu_s * 1e9 / bytes as f64),
+            cpu_cores: cpu_s / elapsed_s,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ServerUse {
-    pub cpu_s: f64,
-    /// Server CPU per operation (of every class), microseconds.
-    pub cpu_us_per_op: f64,
-    /// Server CPU as a share of one core over the measurement.
-    pub cpu_cores: f64,
+    #[serde(flatten)]
+    pub cpu: Resources,
     /// VmHWM at the end (summed over the process tree), KiB. Since the
     /// measurement began if `peak_reset`, else since the server started.
     pub peak_rss_kib: u64,
@@ -202,6 +230,7 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Vec<Out
         .server_pid
         .is_some_and(|pid| plan.reset_peak_rss && procstat::reset_peak(pid));
     let before = plan.server_pid.and_then(procstat::sample);
+    let client_before = procstat::own_cpu_s();
     // Bounded even if the server hangs: stop workers well after the deadline.
     if plan.count.is_none() {
         let limit = plan.duration + Duration::from_secs(30);
@@ -215,6 +244,7 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Vec<Out
         let _ = t.join();
     }
     let after = plan.server_pid.and_then(procstat::sample);
+    let client_cpu = (procstat::own_cpu_s() - client_before).max(0.0);
     let end = shared
         .last_finish
         .lock()
@@ -229,17 +259,17 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Vec<Out
         .iter()
         .map(|c| c.ops.load(Ordering::Relaxed))
         .sum();
+    let total_bytes: u64 = shared
+        .classes
+        .iter()
+        .map(|c| c.bytes.load(Ordering::Relaxed))
+        .sum();
+    let client = Resources::new(client_cpu, total_ops, total_bytes, elapsed);
     let server = match (before, after) {
         (Some(b), Some(a)) => {
             let cpu = (a.cpu_s - b.cpu_s).max(0.0);
             Some(ServerUse {
-                cpu_s: cpu,
-                cpu_us_per_op: if total_ops > 0 {
-                    cpu * 1e6 / total_ops as f64
-                } else {
-                    0.0
-                },
-                cpu_cores: cpu / elapsed,
+                cpu: Resources::new(cpu, total_ops, total_bytes, elapsed),
                 peak_rss_kib: a.peak_rss_kib,
                 peak_reset,
                 rss_kib: a.rss_kib,
@@ -288,6 +318,7 @@ pub fn run(target: &Target, plan: &Plan, scenario: Arc<dyn Scenario>) -> Vec<Out
                     },
                 },
                 tcp_connects: connects,
+                client: client.clone(),
                 server: server.clone(),
                 error_samples: std::mem::take(&mut *class.samples.lock().unwrap()),
             }
