@@ -361,17 +361,44 @@ impl Engine {
 
     /// Every repository name, sorted.
     pub fn catalog(&self) -> Vec<String> {
-        self.meta.read().repos.keys().cloned().collect()
+        self.visit_catalog(None, |names| names.map(str::to_owned).collect())
     }
 
     /// The repository's tags, sorted bytewise.
     pub fn tags(&self, repo: &RepositoryName) -> Result<Vec<String>> {
+        self.visit_tags(repo, None, |tags| tags.map(str::to_owned).collect())
+    }
+
+    /// Calls `visit` with every repository name after `after` (all of them
+    /// when `None`), sorted bytewise, without copying them: `visit` runs
+    /// under the state's read lock, so it must be short and do no I/O
+    /// (commits wait for it).
+    pub fn visit_catalog<R>(
+        &self,
+        after: Option<&str>,
+        visit: impl FnOnce(&mut dyn Iterator<Item = &str>) -> R,
+    ) -> R {
+        let state = self.meta.read();
+        let mut names = names_after(&state.repos, after);
+        visit(&mut names)
+    }
+
+    /// Calls `visit` with the repository's tags after `after` (all of them
+    /// when `None`), sorted bytewise, without copying them; under the
+    /// state's read lock, as [`Engine::visit_catalog`].
+    pub fn visit_tags<R>(
+        &self,
+        repo: &RepositoryName,
+        after: Option<&str>,
+        visit: impl FnOnce(&mut dyn Iterator<Item = &str>) -> R,
+    ) -> Result<R> {
         let state = self.meta.read();
         let r = state
             .repos
             .get(repo.as_str())
             .ok_or(EngineError::NameUnknown)?;
-        Ok(r.tags.keys().cloned().collect())
+        let mut tags = names_after(&r.tags, after);
+        Ok(visit(&mut tags))
     }
 
     /// The length of a blob linked into `repo` (manifests count as blobs).
@@ -908,6 +935,16 @@ impl Drop for Engine {
     }
 }
 
+/// The keys of `map` after `after` (all when `None`), in order.
+fn names_after<'a, V>(
+    map: &'a std::collections::BTreeMap<String, V>,
+    after: Option<&str>,
+) -> impl Iterator<Item = &'a str> {
+    use std::ops::Bound;
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    map.range::<str, _>((from, Bound::Unbounded))
+        .map(|(name, _)| name.as_str())
+}
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
