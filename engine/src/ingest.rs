@@ -294,7 +294,10 @@ mod tests {
             "a push still needs the blobs"
         );
         let stored = e.cache_manifest(&repo, &tag, None, &body).expect("cache");
-        assert_eq!(e.manifest(&repo, &tag).expect("by tag").bytes, body);
+        assert_eq!(
+            &e.manifest(&repo, &tag).expect("by tag").bytes[..],
+            &body[..]
+        );
         let staged = stage(&e, &layer);
         e.ingest_staged(&repo, &layer_digest, staged, layer.len() as u64)
             .expect("ingest");

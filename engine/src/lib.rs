@@ -53,6 +53,7 @@ mod index;
 mod ingest;
 mod lane;
 pub mod manifest;
+mod manifest_cache;
 pub mod metalog;
 #[doc(hidden)]
 pub mod model_check;
@@ -108,8 +109,8 @@ pub struct Manifest {
     pub digest: Digest,
     /// The media type to serve it with.
     pub media_type: String,
-    /// The exact bytes that were pushed.
-    pub bytes: Vec<u8>,
+    /// The exact bytes that were pushed (shared with the manifest cache).
+    pub bytes: Arc<[u8]>,
 }
 
 /// What a successful manifest push stored.
@@ -186,6 +187,8 @@ pub struct Engine {
     /// Exclusive lock on `<root>/lock`, held while the engine is open: one
     /// process at a time owns a data directory.
     _dir_lock: File,
+    /// Bytes of recently served manifests.
+    manifests: manifest_cache::ManifestCache,
 }
 
 /// The op that links a stored blob of `len` bytes into `repo`, now.
@@ -328,6 +331,7 @@ impl Engine {
             gate: RwLock::new(()),
             gc_lock: Mutex::new(()),
             _dir_lock: dir_lock,
+            manifests: manifest_cache::ManifestCache::default(),
         })
     }
 
@@ -460,16 +464,30 @@ impl Engine {
         Ok((digest.clone(), record.media_type.clone()))
     }
 
+    /// Manifest bytes held in memory for serving (at most 8 MiB).
+    pub fn manifest_cache_bytes(&self) -> usize {
+        self.manifests.bytes()
+    }
+
     /// The digest a tag or digest reference names in `repo`, from memory
     /// (no read of the manifest's bytes).
     pub fn manifest_digest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Digest> {
         self.resolve(repo, reference).map(|(digest, _)| digest)
     }
 
-    /// A manifest by tag or digest, with its exact bytes.
+    /// A manifest by tag or digest, with its exact bytes: from memory when
+    /// it was served lately, else read (and checksummed) from the store.
     pub fn manifest(&self, repo: &RepositoryName, reference: &Reference) -> Result<Manifest> {
         let (digest, media_type) = self.resolve(repo, reference)?;
-        let bytes = self.read_stored(&digest)?;
+        let key = digest.to_raw();
+        let bytes = match self.manifests.get(&key) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes: Arc<[u8]> = self.read_stored(&digest)?.into();
+                self.manifests.insert(key, bytes.clone());
+                bytes
+            }
+        };
         Ok(Manifest {
             digest,
             media_type,

@@ -61,13 +61,51 @@ fn blobs_manifests_and_tags_survive_reopen() {
         b"layer bytes, more than seven of them"
     );
     let by_tag = engine.manifest(&r, &"v1".parse().unwrap()).unwrap();
-    assert_eq!(by_tag.bytes, body);
+    assert_eq!(&by_tag.bytes[..], &body[..]);
     assert_eq!(by_tag.digest, manifest_digest);
     assert_eq!(by_tag.media_type, manifest::OCI_MANIFEST);
     let by_digest = engine
         .manifest(&r, &Reference::Digest(manifest_digest.clone()))
         .unwrap();
-    assert_eq!(by_digest.bytes, body);
+    assert_eq!(&by_digest.bytes[..], &body[..]);
+}
+
+#[test]
+fn a_served_manifest_comes_from_memory_but_only_while_the_repository_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (r, other) = (repo("team/app"), repo("team/other"));
+    let config = push_blob(&engine, &r, b"{}");
+    let layer = push_blob(&engine, &r, b"layer bytes, more than seven of them");
+    let body = image_manifest(&config, &layer);
+    let tag: Reference = "v1".parse().unwrap();
+    let digest = engine
+        .put_manifest(&r, &tag, Some(manifest::OCI_MANIFEST), &body)
+        .unwrap()
+        .digest;
+    assert_eq!(engine.manifests.bytes(), 0);
+    let first = engine.manifest(&r, &tag).unwrap();
+    assert_eq!(engine.manifests.bytes(), body.len());
+    let again = engine.manifest(&r, &tag).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first.bytes, &again.bytes),
+        "not from memory"
+    );
+    assert_eq!(&again.bytes[..], &body[..]);
+    // Cached bytes never make a manifest visible where it is not linked...
+    let by_digest = Reference::Digest(digest.clone());
+    assert!(matches!(
+        engine.manifest(&other, &by_digest),
+        Err(EngineError::NameUnknown | EngineError::ManifestUnknown)
+    ));
+    // ...nor after it was deleted.
+    engine.delete_manifest(&r, &digest).unwrap();
+    for reference in [&tag, &by_digest] {
+        assert!(matches!(
+            engine.manifest(&r, reference),
+            Err(EngineError::ManifestUnknown)
+        ));
+    }
 }
 
 #[test]

@@ -641,6 +641,10 @@ async fn write_response(
             out.extend_from_slice(&bytes);
             write_all(stream, out).await
         }
+        response::Body::Shared(bytes) if !is_head => {
+            out.extend_from_slice(&bytes);
+            write_all(stream, out).await
+        }
         response::Body::Blob(blob) if !is_head => {
             write_all(stream, out).await?;
             sender.send(stream, blob.file, blob.offset, blob.len).await

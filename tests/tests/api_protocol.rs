@@ -438,6 +438,34 @@ fn grammars_are_enforced() {
 }
 
 #[test]
+fn a_pulled_manifest_is_kept_in_memory_and_the_metrics_say_how_much() {
+    let (r, _dir) = start();
+    let config = push_blob(&r, "m", b"{}");
+    let body = manifest(&config, &[]);
+    let put = request(
+        "PUT",
+        &r.url("/v2/m/manifests/v1"),
+        &[("Content-Type", OCI_MANIFEST)],
+        Some(&body),
+    );
+    assert_eq!(put.status, 201);
+    let cached = || {
+        let metrics = request("GET", &r.url("/debug/metrics"), &[], None).text();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("berth_manifest_cache_bytes "))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no manifest cache gauge in {metrics}"))
+    };
+    assert_eq!(cached(), 0);
+    for _ in 0..2 {
+        let got = request("GET", &r.url("/v2/m/manifests/v1"), &[], None);
+        assert_eq!((got.status, &got.body), (200, &body));
+    }
+    assert_eq!(cached(), body.len());
+}
+
+#[test]
 fn tags_paginate_with_link_and_deletes_work() {
     let (r, _dir) = start();
     let config = push_blob(&r, "p", b"{}");

@@ -60,7 +60,7 @@ pub fn get(
     let body = if head_only {
         Body::Sized(manifest.bytes.len() as u64)
     } else {
-        Body::Bytes(manifest.bytes)
+        Body::Shared(manifest.bytes)
     };
     let mut response = Response::new(200)
         .header("Content-Type", manifest.media_type)

@@ -234,6 +234,11 @@ fn metrics(ctx: &Ctx) -> Response {
     ] {
         crate::proxy::write_counter(&mut text, name, help, value.load(Ordering::Relaxed));
     }
+    let cached = ctx.engine.manifest_cache_bytes();
+    text.push_str(&format!(
+        "# HELP berth_manifest_cache_bytes manifest bytes held in memory for serving\n\
+         # TYPE berth_manifest_cache_bytes gauge\nberth_manifest_cache_bytes {cached}\n"
+    ));
     if let Some(proxy) = &ctx.proxy {
         text.push_str(&proxy.metrics.render());
     }

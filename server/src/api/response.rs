@@ -14,6 +14,8 @@ pub enum Body {
     Sized(u64),
     /// These bytes.
     Bytes(Vec<u8>),
+    /// These bytes, shared with a cache (a manifest).
+    Shared(std::sync::Arc<[u8]>),
     /// A range of a file (a stored blob).
     Blob(BlobRead),
     /// A blob still arriving from a pull-through cache's upstream, sent as
@@ -28,6 +30,7 @@ impl Body {
             Body::Empty => 0,
             Body::Sized(n) => *n,
             Body::Bytes(b) => b.len() as u64,
+            Body::Shared(b) => b.len() as u64,
             Body::Blob(b) => b.len,
             Body::Growing(g) => g.len,
         }
