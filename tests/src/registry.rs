@@ -348,6 +348,23 @@ impl Registry {
         format!("{}{path}", self.base_url())
     }
 
+    /// Every sample of `GET /debug/metrics` (Prometheus text), by name.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, u64> {
+        let text = crate::http::request("GET", &self.url("/debug/metrics"), &[], None).text();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
+    /// One metric's value; panics naming it if the server does not export it.
+    pub fn metric(&self, name: &str) -> u64 {
+        let all = self.metrics();
+        *all.get(name)
+            .unwrap_or_else(|| panic!("no {name} in /debug/metrics: {all:?}"))
+    }
+
     /// The storage directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

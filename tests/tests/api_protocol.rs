@@ -449,14 +449,7 @@ fn a_pulled_manifest_is_kept_in_memory_and_the_metrics_say_how_much() {
         Some(&body),
     );
     assert_eq!(put.status, 201);
-    let cached = || {
-        let metrics = request("GET", &r.url("/debug/metrics"), &[], None).text();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("berth_manifest_cache_bytes "))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or_else(|| panic!("no manifest cache gauge in {metrics}"))
-    };
+    let cached = || r.metric("berth_manifest_cache_bytes") as usize;
     assert_eq!(cached(), 0);
     for _ in 0..2 {
         let got = request("GET", &r.url("/v2/m/manifests/v1"), &[], None);

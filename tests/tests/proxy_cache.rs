@@ -75,12 +75,7 @@ fn access_count(r: &Registry, method: &str, path: &str) -> usize {
 }
 
 fn metrics(r: &Registry) -> BTreeMap<String, u64> {
-    let text = request("GET", &r.url("/debug/metrics"), &[], None).text();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.trim().parse().ok()?)))
-        .collect()
+    r.metrics()
 }
 
 /// What one client got for a blob GET.

@@ -230,18 +230,9 @@ fn large_bodies_stream_through_the_pipeline_and_a_cut_one_keeps_what_arrived() {
     );
     // The large bodies (3 MiB, then 2 MiB + 123, then the rest) went
     // through the pipeline; the small first chunk did not.
-    let metrics = request("GET", &r.url("/debug/metrics"), &[], None).text();
-    let counter = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    };
     assert_eq!(
-        counter("berth_upload_bytes_piped_total"),
-        (data.len() - 1000) as u64,
-        "{metrics}"
+        r.metric("berth_upload_bytes_piped_total"),
+        (data.len() - 1000) as u64
     );
 }
 
@@ -284,14 +275,7 @@ fn a_large_body_beyond_the_pipeline_bound_is_appended_directly() {
         stream.write_all(&body[..body_len / 2]).expect("send half");
         held.push(stream);
     }
-    let piped_so_far = || {
-        let metrics = request("GET", &r.url("/debug/metrics"), &[], None).text();
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("berth_upload_bytes_piped_total "))
-            .and_then(|v| v.parse::<u64>().ok())
-            .expect("the piped-bytes counter")
-    };
+    let piped_so_far = || r.metric("berth_upload_bytes_piped_total");
     // Each held body has had its first block written through its pipeline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while piped_so_far() < (places * 512 * 1024) as u64 {
