@@ -211,7 +211,8 @@ impl ReadBuf {
         }
         let room = want.clamp(4096, BODY_READ_BYTES);
         if self.data.capacity() - self.data.len() < room {
-            // Doubling at least keeps a head that keeps growing linear.
+            // Growing by at least the current length keeps the copies of a
+            // head that arrives in many small pieces linear in its size.
             self.data.reserve(room.max(self.data.len()));
         }
         let buf = std::mem::take(&mut self.data);
@@ -314,10 +315,7 @@ impl RequestBody<'_> {
                     continue;
                 }
             }
-            if self.continue_pending {
-                self.continue_pending = false;
-                write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
-            }
+            self.send_continue_if_asked().await?;
             // A length-framed body's rest, or a big read for a chunked one.
             let want = self.decoder.remaining_hint().map_or(BODY_READ_BYTES, |n| {
                 usize::try_from(n)
@@ -332,6 +330,16 @@ impl RequestBody<'_> {
                 Ok(Ok(_)) => {}
             }
         }
+    }
+
+    /// Sends `100 Continue` before the first body read if the client asked
+    /// for it (`Expect: 100-continue`): it sends no body until then.
+    async fn send_continue_if_asked(&mut self) -> io::Result<()> {
+        if self.continue_pending {
+            self.continue_pending = false;
+            write_all(self.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()).await?;
+        }
+        Ok(())
     }
 
     /// How many body bytes [`RequestBody::read_direct`] may take next: the
@@ -361,12 +369,8 @@ impl RequestBody<'_> {
             let e = io::Error::other("direct body read outside the body or the buffer");
             return (Err(e.into()), Some(storage));
         }
-        if self.continue_pending {
-            self.continue_pending = false;
-            let ask = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-            if let Err(e) = write_all(self.stream, ask).await {
-                return (Err(e.into()), Some(storage));
-            }
+        if let Err(e) = self.send_continue_if_asked().await {
+            return (Err(e.into()), Some(storage));
         }
         let start = range.start;
         let read = self.stream.read(storage.slice(range));
@@ -636,15 +640,11 @@ async fn write_response(
     }
     let mut out = Vec::with_capacity(512);
     head.encode(&mut out);
+    if let (false, Some(bytes)) = (is_head, response.body.in_memory()) {
+        out.extend_from_slice(bytes);
+        return write_all(stream, out).await;
+    }
     match response.body {
-        response::Body::Bytes(bytes) if !is_head => {
-            out.extend_from_slice(&bytes);
-            write_all(stream, out).await
-        }
-        response::Body::Shared(bytes) if !is_head => {
-            out.extend_from_slice(&bytes);
-            write_all(stream, out).await
-        }
         response::Body::Blob(blob) if !is_head => {
             write_all(stream, out).await?;
             sender.send(stream, blob.file, blob.offset, blob.len).await

@@ -36,6 +36,15 @@ impl Body {
         }
     }
 
+    /// The bytes of a body held in memory (`Bytes` or `Shared`).
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Body::Bytes(b) => Some(b),
+            Body::Shared(b) => Some(b),
+            _ => None,
+        }
+    }
+
     /// Whether the body is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
