@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 
-use super::tests_store::{append_raw, no_grace, push, read, repo, seg_number, segment_files, view};
-use super::*;
+use super::blob_store::{append_raw, no_grace, push, read, repo, seg_number, segment_files, view};
+use crate::*;
 
 fn lane_opts(lanes: usize, segment_bytes_max: u64) -> EngineOptions {
     EngineOptions {

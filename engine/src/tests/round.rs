@@ -3,10 +3,11 @@
 //! a crash drops such a record when those bytes did not survive.
 
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
-use super::tests_store::{manifest_body, no_grace, push, read, repo, seg_number, segment_files};
-use super::*;
-use crate::metalog::{decode_log, encode_record, Written};
+use super::blob_store::{manifest_body, no_grace, push, read, repo, seg_number, segment_files};
+use crate::metalog::{decode_log, encode_record, Op, Written};
+use crate::*;
 
 fn opts() -> EngineOptions {
     EngineOptions {
@@ -358,12 +359,12 @@ fn concurrent_linked_pushes_and_manifests_leave_the_state_the_log_replays() {
             });
         }
     });
-    let before = super::tests_store::view(&engine);
+    let before = super::blob_store::view(&engine);
     assert!(before.len() > 8 * 30);
     drop(engine);
     let engine = Engine::open_with(dir.path(), opts).unwrap();
     assert_eq!(engine.open_report().unacknowledged_records_dropped, 0);
-    assert_eq!(super::tests_store::view(&engine), before);
+    assert_eq!(super::blob_store::view(&engine), before);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Engine behaviour tests against a real temporary directory.
 
+use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 
-use super::*;
+use crate::*;
 
 fn repo(name: &str) -> RepositoryName {
     name.parse().unwrap()

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::*;
+use crate::*;
 
 pub(super) fn repo(name: &str) -> RepositoryName {
     name.parse().unwrap()

@@ -1,0 +1,278 @@
+//! Opening the blob store after a clean stop or a crash: list the segments,
+//! load the index snapshot, scan what it does not cover, cut the torn tail of
+//! every segment `segments/active` names, and give each lane its active
+//! segment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use crate::active_list;
+use crate::digest::Algorithm;
+use crate::error::Result;
+use crate::fsutil;
+pub(crate) use crate::index::Loc;
+use crate::index::LocMap;
+use crate::lane::{Lane, Queue};
+use crate::metalog::Written;
+use crate::segment::{self, Damage};
+
+use super::lanes::write_active_list;
+use super::snapshot::load_snapshot;
+use super::{seg_path, BlobStore, DamagedRecord, EngineOptions, Index, ACTIVE_SEGMENTS_MAX};
+
+pub(crate) struct StoreOpen {
+    pub segments: usize,
+    pub survival: Survival,
+    pub records: usize,
+    /// Index entries taken from the snapshot instead of a scan.
+    pub snapshot_entries: usize,
+    pub torn_tail_bytes: u64,
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// What opening the store found on disk, to tell whether segment bytes a
+/// metadata record names (see [`Written`]) survived the last crash.
+pub(crate) struct Survival {
+    /// Every segment's length after its torn tail (if any) was cut.
+    lengths: HashMap<u32, u64>,
+    /// What `segments/active` listed, if it was readable.
+    listed: Option<BTreeSet<u32>>,
+    /// The highest-numbered segment on disk.
+    highest: Option<u32>,
+}
+
+impl Survival {
+    /// Whether the bytes up to `at.end` of segment `at.seg` are on disk or
+    /// were once durable. A missing segment was compacted away (durable
+    /// before, so it counts) unless `segments/active` lists it or its number
+    /// is above every segment's: then its creation was lost in a crash.
+    /// Compaction rewrites the list before it deletes a segment, so a
+    /// compacted segment is never listed.
+    pub fn kept(&self, at: Written) -> bool {
+        match self.lengths.get(&at.seg) {
+            Some(&len) => len >= at.end,
+            None => {
+                let below_highest = self.highest.is_some_and(|h| at.seg < h);
+                let listed = self.listed.as_ref().is_some_and(|l| l.contains(&at.seg));
+                below_highest && !listed
+            }
+        }
+    }
+}
+
+/// Segment numbers present in `dir`, ascending.
+fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// What `segments/active` said at open.
+enum ActiveList {
+    /// No file: a store written before lanes (its one active segment is the
+    /// highest-numbered) or an empty one.
+    Missing,
+    /// Unreadable or failing its checksum.
+    Damaged,
+    /// The segments it names.
+    Listed(Vec<u32>),
+}
+
+fn read_active_list(seg_dir: &Path) -> io::Result<ActiveList> {
+    match fs::read(seg_dir.join(active_list::FILE_NAME)) {
+        Ok(bytes) => Ok(match active_list::decode(&bytes) {
+            Some(list) => ActiveList::Listed(list),
+            None => ActiveList::Damaged,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ActiveList::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether bytes `from..to` of `file` are all zero.
+fn zeros_only(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// A segment kept as a lane's active one at open: its number, durable
+/// length and a writable descriptor.
+struct Reused {
+    seg: u32,
+    len: u64,
+    file: File,
+}
+
+impl BlobStore {
+    /// Opens the store: loads the index snapshot, scans what it does not
+    /// cover, truncates the torn tail of every segment `segments/active`
+    /// names (the highest-numbered one for a store without that file), and
+    /// gives each lane an active segment: one of those (lowest first) while
+    /// they last, else a new number whose file is created by the lane's
+    /// first write. The others are sealed from now on.
+    pub fn open(root: &Path, opts: EngineOptions) -> Result<(BlobStore, StoreOpen)> {
+        let seg_dir = root.join("segments");
+        fsutil::create_dir_durable(&seg_dir)?;
+        let segs = list_segments(&seg_dir)?;
+        let listed = read_active_list(&seg_dir)?;
+        let candidates: BTreeSet<u32> = match &listed {
+            ActiveList::Listed(list) => list
+                .iter()
+                .copied()
+                .filter(|s| segs.binary_search(s).is_ok())
+                .collect(),
+            // Before lanes, only the highest-numbered segment was appended
+            // to. A damaged list falls back to the same rule: a torn tail in
+            // another segment is then isolated as damage (never served)
+            // instead of cut, and that segment is sealed.
+            ActiveList::Missing | ActiveList::Damaged => segs.last().copied().into_iter().collect(),
+        };
+        let lane_count = opts.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
+        let mut map = LocMap::default();
+        let mut files = BTreeMap::new();
+        let mut lengths = HashMap::new();
+        let mut report = StoreOpen {
+            segments: segs.len(),
+            survival: Survival {
+                lengths: HashMap::new(),
+                listed: match &listed {
+                    ActiveList::Listed(list) => Some(list.iter().copied().collect()),
+                    ActiveList::Missing | ActiveList::Damaged => None,
+                },
+                highest: segs.last().copied(),
+            },
+            records: 0,
+            snapshot_entries: 0,
+            torn_tail_bytes: 0,
+            damaged: Vec::new(),
+        };
+        let mut reused: Vec<Reused> = Vec::new();
+        let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut report);
+        for &seg in &segs {
+            let active = candidates.contains(&seg);
+            let path = seg_path(&seg_dir, seg);
+            let file = OpenOptions::new().read(true).write(active).open(&path)?;
+            let size = file.metadata()?.len();
+            let from = covered.get(&seg).copied().unwrap_or(0);
+            let scan = segment::scan_from(&file, from, size, active, false)?;
+            for Damage {
+                start,
+                end,
+                claimed,
+            } in scan.damaged
+            {
+                report.damaged.push(DamagedRecord {
+                    segment: seg,
+                    start,
+                    end,
+                    claimed,
+                });
+            }
+            report.records += scan.records.len();
+            // Size the index once rather than rehashing it as it grows.
+            let mut counts: HashMap<Algorithm, usize> = HashMap::new();
+            for r in &scan.records {
+                *counts.entry(r.digest.algorithm()).or_default() += 1;
+            }
+            for (algorithm, count) in counts {
+                map.reserve(algorithm, count);
+            }
+            for r in scan.records {
+                // Later records win: a compaction copy supersedes its original.
+                map.insert(
+                    &r.digest,
+                    Loc {
+                        seg,
+                        record: r.offset,
+                        payload: r.payload_offset,
+                        len: r.len,
+                    },
+                );
+            }
+            lengths.insert(seg, if active { scan.valid_len } else { size });
+            if active {
+                if scan.valid_len < size {
+                    if !zeros_only(&file, scan.valid_len, size)? {
+                        // Padding alone (see `pad_ahead`) is not a torn write.
+                        report.torn_tail_bytes += size - scan.valid_len;
+                    }
+                    file.set_len(scan.valid_len)?;
+                    file.sync_data()?;
+                }
+                if reused.len() < lane_count {
+                    reused.push(Reused {
+                        seg,
+                        len: scan.valid_len,
+                        file: file.try_clone()?,
+                    });
+                }
+            }
+            files.insert(seg, Arc::new(file));
+        }
+        report.survival.lengths = lengths;
+        // Every torn tail is cut and synced: the segments not reused are
+        // sealed, and the list names exactly the reused ones.
+        let kept: BTreeSet<u32> = reused.iter().map(|r| r.seg).collect();
+        let rewrite = match &listed {
+            ActiveList::Listed(list) => list.iter().copied().collect::<BTreeSet<u32>>() != kept,
+            ActiveList::Missing => !kept.is_empty(),
+            ActiveList::Damaged => true,
+        };
+        if rewrite {
+            write_active_list(&seg_dir, &kept)?;
+        }
+        let next_seg = segs.last().map_or(1, |&s| s.saturating_add(1));
+        let next_seg = AtomicU32::new(next_seg);
+        let mut reused = reused.into_iter();
+        let lanes = (0..lane_count)
+            .map(|_| {
+                Lane::new(match reused.next() {
+                    Some(r) => Queue::new(r.seg, r.len, Some(r.file)),
+                    None => Queue::new(next_seg.fetch_add(1, Ordering::Relaxed), 0, None),
+                })
+            })
+            .collect();
+        let store = BlobStore {
+            root: root.to_owned(),
+            seg_dir,
+            opts,
+            index: RwLock::new(Index {
+                map,
+                files,
+                snapshot_covered: covered,
+                verified: HashSet::new(),
+            }),
+            lanes,
+            inflight: Mutex::new(HashMap::new()),
+            next_seg,
+            failed: AtomicBool::new(false),
+            active: Mutex::new(kept),
+            log: OnceLock::new(),
+        };
+        Ok((store, report))
+    }
+}
