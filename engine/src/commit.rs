@@ -13,10 +13,10 @@
 //! the replay of a durable log prefix whose segment bytes are durable too.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{EngineError, Result};
+use crate::io::IoFile;
 use crate::metalog::{encode_record, AppendError, LogFile, Op};
 use crate::state::State;
 
@@ -51,7 +51,7 @@ pub struct Committer {
     /// Notified whenever records become durable or applied, or the log fails.
     changed: Condvar,
     /// A second descriptor of the log for fdatasync outside the queue lock.
-    sync_file: File,
+    sync_file: Box<dyn IoFile>,
     state: RwLock<State>,
 }
 
@@ -129,6 +129,13 @@ impl Committer {
             encode_record(ops, &mut records);
         }
         let first = queue.written_seq + 1;
+        assert!(
+            queue.applied_seq <= queue.durable_seq && queue.durable_seq <= queue.written_seq,
+            "commit: applied {} <= durable {} <= written {} broken",
+            queue.applied_seq,
+            queue.durable_seq,
+            queue.written_seq
+        );
         if !records.is_empty() {
             match queue.log.append(&records) {
                 Ok(()) => {}
@@ -178,6 +185,19 @@ impl Committer {
             let Some(record) = queue.unapplied.pop_front() else {
                 break;
             };
+            // Records apply in log order, each once, only after their
+            // fdatasync round completed and their writer published them.
+            assert!(
+                record.seq == queue.applied_seq + 1,
+                "commit: record {} applied after record {}",
+                record.seq,
+                queue.applied_seq
+            );
+            assert!(
+                record.seq <= queue.durable_seq && record.published,
+                "commit: record {} applied before it was durable and published",
+                record.seq
+            );
             for op in &record.ops {
                 state.apply(op);
             }
@@ -207,7 +227,16 @@ impl Committer {
                 queue = self.lock_queue();
                 queue.syncing = false;
                 match synced {
-                    Ok(()) => queue.durable_seq = queue.durable_seq.max(upto),
+                    Ok(()) => {
+                        // A round makes durable what was written before it
+                        // started, never more than was written.
+                        assert!(
+                            upto <= queue.written_seq,
+                            "commit: synced up to record {upto}, only {} written",
+                            queue.written_seq
+                        );
+                        queue.durable_seq = queue.durable_seq.max(upto);
+                    }
                     Err(e) => {
                         queue.failed = true;
                         self.changed.notify_all();
@@ -227,6 +256,7 @@ impl WrittenRecords<'_> {
     /// and applied (after every earlier record). Call it only once whatever
     /// they depend on is durable.
     pub fn publish(mut self) -> Result<()> {
+        assert!(!self.published, "commit: records published twice");
         self.published = true;
         if self.first > self.last {
             return Ok(());
@@ -269,7 +299,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> Committer {
-        let (log, _, _) = LogFile::open(&dir.join("log")).unwrap();
+        let (log, _, _) = LogFile::open(&crate::io::RealIo, &dir.join("log")).unwrap();
         Committer::new(log, State::default()).unwrap()
     }
 
@@ -292,7 +322,7 @@ mod tests {
             later.join().unwrap().unwrap();
         });
         assert_eq!(tags(&c), 2);
-        let (_, batches, _) = LogFile::open(&dir.path().join("log")).unwrap();
+        let (_, batches, _) = LogFile::open(&crate::io::RealIo, &dir.path().join("log")).unwrap();
         assert_eq!(batches, vec![tag(0), tag(1)]);
     }
 
@@ -315,7 +345,7 @@ mod tests {
             .unwrap();
         c.commit(Vec::new()).unwrap();
         c.commit(tag(3)).unwrap();
-        let (_, batches, _) = LogFile::open(&dir.path().join("log")).unwrap();
+        let (_, batches, _) = LogFile::open(&crate::io::RealIo, &dir.path().join("log")).unwrap();
         assert_eq!(batches, vec![tag(3)]);
     }
 }

@@ -1,30 +1,27 @@
-//! Small file-system helpers with the durability steps spelled out.
+//! Small file-system helpers with the durability steps spelled out, on any
+//! [`Io`].
 
-use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
-/// fsyncs a directory so that entries created or renamed in it survive a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use crate::io::{Io, IoFile, OpenMode};
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose
 /// listing changed, so the new directory itself survives a crash.
-pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
+pub fn create_dir_durable(io: &dyn Io, dir: &Path) -> io::Result<()> {
+    if io.stat(dir)?.is_some_and(|s| s.is_dir) {
         return Ok(());
     }
-    if let Some(parent) = dir.parent() {
-        create_dir_durable(parent)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(io, parent)?;
     }
-    match fs::create_dir(dir) {
+    match io.create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        io.sync_dir(parent)?;
     }
     Ok(())
 }
@@ -32,30 +29,35 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 /// Moves a fully written and fsynced file to `dest` atomically and makes the
 /// rename durable. If `dest` already exists the source is removed instead
 /// (content-addressed: the same name always holds the same bytes).
-pub fn install_file(src: &Path, dest: &Path) -> io::Result<()> {
+pub fn install_file(io: &dyn Io, src: &Path, dest: &Path) -> io::Result<()> {
     if let Some(parent) = dest.parent() {
-        create_dir_durable(parent)?;
+        create_dir_durable(io, parent)?;
     }
-    if dest.exists() {
-        fs::remove_file(src)?;
+    if io.exists(dest) {
+        io.remove_file(src)?;
         return Ok(());
     }
-    fs::rename(src, dest)?;
+    io.rename(src, dest)?;
     if let Some(parent) = dest.parent() {
-        sync_dir(parent)?;
+        io.sync_dir(parent)?;
     }
     Ok(())
 }
 
-/// Opens `path` for reading and writing, creating it empty if it does not
-/// exist and keeping its bytes if it does.
-pub fn open_or_create(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+/// Replaces the file at `path` with `bytes`, durably: a temporary file
+/// beside it (`tmp`), fsync, rename, directory fsync. A crash leaves the old
+/// file or the new one.
+pub fn replace_file(io: &dyn Io, tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    {
+        let file = io.open(tmp, OpenMode::CREATE_TRUNCATE)?;
+        file.write_all_at(bytes, 0)?;
+        file.sync_all()?;
+    }
+    io.rename(tmp, path)?;
+    match path.parent() {
+        Some(dir) => io.sync_dir(dir),
+        None => Ok(()),
+    }
 }
 
 /// Zeros for [`write_zeros`]: a static, so writing them never touches heap
@@ -63,8 +65,8 @@ pub fn open_or_create(path: &Path) -> io::Result<fs::File> {
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 /// Writes zero bytes over `from..to` of `file`.
-pub fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
+pub fn write_zeros(file: &dyn IoFile, from: u64, to: u64) -> io::Result<()> {
+    assert!(from <= to, "zeros from {from} to {to}: an inverted range");
     let mut at = from;
     while at < to {
         let n = ZEROS.len().min((to - at) as usize);
@@ -72,4 +74,18 @@ pub fn write_zeros(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
         at += n as u64;
     }
     Ok(())
+}
+
+/// Opens `path` on the real disk for reading and writing, creating it empty
+/// if it does not exist and keeping its bytes if it does. For the upload
+/// pipeline (`uploads`, `bulk`), which is not routed through [`Io`] yet;
+/// everything else opens files with [`Io::open`] and
+/// [`OpenMode::OPEN_OR_CREATE`].
+pub fn open_or_create(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }

@@ -21,7 +21,7 @@
 //! the old file keeps a valid descriptor.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs;
+
 use std::time::Duration;
 
 use crate::digest::Digest;
@@ -248,7 +248,7 @@ impl Engine {
                 let digests: Vec<Digest> = dead_index.into_iter().map(|(d, _)| d).collect();
                 self.store.forget(&digests);
                 for path in &dead_file_paths {
-                    match fs::remove_file(path) {
+                    match self.io.remove_file(path) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(e.into()),
@@ -265,7 +265,7 @@ impl Engine {
                 .filter_map(|p| p.parent().map(|p| p.to_owned()))
                 .collect();
             for dir in dirs {
-                crate::fsutil::sync_dir(&dir)?;
+                self.io.sync_dir(&dir)?;
             }
         }
         report.blobs_deleted = deleted.into_iter().collect();

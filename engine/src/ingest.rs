@@ -13,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName};
 use crate::uploads::UploadId;
-use crate::{fsutil, Engine, StoredManifest};
+use crate::{Engine, StoredManifest};
 
 /// A new, empty file in the data directory's `tmp/` (on the store's file
 /// system, so committing it is a rename). Removed when dropped unless
@@ -98,7 +98,7 @@ impl Engine {
         let _gate = self.gate_shared();
         if !self.store.contains(digest) {
             if len <= self.store.opts.small_blob_max {
-                let bytes = fs::read(&staged.path)?;
+                let bytes = self.io.read(&staged.path)?;
                 self.store.put_small(digest, &bytes)?;
             } else {
                 staged.file.sync_data()?;
@@ -171,7 +171,7 @@ impl Engine {
         let mut dirs = BTreeSet::new();
         for d in &gone {
             let path = self.store.blob_path(d);
-            match fs::remove_file(&path) {
+            match self.io.remove_file(&path) {
                 Ok(()) => {
                     if let Some(dir) = path.parent() {
                         dirs.insert(dir.to_owned());
@@ -182,7 +182,7 @@ impl Engine {
             }
         }
         for dir in dirs {
-            fsutil::sync_dir(&dir)?;
+            self.io.sync_dir(&dir)?;
         }
         report.evicted = found.into_iter().collect();
         Ok(report)

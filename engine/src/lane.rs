@@ -9,9 +9,9 @@
 //! are long-lived event-loop and blocking-pool threads, so the threads that
 //! append concurrently are spread round-robin over the lanes.
 
+use crate::io::IoFile;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -44,7 +44,7 @@ pub(crate) fn current(lanes: usize) -> usize {
 /// The segment file a lane's leader writes to.
 pub(crate) struct Writer {
     pub seg: u32,
-    pub file: Option<File>,
+    pub file: Option<Box<dyn IoFile>>,
     /// End of the records written to it.
     pub len: u64,
     /// Its size: `len` plus zero padding written ahead (see
@@ -55,7 +55,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// A writer for segment `seg` (`None`: not created yet) whose records
     /// end at `len`, its file being that long.
-    pub fn new(seg: u32, file: Option<File>, len: u64) -> Writer {
+    pub fn new(seg: u32, file: Option<Box<dyn IoFile>>, len: u64) -> Writer {
         Writer {
             seg,
             file,
@@ -107,7 +107,7 @@ pub(crate) struct Queue {
 impl Queue {
     /// A lane whose active segment `seg` is durable up to `len` bytes (0 and
     /// no file for a segment not created yet).
-    pub fn new(seg: u32, len: u64, file: Option<File>) -> Queue {
+    pub fn new(seg: u32, len: u64, file: Option<Box<dyn IoFile>>) -> Queue {
         Queue {
             writer: Some(Writer::new(seg, file, len)),
             tail_seg: seg,

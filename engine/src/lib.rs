@@ -52,6 +52,7 @@ mod fsutil;
 pub mod gc;
 mod index;
 mod ingest;
+pub mod io;
 mod lane;
 pub mod manifest;
 mod manifest_cache;
@@ -73,6 +74,7 @@ pub use engine::{BlobRead, Engine, Manifest, OpenReport, Referrer, StoredManifes
 pub use error::{EngineError, Result};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
 pub use ingest::{EvictReport, StagingFile};
+pub use io::{Io, IoFile, OpenMode, RealIo};
 pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};

@@ -19,14 +19,13 @@
 //! truncated away on open; it was never acknowledged, because callers are
 //! answered only after the record is fdatasync'ed.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::io::{Io, IoFile, OpenMode};
 
 const MAGIC: &[u8; 4] = b"BRML";
 const FORMAT_VERSION: u8 = 1;
@@ -217,7 +216,7 @@ pub fn decode_log(image: &[u8]) -> Replay {
 /// is a separate step (see `commit`), so several appends can share one
 /// fdatasync.
 pub struct LogFile {
-    file: File,
+    file: Box<dyn IoFile>,
     /// Length of the valid prefix: where the next record goes.
     len: u64,
     /// The file's size: `len` plus zero padding written ahead.
@@ -248,11 +247,18 @@ impl LogFile {
     /// torn tail so the next append starts on a record boundary (an all-zero
     /// tail is padding and stays). Returns the log, the replayed batches and
     /// how many torn bytes were discarded (padding not counted).
-    pub fn open(path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
-        let mut file = crate::fsutil::open_or_create(path)?;
-        let mut image = Vec::new();
-        file.read_to_end(&mut image)?;
+    pub fn open(io: &dyn Io, path: &Path) -> io::Result<(LogFile, Vec<Vec<Op>>, u64)> {
+        let file = io.open(path, OpenMode::OPEN_OR_CREATE)?;
+        let len = usize::try_from(file.len()?).map_err(|_| io::ErrorKind::OutOfMemory)?;
+        let mut image = vec![0u8; len];
+        file.read_exact_at(&mut image, 0)?;
         let replay = decode_log(&image);
+        assert!(
+            replay.valid_bytes <= image.len() as u64,
+            "log replay: valid prefix {} past the file's {} bytes",
+            replay.valid_bytes,
+            image.len()
+        );
         let tail = image.get(replay.valid_bytes as usize..).unwrap_or_default();
         // Bytes from the first to the last non-zero one: the torn write,
         // without the padding around it.
@@ -280,22 +286,13 @@ impl LogFile {
     /// Replaces the log at `path` with one holding exactly `batches`,
     /// durably (temporary file, fsync, rename, directory fsync): a crash
     /// leaves the old log or the new one.
-    pub fn rewrite(path: &Path, batches: &[Vec<Op>]) -> io::Result<LogFile> {
+    pub fn rewrite(io: &dyn Io, path: &Path, batches: &[Vec<Op>]) -> io::Result<LogFile> {
         let mut image = Vec::new();
         for ops in batches {
             encode_record(ops, &mut image);
         }
-        let tmp = path.with_extension("rewrite");
-        {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&image)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        crate::fsutil::replace_file(io, &path.with_extension("rewrite"), path, &image)?;
+        let file = io.open(path, OpenMode::READ_WRITE)?;
         Ok(LogFile {
             file,
             len: image.len() as u64,
@@ -306,12 +303,18 @@ impl LogFile {
     /// Appends already-encoded records (not yet durable: see
     /// [`LogFile::sync_handle`]). A failed write is cut off again.
     pub fn append(&mut self, records: &[u8]) -> Result<(), AppendError> {
+        assert!(
+            self.len <= self.allocated,
+            "log: records end at {} past the file's {} bytes",
+            self.len,
+            self.allocated
+        );
         let end = self.len + records.len() as u64;
         let extends = end > self.allocated;
         let mut written = self.file.write_all_at(records, self.len);
         if written.is_ok() && extends {
             // Past the padding: new padding after the records.
-            written = crate::fsutil::write_zeros(&self.file, end, end + PAD_BYTES);
+            written = crate::fsutil::write_zeros(&*self.file, end, end + PAD_BYTES);
         }
         if let Err(e) = written {
             // Nothing of this record is acknowledged: cut it off again.
@@ -327,7 +330,7 @@ impl LogFile {
     }
 
     /// A second descriptor of the log, to fdatasync it while appends go on.
-    pub fn sync_handle(&self) -> io::Result<File> {
+    pub fn sync_handle(&self) -> io::Result<Box<dyn IoFile>> {
         self.file.try_clone()
     }
 }
@@ -372,7 +375,7 @@ mod tests {
     fn appends_pad_ahead_and_reopen_keeps_padding_but_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut log, _, _) = LogFile::open(&path).unwrap();
+        let (mut log, _, _) = LogFile::open(&crate::io::RealIo, &path).unwrap();
         let mut records = Vec::new();
         encode_record(&sample(0), &mut records);
         log.append(&records).unwrap();
@@ -382,20 +385,20 @@ mod tests {
         log.append(&records).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), padded);
         drop(log);
-        let (mut log, batches, discarded) = LogFile::open(&path).unwrap();
+        let (mut log, batches, discarded) = LogFile::open(&crate::io::RealIo, &path).unwrap();
         assert_eq!((batches.len(), discarded), (2, 0));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), padded);
         // The next record goes right after the last one, not after the padding.
         log.append(&records).unwrap();
         drop(log);
-        let (_, batches, _) = LogFile::open(&path).unwrap();
+        let (_, batches, _) = LogFile::open(&crate::io::RealIo, &path).unwrap();
         assert_eq!(batches.len(), 3);
         // A torn record inside the padding: the tail is cut, padding and all.
         let whole = 3 * records.len() as u64;
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(&records[..records.len() - 1], whole)
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &records[..records.len() - 1], whole)
             .unwrap();
-        let (_, batches, discarded) = LogFile::open(&path).unwrap();
+        let (_, batches, discarded) = LogFile::open(&crate::io::RealIo, &path).unwrap();
         assert_eq!(batches.len(), 3);
         assert_eq!(discarded, records.len() as u64 - 1);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);

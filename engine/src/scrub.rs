@@ -7,12 +7,12 @@
 //! reach the blob, so an operator knows which images to push again.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Read;
-use std::path::PathBuf;
+
+use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::Result;
+use crate::io::{Io, OpenMode};
 use crate::state::{Repository, State};
 use crate::Engine;
 
@@ -185,7 +185,7 @@ impl Engine {
         }
         for (digest, path, _) in files {
             report.files_checked += 1;
-            match hash_file(&path, &digest) {
+            match hash_file(&*self.io, &path, &digest) {
                 Ok((actual, n)) => {
                     report.bytes_checked += n;
                     if actual != digest {
@@ -243,22 +243,22 @@ impl Engine {
         if let Some(loc) = self.store.locate(digest) {
             return !matches!(bad, BlobLocation::Segment { segment, start, .. } if *segment == loc.seg && *start == loc.record);
         }
-        !matches!(bad, BlobLocation::File(_)) && self.store.blob_path(digest).exists()
+        !matches!(bad, BlobLocation::File(_)) && self.io.exists(&self.store.blob_path(digest))
     }
 }
 
-fn hash_file(path: &PathBuf, digest: &Digest) -> std::io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
+fn hash_file(io: &dyn Io, path: &Path, digest: &Digest) -> std::io::Result<(Digest, u64)> {
+    let file = io.open(path, OpenMode::READ)?;
+    let total = file.len()?;
     let mut hasher = Hasher::new(digest.algorithm());
     let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+    let mut at = 0u64;
+    while at < total {
+        let n = usize::try_from((total - at).min(buf.len() as u64))
+            .map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        file.read_exact_at(&mut buf[..n], at)?;
         hasher.update(&buf[..n]);
-        total += n as u64;
+        at += n as u64;
     }
     Ok((hasher.finish(), total))
 }

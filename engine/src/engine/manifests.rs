@@ -1,10 +1,9 @@
 //! The engine's manifest and tag writes (push, delete) and the referrers
 //! listing.
 
-use std::fs::{self, File};
-
 use crate::digest::Digest;
 use crate::error::{EngineError, Result};
+use crate::io::OpenMode;
 use crate::manifest;
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName, Tag};
@@ -137,8 +136,9 @@ impl Engine {
         } else {
             if !self.store.contains(&digest) {
                 let tmp = self.root.join("tmp").join(UploadId::random().to_string());
-                fs::write(&tmp, body)?;
-                File::open(&tmp)?.sync_data()?;
+                let file = self.io.open(&tmp, OpenMode::CREATE_NEW)?;
+                file.write_all_at(body, 0)?;
+                file.sync_data()?;
                 self.store.install_large(&digest, &tmp)?;
             }
             self.meta.commit(ops)?;

@@ -4,7 +4,8 @@
 //! maintenance (GC, scrub, ingest) lives beside the parts it drives.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +15,7 @@ use crate::commit::Committer;
 use crate::digest::{Digest, Hasher};
 use crate::error::{EngineError, Result};
 use crate::fsutil;
+use crate::io::{Io, IoFile, OpenMode, RealIo};
 use crate::manifest_cache;
 use crate::metalog::{LogFile, Op};
 use crate::names::RepositoryName;
@@ -124,7 +126,9 @@ pub struct Engine {
     pub(crate) gc_lock: Mutex<()>,
     /// Exclusive lock on `<root>/lock`, held while the engine is open: one
     /// process at a time owns a data directory.
-    _dir_lock: File,
+    _dir_lock: Box<dyn IoFile>,
+    /// The disk under the engine (see [`crate::io`]).
+    pub(crate) io: Arc<dyn Io>,
     /// Bytes of recently served manifests.
     pub(crate) manifests: manifest_cache::ManifestCache,
 }
@@ -193,29 +197,31 @@ impl Engine {
 
     /// [`Engine::open`] with explicit options.
     pub fn open_with(root: &Path, options: EngineOptions) -> Result<Engine> {
+        Engine::open_with_io(root, options, Arc::new(RealIo))
+    }
+
+    /// [`Engine::open_with`] on the given disk: every file operation of
+    /// the engine (except the upload sessions' files, not routed yet) goes
+    /// through `io` (see [`crate::io`]).
+    pub fn open_with_io(root: &Path, options: EngineOptions, io: Arc<dyn Io>) -> Result<Engine> {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
         options.active_segments = options.active_segments.clamp(1, ACTIVE_SEGMENTS_MAX);
-        fsutil::create_dir_durable(root)?;
-        let dir_lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("lock"))?;
-        match dir_lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(EngineError::Locked(root.to_owned())),
-            Err(fs::TryLockError::Error(e)) => return Err(EngineError::Io(e)),
+        fsutil::create_dir_durable(&*io, root)?;
+        let dir_lock = io.open(&root.join("lock"), OpenMode::OPEN_OR_CREATE)?;
+        if !dir_lock.try_lock()? {
+            return Err(EngineError::Locked(root.to_owned()));
         }
         for dir in ["blobs", "meta", "uploads", "tmp", "segments"] {
-            fsutil::create_dir_durable(&root.join(dir))?;
+            fsutil::create_dir_durable(&*io, &root.join(dir))?;
         }
-        for entry in fs::read_dir(root.join("tmp"))? {
-            let _ = fs::remove_file(entry?.path());
+        let tmp = root.join("tmp");
+        for entry in io.read_dir(&tmp)? {
+            let _ = io.remove_file(&tmp.join(entry.name));
         }
-        let (store, opened) = BlobStore::open(root, options)?;
+        let (store, opened) = BlobStore::open(io.clone(), root, options)?;
         let log_path = root.join("meta/log");
-        let (log, batches, torn_tail_bytes) = LogFile::open(&log_path)?;
+        let (log, batches, torn_tail_bytes) = LogFile::open(&*io, &log_path)?;
         // A record whose blob bytes were appended in its own commit round is
         // dropped when those bytes are neither indexed nor on disk: the
         // crash cut that round short, so it was never acknowledged (nor was
@@ -232,7 +238,7 @@ impl Engine {
         let dropped = replayed - batches.len();
         let log = if dropped > 0 {
             // For good: the segment may grow past the lost bytes again.
-            LogFile::rewrite(&log_path, &batches)?
+            LogFile::rewrite(&*io, &log_path, &batches)?
         } else {
             log
         };
@@ -269,6 +275,7 @@ impl Engine {
             gate: RwLock::new(()),
             gc_lock: Mutex::new(()),
             _dir_lock: dir_lock,
+            io,
             manifests: manifest_cache::ManifestCache::default(),
         })
     }

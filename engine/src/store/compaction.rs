@@ -3,19 +3,22 @@
 //! sealed segment (copy its live records to a lane, then delete it).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{EngineError, Result};
-use crate::fsutil;
-pub(crate) use crate::index::Loc;
+
+use crate::index::Loc;
+use crate::io::IoFile;
 use crate::segment::{self};
 
 use super::lanes::write_active_list;
 use super::{seg_path, BlobStore};
+
+/// A shared handle on a segment file.
+type SegmentFile = Arc<dyn IoFile>;
 
 impl BlobStore {
     // ----- maintenance (GC, compaction, scrub) --------------------------
@@ -41,18 +44,20 @@ impl BlobStore {
     pub fn list_files(&self) -> io::Result<Vec<(Digest, PathBuf, u64)>> {
         let mut out = Vec::new();
         let blobs = self.root.join("blobs");
-        let Ok(algs) = fs::read_dir(&blobs) else {
+        let Ok(algs) = self.io.read_dir(&blobs) else {
             return Ok(out);
         };
-        for alg in algs {
-            let alg = alg?;
-            let alg_name = alg.file_name().to_string_lossy().into_owned();
-            for prefix in fs::read_dir(alg.path())? {
-                for file in fs::read_dir(prefix?.path())? {
-                    let file = file?;
-                    let name = file.file_name().to_string_lossy().into_owned();
+        for alg in algs.into_iter().filter(|a| a.is_dir) {
+            let alg_dir = blobs.join(&alg.name);
+            let alg_name = alg.name.to_string_lossy().into_owned();
+            for prefix in self.io.read_dir(&alg_dir)?.into_iter().filter(|p| p.is_dir) {
+                let prefix_dir = alg_dir.join(&prefix.name);
+                for file in self.io.read_dir(&prefix_dir)? {
+                    let name = file.name.to_string_lossy().into_owned();
                     if let Ok(digest) = format!("{alg_name}:{name}").parse::<Digest>() {
-                        out.push((digest, file.path(), file.metadata()?.len()));
+                        let path = prefix_dir.join(&file.name);
+                        let len = self.io.stat(&path)?.map_or(0, |s| s.len);
+                        out.push((digest, path, len));
                     }
                 }
             }
@@ -113,7 +118,7 @@ impl BlobStore {
     /// length for an active one (bytes past it may be a write in flight).
     pub fn segments(&self) -> Vec<(u32, u64)> {
         // Files first, lanes second: see `compactable`.
-        let files: Vec<(u32, Arc<File>)> = self
+        let files: Vec<(u32, Arc<dyn IoFile>)> = self
             .read_index()
             .files
             .iter()
@@ -125,7 +130,7 @@ impl BlobStore {
             .map(|(seg, f)| {
                 let size = match durables.get(&seg) {
                     Some(&len) => len,
-                    None => f.metadata().map(|m| m.len()).unwrap_or(0),
+                    None => f.len().unwrap_or(0),
                 };
                 (seg, size)
             })
@@ -174,7 +179,7 @@ impl BlobStore {
         if !self.compactable(seg) {
             return Ok((0, 0));
         }
-        let (live, file): (Vec<(Digest, Loc)>, Option<Arc<File>>) = {
+        let (live, file): (Vec<(Digest, Loc)>, Option<SegmentFile>) = {
             let index = self.read_index();
             let live = index
                 .map
@@ -185,20 +190,24 @@ impl BlobStore {
             (live, index.files.get(&seg).cloned())
         };
         let Some(file) = file else { return Ok((0, 0)) };
-        let size = file.metadata()?.len();
+        let size = file.len()?;
         // Read and check every live record first: a segment holding a live
         // record that fails its crc is left alone (scrub reports it).
         let mut batch: Vec<(Digest, Vec<u8>, Loc)> = Vec::new();
         let mut batch_bytes = 0u64;
         let mut moved = 0usize;
         for (digest, loc) in live {
-            let mut bytes = Self::read_record(&file, &loc)?;
+            let mut bytes = Self::read_record(&*file, &loc)?;
             if !segment::record_crc_ok(&bytes) {
                 return Err(EngineError::Corrupt(format!(
                     "segment {seg} record at {} fails its checksum",
                     loc.record
                 )));
             }
+            assert!(
+                loc.payload + loc.len <= size,
+                "compaction: an entry of segment {seg} ends past its {size} bytes"
+            );
             bytes.drain(..(loc.payload - loc.record) as usize);
             batch_bytes += bytes.len() as u64;
             batch.push((digest, bytes, loc));
@@ -220,15 +229,28 @@ impl BlobStore {
             }
             index.files.remove(&seg);
         }
+        // Compaction never deletes a segment a lane appends to: a sealed
+        // segment stays sealed (lanes only move on to new numbers).
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let q = lane.lock();
+            assert!(
+                q.durable_seg != seg && q.tail_seg != seg,
+                "compaction: segment {seg} is lane {i}'s active segment"
+            );
+        }
         {
             // The list may still name this sealed segment (it is rewritten
             // lazily); a listed segment found missing at open counts as
             // lost in a crash (see `Survival::kept`), so unlist it first.
             let active = self.lock_active();
-            write_active_list(&self.seg_dir, &active)?;
+            assert!(
+                !active.contains(&seg),
+                "compaction: segment {seg} is listed as active"
+            );
+            write_active_list(&*self.io, &self.seg_dir, &active)?;
         }
-        fs::remove_file(seg_path(&self.seg_dir, seg))?;
-        fsutil::sync_dir(&self.seg_dir)?;
+        self.io.remove_file(&seg_path(&self.seg_dir, seg))?;
+        self.io.sync_dir(&self.seg_dir)?;
         Ok((moved, size))
     }
 

@@ -4,9 +4,7 @@
 //! `segments/active` ahead of every segment a lane creates.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
@@ -16,7 +14,8 @@ use crate::commit::Committer;
 use crate::digest::Digest;
 use crate::error::{EngineError, Result};
 use crate::fsutil;
-pub(crate) use crate::index::Loc;
+use crate::index::Loc;
+use crate::io::{Io, IoFile, OpenMode};
 use crate::lane::{self, Entry, Group, Queue, WriteFail, Writer};
 use crate::metalog::{Op, Written};
 use crate::segment::{self};
@@ -27,19 +26,24 @@ use super::{seg_path, BlobStore, PAD_BYTES};
 /// it created, and the metadata records it wrote (if any were queued), to
 /// publish once the new index entries are.
 type GroupsWritten<'a> = (
-    Vec<(u32, Arc<File>)>,
+    Vec<(u32, Arc<dyn IoFile>)>,
     Option<Result<crate::commit::WrittenRecords<'a>>>,
 );
 
 /// Replaces `segments/active` with `segments`, durably: temporary file,
 /// fsync, rename, directory fsync.
-pub(super) fn write_active_list(seg_dir: &Path, segments: &BTreeSet<u32>) -> io::Result<()> {
+pub(super) fn write_active_list(
+    io: &dyn Io,
+    seg_dir: &Path,
+    segments: &BTreeSet<u32>,
+) -> io::Result<()> {
     let list: Vec<u32> = segments.iter().copied().collect();
-    let tmp = seg_dir.join("active.tmp");
-    fs::write(&tmp, active_list::encode(&list))?;
-    File::open(&tmp)?.sync_all()?;
-    fs::rename(&tmp, seg_dir.join(active_list::FILE_NAME))?;
-    fsutil::sync_dir(seg_dir)
+    fsutil::replace_file(
+        io,
+        &seg_dir.join("active.tmp"),
+        &seg_dir.join(active_list::FILE_NAME),
+        &active_list::encode(&list),
+    )
 }
 
 impl BlobStore {
@@ -60,7 +64,7 @@ impl BlobStore {
     /// they went, see [`Written`]) and the two files are fdatasynced
     /// together; otherwise it is committed after the blob is durable.
     pub fn put_small_linked(&self, digest: &Digest, payload: &[u8], link: Vec<Op>) -> Result<()> {
-        let unlinked = if self.blob_path(digest).exists() {
+        let unlinked = if self.io.exists(&self.blob_path(digest)) {
             link
         } else {
             self.append(&[(digest, payload, None)], link)?
@@ -89,10 +93,10 @@ impl BlobStore {
     /// stored).
     pub fn install_large(&self, digest: &Digest, src: &Path) -> Result<()> {
         if self.read_index().map.contains(&digest.to_raw()) {
-            fs::remove_file(src)?;
+            self.io.remove_file(src)?;
             return Ok(());
         }
-        fsutil::install_file(src, &self.blob_path(digest))?;
+        fsutil::install_file(&*self.io, src, &self.blob_path(digest))?;
         Ok(())
     }
 
@@ -242,6 +246,14 @@ impl BlobStore {
                     {
                         let mut index = self.write_index();
                         index.files.extend(new_files);
+                        debug_assert!(
+                            groups.iter().all(|g| g.entries.iter().all(|e| {
+                                e.loc.seg == g.seg
+                                    && e.loc.record >= g.start
+                                    && e.loc.payload + e.loc.len <= g.start + g.bytes.len() as u64
+                            })),
+                            "lane {me}: an index entry points outside the bytes written"
+                        );
                         for e in groups.iter().flat_map(|g| &g.entries) {
                             let raw = e.digest.to_raw();
                             match e.from {
@@ -265,7 +277,23 @@ impl BlobStore {
                             }
                         }
                     }
+                    // The durable point only moves forward: to a longer
+                    // prefix of the same segment, or to a newer segment.
+                    assert!(
+                        upto >= queue.durable_seq,
+                        "lane {me}: durable sequence moves back from {} to {upto}",
+                        queue.durable_seq
+                    );
                     if let Some(last) = groups.last() {
+                        let end = last.start + last.bytes.len() as u64;
+                        assert!(
+                            last.seg > queue.durable_seg
+                                || (last.seg == queue.durable_seg && end >= queue.durable_len),
+                            "lane {me}: durable end moves back from {}:{} to {}:{end}",
+                            queue.durable_seg,
+                            queue.durable_len,
+                            last.seg
+                        );
                         // Every segment the lane left behind is sealed: it
                         // was fdatasynced before the next one was created.
                         let sealed: Vec<u32> = std::iter::once(queue.durable_seg)
@@ -279,7 +307,7 @@ impl BlobStore {
                             }
                         }
                         queue.durable_seg = last.seg;
-                        queue.durable_len = last.start + last.bytes.len() as u64;
+                        queue.durable_len = end;
                     }
                     // The blobs are durable and indexed: now the links that
                     // name them may become visible (outside the lane lock:
@@ -349,7 +377,7 @@ impl BlobStore {
             .filter(|&s| s != durable_seg)
             .collect();
         for &seg in &created {
-            match fs::remove_file(seg_path(&self.seg_dir, seg)) {
+            match self.io.remove_file(&seg_path(&self.seg_dir, seg)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -363,8 +391,8 @@ impl BlobStore {
         }
         if writer.seg != durable_seg {
             let path = seg_path(&self.seg_dir, durable_seg);
-            let file = if path.exists() {
-                Some(OpenOptions::new().read(true).write(true).open(&path)?)
+            let file = if self.io.exists(&path) {
+                Some(self.io.open(&path, OpenMode::READ_WRITE)?)
             } else {
                 None
             };
@@ -398,7 +426,7 @@ impl BlobStore {
         if target <= writer.len {
             return;
         }
-        match fsutil::write_zeros(file, writer.len, target) {
+        match fsutil::write_zeros(&**file, writer.len, target) {
             Ok(()) => writer.allocated = target,
             Err(_) => {
                 // Whatever zeros landed are padding too; cut them anyway.
@@ -436,7 +464,7 @@ impl BlobStore {
     fn register_active(&self, seg: u32) -> io::Result<()> {
         let mut active = self.lock_active();
         if active.insert(seg) {
-            if let Err(e) = write_active_list(&self.seg_dir, &active) {
+            if let Err(e) = write_active_list(&*self.io, &self.seg_dir, &active) {
                 active.remove(&seg);
                 return Err(e);
             }
@@ -468,13 +496,31 @@ impl BlobStore {
                 }
                 self.register_active(g.seg).map_err(WriteFail::Write)?;
                 let path = seg_path(&self.seg_dir, g.seg);
-                let file = fsutil::open_or_create(&path).map_err(WriteFail::Write)?;
-                created.push((
-                    g.seg,
-                    Arc::new(File::open(&path).map_err(WriteFail::Write)?),
-                ));
+                let file = self
+                    .io
+                    .open(&path, OpenMode::OPEN_OR_CREATE)
+                    .map_err(WriteFail::Write)?;
+                let reader = self
+                    .io
+                    .open(&path, OpenMode::READ)
+                    .map_err(WriteFail::Write)?;
+                created.push((g.seg, Arc::from(reader)));
                 *writer = Writer::new(g.seg, Some(file), 0);
             }
+            // A group continues the lane's records exactly where the last
+            // write ended (where its padding starts): no gap, no overlap.
+            assert!(
+                g.start == writer.len,
+                "lane: group for segment {} starts at {}, records end at {}",
+                g.seg,
+                g.start,
+                writer.len
+            );
+            assert!(
+                g.start + g.bytes.len() as u64 <= self.opts.segment_bytes_max || g.start == 0,
+                "lane: group for segment {} ends past the segment size limit",
+                g.seg
+            );
             let file = writer
                 .file
                 .as_ref()
@@ -492,7 +538,7 @@ impl BlobStore {
             file.sync_data().map_err(WriteFail::Sync)?;
         }
         if !created.is_empty() {
-            fsutil::sync_dir(&self.seg_dir).map_err(WriteFail::Sync)?;
+            self.io.sync_dir(&self.seg_dir).map_err(WriteFail::Sync)?;
         }
         Ok((created, records))
     }
@@ -502,6 +548,7 @@ impl BlobStore {
 mod tests {
     use super::*;
     use crate::store::EngineOptions;
+    use std::fs;
 
     /// Rolling back a failed batch removes only the segments that batch
     /// created, never another lane's segment numbered in between.
@@ -512,7 +559,7 @@ mod tests {
             active_segments: 2,
             ..EngineOptions::default()
         };
-        let (store, _) = BlobStore::open(dir.path(), opts).unwrap();
+        let (store, _) = BlobStore::open(Arc::new(crate::io::RealIo), dir.path(), opts).unwrap();
         let store = Arc::new(store);
         // Put a blob on each lane (threads draw consecutive tickets).
         let mut seen = BTreeSet::new();
@@ -544,7 +591,7 @@ mod tests {
         let new = store.next_seg.fetch_add(1, Ordering::Relaxed);
         store.register_active(new).unwrap();
         let path = seg_path(&store.seg_dir, new);
-        let file = fsutil::open_or_create(&path).unwrap();
+        let file = store.io.open(&path, OpenMode::OPEN_OR_CREATE).unwrap();
         file.write_all_at(b"never durable", 0).unwrap();
         let mut writer = Writer::new(new, Some(file), 0);
         // The other lane's segment (records and padding) is not touched.

@@ -30,7 +30,6 @@ mod reads;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -39,6 +38,7 @@ use crate::commit::Committer;
 use crate::digest::Digest;
 pub(crate) use crate::index::Loc;
 use crate::index::LocMap;
+use crate::io::{Io, IoFile};
 use crate::lane::{Inflight, Lane};
 
 pub(crate) use open::StoreOpen;
@@ -98,7 +98,7 @@ pub struct DamagedRecord {
 
 struct Index {
     map: LocMap,
-    files: BTreeMap<u32, Arc<File>>,
+    files: BTreeMap<u32, Arc<dyn IoFile>>,
     /// How far into each segment the index snapshot reached at open: records
     /// in that range were indexed without a crc check, so each is verified
     /// the first time it is opened (a record damaged at rest is never served
@@ -120,6 +120,8 @@ impl Index {
 }
 
 pub(crate) struct BlobStore {
+    /// Every file operation goes through it (see `crate::io`).
+    io: Arc<dyn Io>,
     root: PathBuf,
     seg_dir: PathBuf,
     pub opts: EngineOptions,

@@ -4,9 +4,7 @@
 //! segment.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -15,8 +13,9 @@ use crate::active_list;
 use crate::digest::Algorithm;
 use crate::error::Result;
 use crate::fsutil;
-pub(crate) use crate::index::Loc;
+use crate::index::Loc;
 use crate::index::LocMap;
+use crate::io::{Io, IoFile, OpenMode};
 use crate::lane::{Lane, Queue};
 use crate::metalog::Written;
 use crate::segment::{self, Damage};
@@ -66,10 +65,10 @@ impl Survival {
 }
 
 /// Segment numbers present in `dir`, ascending.
-fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
+fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u32>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
+    for entry in io.read_dir(dir)? {
+        let name = entry.name;
         let Some(name) = name.to_str() else { continue };
         if let Some(n) = name
             .strip_suffix(".seg")
@@ -93,8 +92,8 @@ enum ActiveList {
     Listed(Vec<u32>),
 }
 
-fn read_active_list(seg_dir: &Path) -> io::Result<ActiveList> {
-    match fs::read(seg_dir.join(active_list::FILE_NAME)) {
+fn read_active_list(io: &dyn Io, seg_dir: &Path) -> io::Result<ActiveList> {
+    match io.read(&seg_dir.join(active_list::FILE_NAME)) {
         Ok(bytes) => Ok(match active_list::decode(&bytes) {
             Some(list) => ActiveList::Listed(list),
             None => ActiveList::Damaged,
@@ -105,7 +104,7 @@ fn read_active_list(seg_dir: &Path) -> io::Result<ActiveList> {
 }
 
 /// Whether bytes `from..to` of `file` are all zero.
-fn zeros_only(file: &File, from: u64, to: u64) -> io::Result<bool> {
+fn zeros_only(file: &dyn IoFile, from: u64, to: u64) -> io::Result<bool> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut at = from;
     while at < to {
@@ -124,7 +123,7 @@ fn zeros_only(file: &File, from: u64, to: u64) -> io::Result<bool> {
 struct Reused {
     seg: u32,
     len: u64,
-    file: File,
+    file: Box<dyn IoFile>,
 }
 
 impl BlobStore {
@@ -134,11 +133,15 @@ impl BlobStore {
     /// gives each lane an active segment: one of those (lowest first) while
     /// they last, else a new number whose file is created by the lane's
     /// first write. The others are sealed from now on.
-    pub fn open(root: &Path, opts: EngineOptions) -> Result<(BlobStore, StoreOpen)> {
+    pub fn open(
+        io: Arc<dyn Io>,
+        root: &Path,
+        opts: EngineOptions,
+    ) -> Result<(BlobStore, StoreOpen)> {
         let seg_dir = root.join("segments");
-        fsutil::create_dir_durable(&seg_dir)?;
-        let segs = list_segments(&seg_dir)?;
-        let listed = read_active_list(&seg_dir)?;
+        fsutil::create_dir_durable(&*io, &seg_dir)?;
+        let segs = list_segments(&*io, &seg_dir)?;
+        let listed = read_active_list(&*io, &seg_dir)?;
         let candidates: BTreeSet<u32> = match &listed {
             ActiveList::Listed(list) => list
                 .iter()
@@ -171,14 +174,36 @@ impl BlobStore {
             damaged: Vec::new(),
         };
         let mut reused: Vec<Reused> = Vec::new();
-        let covered = load_snapshot(&seg_dir, &segs, &mut map, &mut report);
+        let covered = load_snapshot(&*io, &seg_dir, &segs, &mut map, &mut report);
         for &seg in &segs {
             let active = candidates.contains(&seg);
             let path = seg_path(&seg_dir, seg);
-            let file = OpenOptions::new().read(true).write(active).open(&path)?;
-            let size = file.metadata()?.len();
+            let mode = if active {
+                OpenMode::READ_WRITE
+            } else {
+                OpenMode::READ
+            };
+            let file = io.open(&path, mode)?;
+            let size = file.len()?;
             let from = covered.get(&seg).copied().unwrap_or(0);
-            let scan = segment::scan_from(&file, from, size, active, false)?;
+            assert!(
+                from <= size,
+                "open: snapshot covers segment {seg} to {from}, past its {size} bytes"
+            );
+            let scan = segment::scan_from(&*file, from, size, active, false)?;
+            // Recovery's cut offset lies inside the file, and every record
+            // found lies inside the part kept.
+            assert!(
+                scan.valid_len <= size,
+                "open: segment {seg} cut at {} past its {size} bytes",
+                scan.valid_len
+            );
+            debug_assert!(
+                scan.records
+                    .iter()
+                    .all(|r| r.payload_offset + r.len <= scan.valid_len),
+                "open: a record of segment {seg} ends past its valid length"
+            );
             for Damage {
                 start,
                 end,
@@ -216,13 +241,17 @@ impl BlobStore {
             lengths.insert(seg, if active { scan.valid_len } else { size });
             if active {
                 if scan.valid_len < size {
-                    if !zeros_only(&file, scan.valid_len, size)? {
+                    if !zeros_only(&*file, scan.valid_len, size)? {
                         // Padding alone (see `pad_ahead`) is not a torn write.
                         report.torn_tail_bytes += size - scan.valid_len;
                     }
                     file.set_len(scan.valid_len)?;
                     file.sync_data()?;
                 }
+                assert!(
+                    !active || file.len()? == scan.valid_len,
+                    "open: active segment {seg} not cut to its valid length"
+                );
                 if reused.len() < lane_count {
                     reused.push(Reused {
                         seg,
@@ -231,7 +260,7 @@ impl BlobStore {
                     });
                 }
             }
-            files.insert(seg, Arc::new(file));
+            files.insert(seg, Arc::from(file));
         }
         report.survival.lengths = lengths;
         // Every torn tail is cut and synced: the segments not reused are
@@ -243,7 +272,7 @@ impl BlobStore {
             ActiveList::Damaged => true,
         };
         if rewrite {
-            write_active_list(&seg_dir, &kept)?;
+            write_active_list(&*io, &seg_dir, &kept)?;
         }
         let next_seg = segs.last().map_or(1, |&s| s.saturating_add(1));
         let next_seg = AtomicU32::new(next_seg);
@@ -256,7 +285,18 @@ impl BlobStore {
                 })
             })
             .collect();
+        assert!(
+            kept.len() <= lane_count,
+            "open: {} segments kept active for {lane_count} lanes",
+            kept.len()
+        );
+        assert!(
+            segs.last()
+                .is_none_or(|&h| next_seg.load(Ordering::Relaxed) > h),
+            "open: the next segment number does not exceed every existing one"
+        );
         let store = BlobStore {
+            io,
             root: root.to_owned(),
             seg_dir,
             opts,

@@ -1,15 +1,15 @@
 //! Reads of the blob store: where a blob is, and its bytes or a descriptor
 //! on them (a record from the snapshot-covered range is checked once first).
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{EngineError, Result};
-pub(crate) use crate::index::Loc;
+use crate::index::Loc;
+use crate::io::{self as disk, IoFile, OpenMode};
 use crate::segment::{self};
 
 use super::BlobStore;
@@ -26,7 +26,7 @@ impl BlobStore {
 
     /// Whether the store holds the blob (in a segment or as a file).
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.read_index().map.contains(&digest.to_raw()) || self.blob_path(digest).exists()
+        self.read_index().map.contains(&digest.to_raw()) || self.io.exists(&self.blob_path(digest))
     }
 
     /// The segment location of a blob, if it is in a segment.
@@ -34,14 +34,24 @@ impl BlobStore {
         self.read_index().map.get(&digest.to_raw())
     }
 
-    fn segment_file(&self, digest: &Digest) -> Option<(Loc, Arc<File>)> {
+    fn segment_file(&self, digest: &Digest) -> Option<(Loc, Arc<dyn IoFile>)> {
         let index = self.read_index();
         let loc = index.map.get(&digest.to_raw())?;
         let file = index.files.get(&loc.seg)?.clone();
+        // An index entry points inside its segment: past the record's
+        // header, at most a record's payload long.
+        assert!(
+            loc.record < loc.payload && loc.len <= segment::PAYLOAD_BYTES_MAX,
+            "index: {digest} at segment {} record {} payload {} len {}",
+            loc.seg,
+            loc.record,
+            loc.payload,
+            loc.len
+        );
         Some((loc, file))
     }
 
-    pub(super) fn read_record(file: &File, loc: &Loc) -> io::Result<Vec<u8>> {
+    pub(super) fn read_record(file: &dyn IoFile, loc: &Loc) -> io::Result<Vec<u8>> {
         let mut bytes = vec![0u8; loc.record_len() as usize];
         file.read_exact_at(&mut bytes, loc.record)?;
         Ok(bytes)
@@ -67,19 +77,31 @@ impl BlobStore {
         if let Some((loc, file)) = self.segment_file(digest) {
             let unchecked = self.read_index().unchecked(digest, &loc);
             if self.opts.verify_reads || unchecked {
-                if !segment::record_crc_ok(&Self::read_record(&file, &loc)?) {
+                if !segment::record_crc_ok(&Self::read_record(&*file, &loc)?) {
                     return Err(self.quarantine(digest, &loc));
                 }
                 if unchecked {
                     self.write_index().verified.insert(digest.clone());
                 }
             }
-            return Ok(Some((file.try_clone()?, loc.payload, loc.len)));
+            debug_assert!(
+                file.len().is_ok_and(|size| loc.payload + loc.len <= size),
+                "index: {digest} ends past segment {}",
+                loc.seg
+            );
+            let (fd, offset) = disk::readable_fd(&*file, loc.payload, loc.len)?;
+            return Ok(Some((fd, offset, loc.len)));
         }
-        match File::open(self.blob_path(digest)) {
+        match self.io.open(&self.blob_path(digest), OpenMode::READ) {
             Ok(file) => {
-                let len = file.metadata()?.len();
-                Ok(Some((file, 0, len)))
+                let len = file.len()?;
+                match file.into_file() {
+                    Ok(fd) => Ok(Some((fd, 0, len))),
+                    Err(simulated) => {
+                        let (fd, offset) = disk::readable_fd(&*simulated, 0, len)?;
+                        Ok(Some((fd, offset, len)))
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
@@ -90,14 +112,14 @@ impl BlobStore {
     /// segment. `None` if the store does not hold it.
     pub fn read(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
         if let Some((loc, file)) = self.segment_file(digest) {
-            let mut bytes = Self::read_record(&file, &loc)?;
+            let mut bytes = Self::read_record(&*file, &loc)?;
             if !segment::record_crc_ok(&bytes) {
                 return Err(self.quarantine(digest, &loc));
             }
             bytes.drain(..(loc.payload - loc.record) as usize);
             return Ok(Some(bytes));
         }
-        match fs::read(self.blob_path(digest)) {
+        match self.io.read(&self.blob_path(digest)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),

@@ -2,14 +2,14 @@
 //! loading it at open when it agrees with the segment files, and writing it.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 
 use crate::digest::Algorithm;
 use crate::error::Result;
 use crate::fsutil;
-pub(crate) use crate::index::Loc;
+use crate::index::Loc;
 use crate::index::LocMap;
+use crate::io::Io;
 
 use super::{seg_path, BlobStore, StoreOpen};
 
@@ -20,6 +20,7 @@ const SNAPSHOT_FILE: &str = "index.snap";
 /// segments' entries dropped). Returns how far into each segment it reaches,
 /// so only the rest is scanned. Any disagreement means a full scan.
 pub(super) fn load_snapshot(
+    io: &dyn Io,
     seg_dir: &Path,
     segs: &[u32],
     map: &mut LocMap,
@@ -27,7 +28,7 @@ pub(super) fn load_snapshot(
 ) -> HashMap<u32, u64> {
     // One read of the whole file (a plain read: the engine forbids unsafe
     // code, so no mmap; from the page cache this is a memcpy).
-    let Ok(bytes) = std::fs::read(seg_dir.join(SNAPSHOT_FILE)) else {
+    let Ok(bytes) = io.read(&seg_dir.join(SNAPSHOT_FILE)) else {
         return HashMap::new();
     };
     let Some(snapshot) = crate::snapshot::decode(&bytes) else {
@@ -38,8 +39,8 @@ pub(super) fn load_snapshot(
         if !segs.contains(&seg) {
             continue; // removed by compaction since
         }
-        match std::fs::metadata(seg_path(seg_dir, seg)) {
-            Ok(meta) if meta.len() >= len => {
+        match io.stat(&seg_path(seg_dir, seg)) {
+            Ok(Some(stat)) if stat.len >= len => {
                 covered.insert(seg, len);
             }
             _ => return HashMap::new(),
@@ -81,6 +82,8 @@ impl BlobStore {
         let bytes = {
             let index = self.read_index();
             let reach: HashMap<u32, u64> = covered.iter().copied().collect();
+            // Only durable bytes are covered: an entry past them would let
+            // the next open skip a scan of bytes that may not be there.
             let entries: Vec<crate::snapshot::Entry> = index
                 .map
                 .iter()
@@ -97,11 +100,12 @@ impl BlobStore {
             )
         };
         let (bytes, count) = bytes;
-        let tmp = self.seg_dir.join("index.snap.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.seg_dir.join(SNAPSHOT_FILE))?;
-        fsutil::sync_dir(&self.seg_dir)?;
+        fsutil::replace_file(
+            &*self.io,
+            &self.seg_dir.join("index.snap.tmp"),
+            &self.seg_dir.join(SNAPSHOT_FILE),
+            &bytes,
+        )?;
         Ok(count)
     }
 }
