@@ -246,6 +246,20 @@ impl Engine {
                 }));
                 self.meta.commit(ops)?;
                 let digests: Vec<Digest> = dead_index.into_iter().map(|(d, _)| d).collect();
+                // Nothing forgotten or deleted is still linked or pushed as
+                // a manifest once the unlinks are committed.
+                debug_assert!(
+                    {
+                        let state = self.meta.read();
+                        state.repos.values().all(|r| {
+                            r.blobs
+                                .keys()
+                                .chain(r.manifests.keys())
+                                .all(|d| !deleted.contains(d))
+                        })
+                    },
+                    "gc: a blob about to be deleted is still linked"
+                );
                 self.store.forget(&digests);
                 for path in &dead_file_paths {
                     match self.io.remove_file(path) {

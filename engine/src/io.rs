@@ -7,7 +7,7 @@
 //!
 //! The handles are trait objects: every call through them is a system call
 //! (microseconds to milliseconds), so the indirect call costs nothing that
-//! can be measured (see `BENCHMARKING.md`, "engine I/O seam").
+//! can be measured (`docs/design/segment-store.md`, "The I/O seam").
 //!
 //! Zero-copy reads: the server splices blob bytes from a real descriptor
 //! ([`crate::BlobRead`]). [`IoFile::as_file`] exposes it for the real disk;

@@ -7,7 +7,7 @@ use crate::io::OpenMode;
 use crate::manifest;
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName, Tag};
-use crate::state::{self};
+use crate::state;
 use crate::uploads::UploadId;
 
 use super::{unix_now, Engine, Referrer, StoredManifest};

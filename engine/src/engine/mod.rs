@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,7 +30,9 @@ mod reads;
 /// A byte range of a file holding one blob. With the file-per-blob layout
 /// `offset` is 0; a segment store returns a shared segment file and the
 /// blob's offset in it. Either way the caller may send the range with
-/// sendfile/splice.
+/// sendfile/splice. On a disk without real descriptors (a simulated one,
+/// see [`crate::io`]) `file` is an in-memory copy of the blob's bytes and
+/// `offset` is 0.
 #[derive(Debug)]
 pub struct BlobRead {
     /// An open file containing the blob.

@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 
 use crate::index::Loc;
 use crate::io::IoFile;
-use crate::segment::{self};
+use crate::segment;
 
 use super::lanes::write_active_list;
 use super::{seg_path, BlobStore};

@@ -18,7 +18,7 @@ use crate::index::Loc;
 use crate::io::{Io, IoFile, OpenMode};
 use crate::lane::{self, Entry, Group, Queue, WriteFail, Writer};
 use crate::metalog::{Op, Written};
-use crate::segment::{self};
+use crate::segment;
 
 use super::{seg_path, BlobStore, PAD_BYTES};
 

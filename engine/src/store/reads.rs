@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::{EngineError, Result};
 use crate::index::Loc;
 use crate::io::{self as disk, IoFile, OpenMode};
-use crate::segment::{self};
+use crate::segment;
 
 use super::BlobStore;
 
