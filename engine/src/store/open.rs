@@ -285,6 +285,10 @@ impl BlobStore {
                 })
             })
             .collect();
+        debug_assert!(
+            map.locs().all(|l| files.contains_key(&l.seg)),
+            "open: an index entry names a segment that is not open"
+        );
         assert!(
             kept.len() <= lane_count,
             "open: {} segments kept active for {lane_count} lanes",
