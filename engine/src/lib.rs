@@ -38,6 +38,10 @@
 //! Blocking: write operations fsync and block the calling thread; call them
 //! from a blocking pool, never from an event loop. Reads only take a
 //! read lock and open (or `dup`) files.
+//!
+//! Disk: every file operation goes through [`io::Io`] ([`RealIo`] unless
+//! [`Engine::open_with_io`] is given another), so a simulated disk can stand
+//! in for the real one; the upload sessions' files are not routed yet.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -81,6 +85,7 @@ pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubRep
 pub use store::{DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
 pub use uploads::{UploadId, UploadIdError};
 
+/// Helpers of the facade that the maintenance modules (`gc`) share.
 use engine::{lock, unix_now};
 
 #[cfg(test)]

@@ -38,9 +38,9 @@ impl Engine {
         Ok(id)
     }
 
-    /// Takes the session for a bulk writer ([`bulk`]): the caller gets the
+    /// Takes the session for a bulk writer ([`crate::bulk`]): the caller gets the
     /// running sha256 of the `at` bytes the session holds and a
-    /// [`BlockWriter`] on its data file, and may hash and write blocks on
+    /// [`crate::BlockWriter`] on its data file, and may hash and write blocks on
     /// other threads. Until [`Engine::end_upload_lease`], every other
     /// append, finish or lease of the session fails with
     /// [`EngineError::UploadBusy`]. `RangeMismatch` if the session does not
