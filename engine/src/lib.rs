@@ -43,7 +43,6 @@
 #![warn(missing_docs)]
 
 mod active_list;
-pub mod bulk;
 mod commit;
 pub mod digest;
 mod error;
@@ -63,15 +62,13 @@ pub mod segment;
 mod snapshot;
 pub mod state;
 mod store;
-mod uploads;
+mod upload;
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use bulk::{Block, BlockWriter};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use error::{EngineError, Result};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
@@ -80,13 +77,19 @@ pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
 pub use store::{DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
-pub use uploads::{UploadId, UploadIdError};
+pub use upload::{
+    upload_counters, Block, BodyWriter, Handed, UploadCounters, UploadId, UploadIdError,
+    UploadLimits,
+};
 
 use commit::Committer;
 use metalog::{LogFile, Op};
 use state::State;
 use store::BlobStore;
-use uploads::{Journal, Upload};
+// Older paths of the upload modules, for the engine's other modules.
+use upload::session as uploads;
+#[cfg(test)]
+use upload::{block as bulk, UploadLease};
 
 /// A byte range of a file holding one blob. With the file-per-blob layout
 /// `offset` is 0; a segment store returns a shared segment file and the
@@ -172,9 +175,8 @@ pub struct Engine {
     root: PathBuf,
     meta: Arc<Committer>,
     store: BlobStore,
-    uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
-    /// Where upload sessions are recorded (see `uploads`).
-    journal: Journal,
+    /// Open upload sessions, their journal and data files (see `upload`).
+    uploads: upload::Sessions,
     report: OpenReport,
     damaged: Vec<DamagedRecord>,
     /// Writes that add references (finish_upload, mounts, put_manifest) hold
@@ -211,37 +213,6 @@ fn unix_now() -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Locks an upload session that no bulk writer holds.
-fn lock_idle(session: &Mutex<Upload>) -> Result<MutexGuard<'_, Upload>> {
-    let upload = lock(session);
-    if upload.is_leased() {
-        return Err(EngineError::UploadBusy);
-    }
-    Ok(upload)
-}
-
-/// `RangeMismatch` unless the session holds exactly `at` bytes (the next
-/// byte must go at `at`).
-fn ends_at(upload: &Upload, at: u64) -> Result<()> {
-    if at != upload.len() {
-        return Err(EngineError::RangeMismatch {
-            expected: upload.len(),
-            got: at,
-        });
-    }
-    Ok(())
-}
-
-/// A session taken by [`Engine::lease_upload`]: hash blocks with `hasher`
-/// and write them with `writer` (on any threads, in file order), then hand
-/// both back with [`Engine::end_upload_lease`].
-pub struct UploadLease {
-    /// sha256 of the bytes the session held when leased.
-    pub hasher: Hasher,
-    /// Writes blocks into the session's data file.
-    pub writer: BlockWriter,
 }
 
 impl Engine {
@@ -302,11 +273,7 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let (journal, resumed) = Journal::open(&root.join("uploads"))?;
-        let uploads: HashMap<UploadId, Arc<Mutex<Upload>>> = resumed
-            .into_iter()
-            .map(|(id, upload)| (id, Arc::new(Mutex::new(upload))))
-            .collect();
+        let uploads = upload::Sessions::open(&root.join("uploads"))?;
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,
@@ -324,8 +291,7 @@ impl Engine {
             root: root.to_owned(),
             meta,
             store,
-            uploads: Mutex::new(uploads),
-            journal,
+            uploads,
             report,
             damaged: opened.damaged,
             gate: RwLock::new(()),
@@ -495,223 +461,11 @@ impl Engine {
         })
     }
 
-    // ----- uploads -----------------------------------------------------
-
-    fn session(&self, repo: &RepositoryName, id: UploadId) -> Result<Arc<Mutex<Upload>>> {
-        let session = lock(&self.uploads)
-            .get(&id)
-            .cloned()
-            .ok_or(EngineError::UploadUnknown)?;
-        if lock(&session).repo != *repo {
-            return Err(EngineError::UploadUnknown);
-        }
-        Ok(session)
-    }
-
-    /// Opens a new upload session in `repo`.
-    pub fn start_upload(&self, repo: &RepositoryName) -> Result<UploadId> {
-        let id = UploadId::random();
-        let upload = Upload::create(&self.root.join("uploads"), id, repo.clone());
-        self.journal.start(id, &upload)?;
-        lock(&self.uploads).insert(id, Arc::new(Mutex::new(upload)));
-        Ok(id)
-    }
-
-    /// Takes the session for a bulk writer ([`bulk`]): the caller gets the
-    /// running sha256 of the `at` bytes the session holds and a
-    /// [`BlockWriter`] on its data file, and may hash and write blocks on
-    /// other threads. Until [`Engine::end_upload_lease`], every other
-    /// append, finish or lease of the session fails with
-    /// [`EngineError::UploadBusy`]. `RangeMismatch` if the session does not
-    /// hold exactly `at` bytes.
-    pub fn lease_upload(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        at: u64,
-    ) -> Result<UploadLease> {
-        let session = self.session(repo, id)?;
-        let mut upload = lock_idle(&session)?;
-        ends_at(&upload, at)?;
-        let (hasher, writer) = upload.lease()?;
-        Ok(UploadLease { hasher, writer })
-    }
-
-    /// Ends a lease taken by [`Engine::lease_upload`]: the session now
-    /// holds the `len` bytes written, and `hasher`, if given, is the sha256
-    /// of exactly those. Returns the session's length.
-    pub fn end_upload_lease(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        len: u64,
-        hasher: Option<Hasher>,
-    ) -> Result<u64> {
-        let session = self.session(repo, id)?;
-        let mut upload = lock(&session);
-        upload.end_lease(len, hasher)?;
-        Ok(upload.len())
-    }
-
-    /// Bytes an upload session holds.
-    pub fn upload_len(&self, repo: &RepositoryName, id: UploadId) -> Result<u64> {
-        let session = self.session(repo, id)?;
-        let len = lock(&session).len();
-        Ok(len)
-    }
-
-    /// Appends `data`, which the client says starts at byte `at`. Fails with
-    /// [`EngineError::RangeMismatch`] unless `at` is exactly where the upload
-    /// ends. Returns the new length. Writes go to the page cache; nothing is
-    /// durable until [`Engine::finish_upload`].
-    pub fn upload_append(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        at: u64,
-        data: &[u8],
-    ) -> Result<u64> {
-        let session = self.session(repo, id)?;
-        let mut upload = lock_idle(&session)?;
-        ends_at(&upload, at)?;
-        upload.append(data)?;
-        Ok(upload.len())
-    }
-
-    /// Verifies the upload against `expected`, stores it as a blob linked into
-    /// `repo`, and closes the session. On a digest mismatch nothing is stored
-    /// and the session stays open. Blocks for fsync.
-    pub fn finish_upload(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        expected: &Digest,
-    ) -> Result<u64> {
-        let session = self.session(repo, id)?;
-        let _gate = self.gate_shared();
-        let mut upload = lock_idle(&session)?;
-        let len = upload.len();
-        if len <= self.store.opts.small_blob_max {
-            // Small: copied into this thread's lane (group commit); the
-            // session file itself never needs an fsync.
-            let bytes = upload.read_all()?;
-            let actual = upload
-                .streamed_digest(expected.algorithm())
-                .unwrap_or_else(|| Digest::of(expected.algorithm(), &bytes));
-            if actual != *expected {
-                return Err(EngineError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            self.store
-                .put_small_linked(expected, &bytes, vec![link_op(repo, expected, len)])?;
-        } else {
-            // Large: the session file is the blob; committed by rename.
-            let actual = upload.digest_and_sync(expected.algorithm())?;
-            if actual != *expected {
-                return Err(EngineError::DigestMismatch {
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-            self.journal.consumed(id)?;
-            self.store.install_large(expected, upload.data_path())?;
-            self.meta.commit(vec![link_op(repo, expected, len)])?;
-        }
-        self.close_uploaded(id, upload, len)
-    }
-
-    /// Like appending `tail` and then [`Engine::finish_upload`], but when the
-    /// session holds nothing yet and `tail` is a small blob, the bytes go
-    /// straight from memory into a segment: no session file is written,
-    /// read back or deleted (a `PUT` carrying a whole small blob).
-    pub fn finish_upload_with(
-        &self,
-        repo: &RepositoryName,
-        id: UploadId,
-        tail: &[u8],
-        expected: &Digest,
-    ) -> Result<u64> {
-        let session = self.session(repo, id)?;
-        let gate = self.gate_shared();
-        let mut upload = lock_idle(&session)?;
-        let len = tail.len() as u64;
-        if upload.len() > 0 || len > self.store.opts.small_blob_max {
-            let at = upload.len();
-            drop((upload, gate));
-            self.upload_append(repo, id, at, tail)?;
-            return self.finish_upload(repo, id, expected);
-        }
-        let actual = Digest::of(expected.algorithm(), tail);
-        if actual != *expected {
-            // As if appended then refused: the session keeps the bytes.
-            upload.append(tail)?;
-            return Err(EngineError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
-        self.store
-            .put_small_linked(expected, tail, vec![link_op(repo, expected, len)])?;
-        self.close_uploaded(id, upload, len)
-    }
-
-    /// Closes the session of an upload whose blob is stored and linked.
-    fn close_uploaded(
-        &self,
-        id: UploadId,
-        mut upload: MutexGuard<'_, Upload>,
-        len: u64,
-    ) -> Result<u64> {
-        let _ = upload.remove();
-        drop(upload);
-        lock(&self.uploads).remove(&id);
-        self.journal.end(id);
-        Ok(len)
-    }
-
     /// Writes the index snapshot so the next open reads it instead of
     /// scanning every segment record. Also done when the engine is dropped.
     /// Returns the number of entries written.
     pub fn write_index_snapshot(&self) -> Result<usize> {
         self.store.write_snapshot()
-    }
-
-    /// Removes upload sessions untouched (no bytes received) for longer than
-    /// `idle` (registry:2's `storage.maintenance.uploadpurging`). With
-    /// `dry_run` nothing is removed. Returns the sessions (to be) purged.
-    pub fn purge_uploads(&self, idle: std::time::Duration, dry_run: bool) -> Result<Vec<UploadId>> {
-        let now = std::time::SystemTime::now();
-        let sessions: Vec<(UploadId, Arc<Mutex<Upload>>)> = lock(&self.uploads)
-            .iter()
-            .map(|(id, s)| (*id, s.clone()))
-            .collect();
-        let mut purged = Vec::new();
-        for (id, session) in sessions {
-            let mut upload = lock(&session);
-            let touched = upload.touched();
-            if now.duration_since(touched).unwrap_or_default() < idle {
-                continue;
-            }
-            purged.push(id);
-            if !dry_run {
-                lock(&self.uploads).remove(&id);
-                let _ = upload.remove();
-                self.journal.end(id);
-            }
-        }
-        Ok(purged)
-    }
-
-    /// Abandons an upload session and deletes its bytes.
-    pub fn cancel_upload(&self, repo: &RepositoryName, id: UploadId) -> Result<()> {
-        let session = self.session(repo, id)?;
-        lock(&self.uploads).remove(&id);
-        let mut upload = lock(&session);
-        self.journal.end(id);
-        upload.remove()?;
-        Ok(())
     }
 
     /// Links a blob already stored in `from` into `repo` without moving bytes.
