@@ -16,6 +16,9 @@ mod pipeline;
 pub(crate) mod session;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, MutexGuard};
 
 pub use block::Block;
