@@ -357,17 +357,15 @@ pub async fn start(
     if let Some(text) = digest {
         parse_digest(text)?;
     }
-    let address;
+    // Users and addresses in separate key spaces: a user named like an
+    // address shares no count with it.
     let client = match user {
-        Some(user) => user,
-        None => {
-            address = request.peer.ip().to_string();
-            &address
-        }
+        Some(user) => format!("user:{user}"),
+        None => format!("addr:{}", request.peer.ip()),
     };
     let id = ctx
         .engine
-        .start_upload_within(repo, client, ctx.settings.upload_limits)?;
+        .start_upload_within(repo, &client, ctx.settings.upload_limits)?;
     if digest.is_none() {
         return Ok(session_response(ctx, request, 202, repo, id, 0));
     }
