@@ -230,6 +230,48 @@ fn a_body_that_does_not_follow_the_session_is_out_of_order_and_writes_nothing() 
     assert_eq!(engine.upload_len(&r, id).expect("len"), 3);
 }
 
+#[test]
+fn a_body_dropped_midway_leaves_the_session_holding_the_blocks_handed_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::open(dir.path()).expect("open"));
+    let r = repo("writer");
+    let id = engine.start_upload(&r).expect("start");
+    let data: Vec<u8> = (0..2 * block::BLOCK_BYTES + 500)
+        .map(|i| (i % 199) as u8)
+        .collect();
+    let mut writer = engine.upload_body(&r, id, 0);
+    let mut rest = &data[..];
+    futures_lite_block_on(async {
+        while !rest.is_empty() {
+            let n = writer.block().fill(rest);
+            rest = &rest[n..];
+            if writer.block().is_full() {
+                assert_eq!(writer.hand_over().await.expect("hand over"), Handed::Taken);
+            }
+        }
+    });
+    // The client went away: the partly filled last block is lost, the
+    // session ends with the two whole blocks once the writer lets go.
+    drop(writer);
+    let whole = 2 * block::BLOCK_BYTES as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let len = loop {
+        match engine.upload_append(&r, id, whole, b"") {
+            Err(EngineError::UploadBusy) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            other => break other.expect("the lease ended with the blocks written"),
+        }
+    };
+    assert_eq!(len, whole);
+    engine
+        .upload_append(&r, id, whole, &data[whole as usize..])
+        .expect("resume");
+    engine
+        .finish_upload(&r, id, &Digest::sha256_of(&data))
+        .expect("the resumed blob is whole");
+}
+
 /// Runs a future to completion on this thread (the writer's futures only
 /// wait on channels fed by its own threads).
 fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
