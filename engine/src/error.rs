@@ -22,6 +22,15 @@ pub enum EngineError {
     /// Another request is writing to the upload session right now.
     #[error("another request is writing to this upload session")]
     UploadBusy,
+    /// Starting an upload session would pass a cap on open sessions
+    /// (`UploadLimits`): nothing was created.
+    #[error("too many open upload sessions{}: at most {max}", if *.per_client { " for this client" } else { "" })]
+    TooManyUploads {
+        /// The cap that was reached.
+        max: usize,
+        /// Whether it is the per-client cap (else the store-wide one).
+        per_client: bool,
+    },
     /// A chunk did not start where the upload currently ends.
     #[error("chunk starts at {got}, upload has {expected} bytes")]
     RangeMismatch {

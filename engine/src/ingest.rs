@@ -12,7 +12,7 @@ use crate::digest::Digest;
 use crate::error::{EngineError, Result};
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName};
-use crate::uploads::UploadId;
+use crate::upload::UploadId;
 use crate::{Engine, StoredManifest};
 
 /// A new, empty file in the data directory's `tmp/` (on the store's file

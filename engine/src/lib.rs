@@ -47,7 +47,6 @@
 #![warn(missing_docs)]
 
 mod active_list;
-pub mod bulk;
 mod commit;
 pub mod digest;
 mod engine;
@@ -70,11 +69,10 @@ pub mod segment;
 mod snapshot;
 pub mod state;
 mod store;
-mod uploads;
+mod upload;
 
-pub use bulk::{Block, BlockWriter};
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
-pub use engine::{BlobRead, Engine, Manifest, OpenReport, Referrer, StoredManifest, UploadLease};
+pub use engine::{BlobRead, Engine, Manifest, OpenReport, Referrer, StoredManifest};
 pub use error::{EngineError, Result};
 pub use gc::{GcOptions, GcReport, RepoDigest, SegmentCompaction};
 pub use ingest::{EvictReport, StagingFile};
@@ -83,7 +81,10 @@ pub use manifest::{ManifestError, ManifestKind, ParsedManifest};
 pub use names::{NameError, Reference, ReferenceError, RepositoryName, Tag, TagError};
 pub use scrub::{BlobLocation, ProblemKind, RepoReference, ScrubProblem, ScrubReport};
 pub use store::{DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
-pub use uploads::{UploadId, UploadIdError};
+pub use upload::{
+    upload_counters, Block, BodyWriter, Handed, UploadCounters, UploadId, UploadIdError,
+    UploadLimits,
+};
 
 /// Helpers of the facade that the maintenance modules (`gc`) share.
 use engine::{lock, unix_now};

@@ -655,6 +655,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             host: config.host.clone(),
             relative_urls: config.relative_urls,
             upload_state: berth::api::upload_state::UploadStateCodec::new(&secret),
+            // The defaults until `http.limits.uploadsessions*` are read.
+            upload_limits: berth_engine::UploadLimits::default(),
         },
         driver: config.driver,
         threads,

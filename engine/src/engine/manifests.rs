@@ -8,7 +8,7 @@ use crate::manifest;
 use crate::metalog::Op;
 use crate::names::{Reference, RepositoryName, Tag};
 use crate::state;
-use crate::uploads::UploadId;
+use crate::upload::UploadId;
 
 use super::{unix_now, Engine, Referrer, StoredManifest};
 

@@ -3,15 +3,13 @@
 //! themselves are grouped by job in `reads`, `blobs` and `manifests`;
 //! maintenance (GC, scrub, ingest) lives beside the parts it drives.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::bulk::BlockWriter;
 use crate::commit::Committer;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::error::{EngineError, Result};
 use crate::fsutil;
 use crate::io::{Io, IoFile, OpenMode, RealIo};
@@ -21,7 +19,7 @@ use crate::names::RepositoryName;
 use crate::segment;
 use crate::state::State;
 use crate::store::{BlobStore, DamagedRecord, EngineOptions, ACTIVE_SEGMENTS_MAX};
-use crate::uploads::{Journal, Upload, UploadId};
+use crate::upload;
 
 mod blobs;
 mod manifests;
@@ -113,9 +111,7 @@ pub struct Engine {
     pub(crate) root: PathBuf,
     pub(crate) meta: Arc<Committer>,
     pub(crate) store: BlobStore,
-    pub(crate) uploads: Mutex<HashMap<UploadId, Arc<Mutex<Upload>>>>,
-    /// Where upload sessions are recorded (see `uploads`).
-    pub(crate) journal: Journal,
+    pub(crate) uploads: upload::Sessions,
     pub(crate) report: OpenReport,
     pub(crate) damaged: Vec<DamagedRecord>,
     /// Writes that add references (finish_upload, mounts, put_manifest) hold
@@ -154,37 +150,6 @@ pub(crate) fn unix_now() -> u64 {
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Locks an upload session that no bulk writer holds.
-pub(crate) fn lock_idle(session: &Mutex<Upload>) -> Result<MutexGuard<'_, Upload>> {
-    let upload = lock(session);
-    if upload.is_leased() {
-        return Err(EngineError::UploadBusy);
-    }
-    Ok(upload)
-}
-
-/// `RangeMismatch` unless the session holds exactly `at` bytes (the next
-/// byte must go at `at`).
-pub(crate) fn ends_at(upload: &Upload, at: u64) -> Result<()> {
-    if at != upload.len() {
-        return Err(EngineError::RangeMismatch {
-            expected: upload.len(),
-            got: at,
-        });
-    }
-    Ok(())
-}
-
-/// A session taken by [`Engine::lease_upload`]: hash blocks with `hasher`
-/// and write them with `writer` (on any threads, in file order), then hand
-/// both back with [`Engine::end_upload_lease`].
-pub struct UploadLease {
-    /// sha256 of the bytes the session held when leased.
-    pub hasher: Hasher,
-    /// Writes blocks into the session's data file.
-    pub writer: BlockWriter,
 }
 
 impl Engine {
@@ -247,11 +212,7 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let (journal, resumed) = Journal::open(&root.join("uploads"))?;
-        let uploads: HashMap<UploadId, Arc<Mutex<Upload>>> = resumed
-            .into_iter()
-            .map(|(id, upload)| (id, Arc::new(Mutex::new(upload))))
-            .collect();
+        let uploads = upload::Sessions::open(&root.join("uploads"))?;
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,
@@ -269,8 +230,7 @@ impl Engine {
             root: root.to_owned(),
             meta,
             store,
-            uploads: Mutex::new(uploads),
-            journal,
+            uploads,
             report,
             damaged: opened.damaged,
             gate: RwLock::new(()),

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::*;
+use crate::upload::{block as bulk, UploadLease};
 
 fn repo(name: &str) -> RepositoryName {
     name.parse().unwrap()

@@ -183,6 +183,9 @@ impl From<EngineError> for ApiError {
             EngineError::UploadUnknown => ApiError::new(ErrorCode::BlobUploadUnknown, message),
             EngineError::RangeMismatch { .. } => ApiError::new(ErrorCode::RangeInvalid, message),
             EngineError::UploadBusy => ApiError::new(ErrorCode::RangeInvalid, message),
+            EngineError::TooManyUploads { .. } => {
+                ApiError::new(ErrorCode::TooManyRequests, message)
+            }
             EngineError::DigestMismatch { expected, actual } => {
                 ApiError::new(ErrorCode::DigestInvalid, message)
                     .with_detail(serde_json::json!({"expected": expected, "actual": actual}))

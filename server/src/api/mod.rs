@@ -11,7 +11,6 @@ mod referrers;
 pub mod response;
 pub mod router;
 mod tags;
-mod upload_pipe;
 pub mod upload_state;
 mod uploads;
 
@@ -38,6 +37,9 @@ pub struct ApiSettings {
     pub relative_urls: bool,
     /// Signs upload state in Location URLs (`http.secret`).
     pub upload_state: upload_state::UploadStateCodec,
+    /// Caps on open upload sessions, overall and per client
+    /// (`http.limits.uploadsessionsmax`, `http.limits.uploadsessionsperclientmax`).
+    pub upload_limits: berth_engine::UploadLimits,
 }
 
 /// Everything a connection needs to answer requests: shared by all
@@ -66,7 +68,7 @@ pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>
         Ok(user) => user,
         Err(challenge) => return challenge,
     };
-    let mut response = match dispatch(ctx, request, &route, &query, body).await {
+    let mut response = match dispatch(ctx, request, &route, &query, body, user.as_deref()).await {
         Ok(response) => response,
         Err(error) => Response::error(&error),
     };
@@ -80,6 +82,7 @@ async fn dispatch(
     route: &Route,
     query: &Query,
     body: &mut RequestBody<'_>,
+    user: Option<&str>,
 ) -> Result<Response, ApiError> {
     let method = &request.head.method;
     let read = matches!(method, Method::Get | Method::Head);
@@ -120,7 +123,7 @@ async fn dispatch(
             }
         }
         Route::UploadStart { name } if *method == Method::Post => {
-            uploads::start(ctx, request, &repository(name)?, query, body).await
+            uploads::start(ctx, request, &repository(name)?, query, body, user).await
         }
         Route::Upload { name, id } => {
             let repo = repository(name)?;
@@ -210,29 +213,30 @@ async fn dispatch_proxied(
 fn metrics(ctx: &Ctx) -> Response {
     use std::sync::atomic::Ordering;
     let mut text = String::new();
+    let uploads = berth_engine::upload_counters();
     for (name, help, value) in [
         (
             "berth_blob_bytes_spliced_total",
             "blob body bytes sent by splice (zero-copy)",
-            &crate::conn::BLOB_BYTES_SPLICED,
+            crate::conn::BLOB_BYTES_SPLICED.load(Ordering::Relaxed),
         ),
         (
             "berth_blob_bytes_copied_total",
             "blob body bytes sent by read and write",
-            &crate::conn::BLOB_BYTES_COPIED,
+            crate::conn::BLOB_BYTES_COPIED.load(Ordering::Relaxed),
         ),
         (
             "berth_upload_bytes_piped_total",
             "upload body bytes received, hashed and written in parallel (large bodies)",
-            &upload_pipe::UPLOAD_BYTES_PIPED,
+            uploads.bytes_piped,
         ),
         (
             "berth_upload_bytes_direct_total",
             "upload body bytes written to disk with direct I/O (no page-cache copy)",
-            &upload_pipe::UPLOAD_BYTES_DIRECT,
+            uploads.bytes_direct,
         ),
     ] {
-        crate::proxy::write_counter(&mut text, name, help, value.load(Ordering::Relaxed));
+        crate::proxy::write_counter(&mut text, name, help, value);
     }
     let cached = ctx.engine.manifest_cache_bytes();
     text.push_str(&format!(

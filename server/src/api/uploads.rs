@@ -2,15 +2,17 @@
 //! `?digest=`, or cross-repository mount), and on a session
 //! `GET` (status), `PATCH` (append), `PUT ?digest=` (finish), `DELETE`
 //! (cancel). Bodies stream into the engine as they arrive; large ones
-//! through the receive/hash/write pipeline of `upload_pipe`.
+//! (or of unknown length) into blocks lent by the engine's upload writer
+//! ([`berth_engine::BodyWriter`]), which hashes and writes them: this
+//! module only moves socket bytes into the blocks.
 
-use berth_engine::bulk::BLOCK_BYTES;
-use berth_engine::{EngineError, RepositoryName, UploadId};
+use std::sync::Arc;
+
+use berth_engine::{BodyWriter, Engine, EngineError, Handed, RepositoryName, UploadId};
 
 use super::error::{ApiError, ErrorCode};
 use super::query::Query;
 use super::response::Response;
-use super::upload_pipe;
 use super::upload_state::UploadState;
 use super::{blocking, location, parse_digest, repository, Ctx};
 use crate::conn::{Request, RequestBody};
@@ -154,9 +156,9 @@ async fn receive(
             ));
         }
     }
-    if body.declared_len().is_none_or(|n| n >= BLOCK_BYTES as u64) {
+    if BodyWriter::suits(body.declared_len()) {
         // Large or of unknown length: received, hashed and written in parallel.
-        return upload_pipe::receive(&ctx.engine, repo, id, at, body).await;
+        return receive_blocks(&ctx.engine, repo, id, at, body).await;
     }
     loop {
         let piece = match body.chunk().await {
@@ -171,6 +173,79 @@ async fn receive(
             }
             Err(e) => return Err(e.into()),
         };
+    }
+}
+
+/// Streams `body` into session `id`, which holds `at` bytes, through the
+/// engine's upload writer: this loop only fills the blocks it lends.
+/// `Appended` with the session's new length, or `OutOfOrder` if the session
+/// no longer held `at` bytes. A body that breaks off (client gone, bad
+/// framing, a timeout or rate limit of the connection) leaves what arrived
+/// before in the session and is reported as `BLOB_UPLOAD_INVALID`, as with
+/// smaller bodies; one that stalls leaves what arrived before the block
+/// being filled (the abandoned read keeps that block), and the client
+/// resumes from the reported range.
+async fn receive_blocks(
+    engine: &Arc<Engine>,
+    repo: &RepositoryName,
+    id: UploadId,
+    at: u64,
+    body: &mut RequestBody<'_>,
+) -> Result<Received, ApiError> {
+    let mut writer = engine.upload_body(repo, id, at);
+    let mut body_error = None;
+    'body: loop {
+        if let Some(limit) = body.direct_read_limit() {
+            // Straight from the socket into the block: no copy.
+            let block = writer.block();
+            let (storage, room) = block.lend_room(usize::try_from(limit).unwrap_or(usize::MAX));
+            let (result, storage) = body.read_direct(storage, room).await;
+            match storage {
+                Some(storage) => block.take_back(storage, *result.as_ref().unwrap_or(&0)),
+                // The abandoned read kept the block's memory and bytes: the
+                // session keeps what was handed on before them.
+                None => block.lent_lost(),
+            }
+            if let Err(e) = result {
+                body_error = Some(e);
+                break;
+            }
+            if writer.block().is_full() {
+                match writer.hand_over().await? {
+                    Handed::Taken => {}
+                    Handed::Stopped => break 'body,
+                    Handed::OutOfOrder { len, got } => {
+                        return Ok(Received::OutOfOrder { len, got })
+                    }
+                }
+            }
+            continue;
+        }
+        let mut piece = match body.chunk().await {
+            Ok(Some(piece)) => piece,
+            Ok(None) => break,
+            Err(e) => {
+                body_error = Some(e);
+                break;
+            }
+        };
+        while !piece.is_empty() {
+            let n = writer.block().fill(piece);
+            piece = &piece[n..];
+            if !writer.block().is_full() {
+                continue;
+            }
+            match writer.hand_over().await? {
+                Handed::Taken => {}
+                Handed::Stopped => break 'body,
+                Handed::OutOfOrder { len, got } => return Ok(Received::OutOfOrder { len, got }),
+            }
+        }
+    }
+    let len = writer.finish().await?;
+    match body_error {
+        Some(e) => Err(ApiError::new(ErrorCode::BlobUploadInvalid, e.to_string())),
+        None => Ok(Received::Appended(len)),
     }
 }
 
@@ -235,13 +310,16 @@ async fn commit(
         .header("Docker-Content-Digest", digest.to_string()))
 }
 
-/// `POST /v2/<name>/blobs/uploads/`.
+/// `POST /v2/<name>/blobs/uploads/`. `user` is the authenticated user,
+/// if any: with the client's address otherwise, the key its open sessions
+/// are counted under (beyond a cap: 429 `TOOMANYREQUESTS`, nothing created).
 pub async fn start(
     ctx: &Ctx,
     request: &Request<'_>,
     repo: &RepositoryName,
     query: &Query,
     body: &mut RequestBody<'_>,
+    user: Option<&str>,
 ) -> Result<Response, ApiError> {
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
@@ -279,7 +357,15 @@ pub async fn start(
     if let Some(text) = digest {
         parse_digest(text)?;
     }
-    let id = ctx.engine.start_upload(repo)?;
+    // Users and addresses in separate key spaces: a user named like an
+    // address shares no count with it.
+    let client = match user {
+        Some(user) => format!("user:{user}"),
+        None => format!("addr:{}", request.peer.ip()),
+    };
+    let id = ctx
+        .engine
+        .start_upload_within(repo, &client, ctx.settings.upload_limits)?;
     if digest.is_none() {
         return Ok(session_response(ctx, request, 202, repo, id, 0));
     }

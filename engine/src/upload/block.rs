@@ -13,8 +13,10 @@
 //! paths read it as they always have (the kernel keeps the page cache
 //! coherent with direct writes).
 //!
-//! Blocks are plain owned values, so a caller can hash one on one thread
-//! while another writes the previous one (see `Engine::lease_upload`).
+//! Blocks are plain owned values, so one thread can hash a block while
+//! another writes the previous one (see `super::pipeline`). The API layer
+//! only ever fills a block it borrowed from a [`super::BodyWriter`]; making
+//! and writing blocks stays in the engine.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -44,7 +46,7 @@ pub struct Block {
 
 impl Block {
     /// An empty block whose first byte will be at file offset `start`.
-    pub fn new(start: u64) -> Block {
+    pub(crate) fn new(start: u64) -> Block {
         let storage = vec![0u8; BLOCK_BYTES + ALIGN];
         let window = storage.as_ptr().align_offset(ALIGN).min(ALIGN);
         Block {
@@ -56,7 +58,7 @@ impl Block {
     }
 
     /// Empties the block for reuse from file offset `start`.
-    pub fn reset(&mut self, start: u64) {
+    pub(crate) fn reset(&mut self, start: u64) {
         self.start = start;
         self.len = 0;
     }
@@ -123,6 +125,13 @@ impl Block {
         self.len += filled.min(self.room());
     }
 
+    /// Replaces memory lent by [`Block::lend_room`] that never came back
+    /// (the read was abandoned and kept it): the block starts again, empty,
+    /// from the same file offset, with fresh memory.
+    pub fn lent_lost(&mut self) {
+        *self = Block::new(self.start);
+    }
+
     /// The bytes held.
     pub fn bytes(&self) -> &[u8] {
         let at = self.window + self.skew();
@@ -137,8 +146,9 @@ impl Block {
 }
 
 /// Writes blocks at their file offsets into one upload's data file, the
-/// aligned part with direct I/O when available.
-pub struct BlockWriter {
+/// aligned part with direct I/O when available: the local-disk
+/// [`super::pipeline::BlockSink`].
+pub(crate) struct BlockWriter {
     file: File,
     /// The same file opened with `O_DIRECT`; `None` where the file system
     /// refuses direct I/O (then everything is buffered).
@@ -164,6 +174,7 @@ impl BlockWriter {
     }
 
     /// Whether direct I/O is in use.
+    #[cfg(test)]
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
