@@ -90,10 +90,15 @@ pub(super) fn parse(src: &Source) -> Result<HttpSection, ConfigError> {
 
 fn parse_limits(src: &Source) -> Result<HttpLimits, ConfigError> {
     let millis = |key: &'static str| required(key, src.duration(key)?);
-    let uploads = UploadLimits {
+    let per_client = "http.limits.uploadsessionsperclientmax";
+    let mut uploads = UploadLimits {
         sessions_max: src.count("http.limits.uploadsessionsmax")?,
-        sessions_per_client_max: src.count("http.limits.uploadsessionsperclientmax")?,
+        sessions_per_client_max: src.count(per_client)?,
     };
+    if src.raw(per_client).is_none() {
+        // Only the total was lowered: the default per-client cap follows it.
+        uploads.sessions_per_client_max = uploads.sessions_per_client_max.min(uploads.sessions_max);
+    }
     if uploads.sessions_per_client_max > uploads.sessions_max {
         return Err(ConfigError::invalid(
             "http.limits.uploadsessionsperclientmax",

@@ -199,7 +199,7 @@ pub const KEYS: &[Key] = &[
     Key::new("http.tls.letsencrypt.cachefile", Kind::Text, "obtain and renew the certificate over ACME (TLS-ALPN-01 on berth's own port; Let's Encrypt by default); account and certificate kept in the cache file; `.directoryca` (berth) trusts a private ACME server's CA"),
     Key::more("http.tls.letsencrypt.email", Kind::Text),
     Key::more("http.tls.letsencrypt.hosts", Kind::List),
-    Key::more("http.tls.letsencrypt.directoryurl", Kind::Text).shown("Let's Encrypt"),
+    Key::more("http.tls.letsencrypt.directoryurl", Kind::Text),
     Key::more("http.tls.letsencrypt.directoryca", Kind::Text).berth(),
     Key::new("http.tls.clientcas", Kind::List, "mutual TLS (`verify-client-cert-if-given` also accepted)"),
     Key::more("http.tls.clientauth", CLIENT_AUTH).default("require-and-verify-client-cert"),

@@ -4,6 +4,8 @@
 use super::*;
 use std::path::{Path, PathBuf};
 
+use super::keys;
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -252,4 +254,315 @@ fn invalid_values_name_their_key() {
     assert!(err.to_string().contains("runtime.driver"), "{err}");
     let err = Config::load(Some(Path::new("/nonexistent/config.yml")), env(&[])).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/config.yml"), "{err}");
+}
+
+#[test]
+fn readme_table_is_the_key_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md beside the workspace");
+    let begin = readme
+        .find("<!-- config-keys:begin")
+        .and_then(|i| readme[i..].find('\n').map(|j| i + j + 1))
+        .expect("README.md has the config-keys:begin marker");
+    let end = readme
+        .find("<!-- config-keys:end -->")
+        .expect("README.md has the config-keys:end marker");
+    assert!(
+        readme[begin..end] == keys::markdown_table(),
+        "README.md's configuration table differs from server/src/config/keys.rs: run scripts/config-table"
+    );
+}
+
+#[test]
+fn key_table_is_well_formed() {
+    let mut paths = std::collections::HashSet::new();
+    let mut envs = std::collections::HashSet::new();
+    assert!(keys::KEYS[0].doc.is_some(), "the first key starts a row");
+    for key in keys::KEYS {
+        assert!(paths.insert(key.path), "{} twice", key.path);
+        assert!(envs.insert(key.env()), "{} twice", key.env());
+        assert_eq!(key.path, key.path.to_ascii_lowercase(), "{}", key.path);
+        assert!(!key.path.contains('_'), "{}: `_` joins env names", key.path);
+        assert_eq!(keys::find(key.path).map(|k| k.path), Some(key.path));
+    }
+    // The table's defaults are the ones the server's own types assume.
+    let c = Config::load(None, env(&[])).unwrap();
+    assert_eq!(c.head_limits(), berth_http::Limits::default());
+    let conn = crate::conn::ConnSettings::default();
+    assert_eq!(c.conn_settings.head_read_timeout, conn.head_read_timeout);
+    assert_eq!(c.conn_settings.idle_timeout, conn.idle_timeout);
+    assert_eq!(
+        c.conn_settings.body_progress_timeout,
+        conn.body_progress_timeout
+    );
+    assert_eq!(
+        c.conn_settings.connections_per_loop_max,
+        conn.connections_per_loop_max
+    );
+    assert_eq!(c.drain_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.gc_grace_period, std::time::Duration::from_secs(3600));
+    assert_eq!(c.log_level, "info");
+    assert_eq!(c.threads, 0);
+}
+
+#[test]
+fn effective_config_has_one_line_per_key_in_table_order() {
+    let c = Config::load(None, env(&[("REGISTRY_PROXY_PASSWORD", "pw")])).unwrap();
+    let text = c.effective();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), keys::KEYS.len(), "{text}");
+    for (line, key) in lines.iter().zip(keys::KEYS) {
+        assert!(line.starts_with(&format!("{}: ", key.path)), "{line}");
+    }
+    assert!(text.contains("proxy.password: ********"), "{text}");
+    assert!(!text.contains("pw"), "{text}");
+    assert!(
+        text.contains("http.secret: (generated, kept in the data directory)"),
+        "{text}"
+    );
+    assert!(text.contains("http.draintimeout: 30s"), "{text}");
+    assert!(text.contains("http.limits.idletimeoutms: 120000"), "{text}");
+}
+
+#[test]
+fn unknown_keys_come_from_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yml");
+    std::fs::write(
+        &path,
+        "storage:\n  s3:\n    bucket: b\nhttp:\n  debug:\n    addr: 127.0.0.1:5001\n  limits:\n    uploadsessionsmax: 5\n    nosuchlimit: 1\nhealth:\n  storagedriver:\n    enabled: false\n",
+    )
+    .unwrap();
+    let c = Config::load(Some(&path), env(&[])).unwrap();
+    assert_eq!(
+        c.unknown_keys,
+        vec![
+            "storage.s3.bucket".to_string(),
+            "http.limits.nosuchlimit".to_string()
+        ]
+    );
+    assert_eq!(
+        c.uploads,
+        UploadLimits {
+            sessions_max: 5,
+            sessions_per_client_max: 5
+        },
+        "the default per-client cap follows a lower total"
+    );
+}
+
+#[test]
+fn new_limits_and_health_keys_have_their_defaults() {
+    use std::time::Duration;
+    let c = Config::load(None, env(&[])).unwrap();
+    assert_eq!(
+        c.uploads,
+        UploadLimits {
+            sessions_max: 10_000,
+            sessions_per_client_max: 1_000
+        }
+    );
+    assert_eq!(c.discard_body_bytes_max, 65_536);
+    assert_eq!(
+        c.body_rate,
+        Some(BodyRate {
+            bytes_per_second_min: 1024,
+            window: Duration::from_secs(30)
+        })
+    );
+    assert_eq!(
+        c.debug,
+        DebugSettings {
+            addr: None,
+            prometheus_path: None
+        }
+    );
+    assert_eq!(
+        c.login_failures,
+        LoginFailureLimits {
+            failures_max: 10,
+            window: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(
+        c.health.storage_driver,
+        Some(StorageProbe {
+            interval: Duration::from_secs(10),
+            threshold: 3,
+            free_bytes_min: 512 << 20
+        })
+    );
+    let text = c.effective();
+    for line in [
+        "http.limits.uploadsessionsmax: 10000",
+        "http.limits.uploadsessionsperclientmax: 1000",
+        "http.limits.discardbodybytesmax: 65536",
+        "http.limits.bodybytespersecondmin: 1024",
+        "http.limits.bodyratewindowms: 30000",
+        "http.debug.addr: (unset)",
+        "http.debug.prometheus.enabled: false",
+        "http.debug.prometheus.path: /metrics",
+        "auth.htpasswd.failuresmax: 10",
+        "auth.htpasswd.failurewindow: 60s",
+        "health.storagedriver.enabled: true",
+        "health.storagedriver.interval: 10s",
+        "health.storagedriver.threshold: 3",
+        "health.storagedriver.freebytesmin: 536870912",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+}
+
+#[test]
+fn new_keys_are_set_by_env_and_file() {
+    use std::time::Duration;
+    let c = Config::load(
+        None,
+        env(&[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:5000"),
+            ("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSMAX", "50"),
+            ("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSPERCLIENTMAX", "50"),
+            ("REGISTRY_HTTP_LIMITS_DISCARDBODYBYTESMAX", "0"),
+            ("REGISTRY_HTTP_LIMITS_BODYBYTESPERSECONDMIN", "0"),
+            ("REGISTRY_HTTP_DEBUG_ADDR", "127.0.0.1:5001"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/prom"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "r"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/p"),
+            ("REGISTRY_AUTH_HTPASSWD_FAILURESMAX", "3"),
+            ("REGISTRY_AUTH_HTPASSWD_FAILUREWINDOW", "5m"),
+            ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "2s"),
+            ("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "5"),
+            ("REGISTRY_HEALTH_STORAGEDRIVER_FREEBYTESMIN", "2GB"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+    assert!(matches!(c.auth, AuthConfig::Htpasswd { .. }));
+    assert_eq!(c.uploads.sessions_max, 50);
+    assert_eq!(c.uploads.sessions_per_client_max, 50);
+    assert_eq!(c.discard_body_bytes_max, 0);
+    assert_eq!(c.body_rate, None, "0 turns the minimum rate off");
+    assert_eq!(c.debug.addr, Some("127.0.0.1:5001".parse().unwrap()));
+    assert_eq!(c.debug.prometheus_path.as_deref(), Some("/prom"));
+    assert_eq!(c.login_failures.failures_max, 3);
+    assert_eq!(c.login_failures.window, Duration::from_secs(300));
+    let probe = c.health.storage_driver.unwrap();
+    assert_eq!(probe.interval, Duration::from_secs(2));
+    assert_eq!(probe.threshold, 5);
+    assert_eq!(probe.free_bytes_min, 2_000_000_000);
+
+    let c = Config::from_yaml(
+        "http:\n  limits:\n    bodybytespersecondmin: 10\n    bodyratewindowms: 1000\nhealth:\n  storagedriver:\n    enabled: false\n",
+        "test",
+    )
+    .unwrap();
+    assert_eq!(
+        c.body_rate,
+        Some(BodyRate {
+            bytes_per_second_min: 10,
+            window: Duration::from_secs(1)
+        })
+    );
+    assert_eq!(c.health.storage_driver, None);
+}
+
+#[test]
+fn bad_new_values_name_their_key() {
+    for (pairs, named) in [
+        (
+            vec![("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSMAX", "0")],
+            "http.limits.uploadsessionsmax",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSMAX", "many")],
+            "http.limits.uploadsessionsmax",
+        ),
+        (
+            vec![
+                ("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSMAX", "10"),
+                ("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSPERCLIENTMAX", "11"),
+            ],
+            "http.limits.uploadsessionsperclientmax",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_UPLOADSESSIONSPERCLIENTMAX", "0")],
+            "http.limits.uploadsessionsperclientmax",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_DISCARDBODYBYTESMAX", "-1")],
+            "http.limits.discardbodybytesmax",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_DISCARDBODYBYTESMAX", "64KiB")],
+            "http.limits.discardbodybytesmax",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_BODYBYTESPERSECONDMIN", "fast")],
+            "http.limits.bodybytespersecondmin",
+        ),
+        (
+            vec![("REGISTRY_HTTP_LIMITS_BODYRATEWINDOWMS", "0")],
+            "http.limits.bodyratewindowms",
+        ),
+        (
+            vec![("REGISTRY_HTTP_DEBUG_ADDR", "nowhere")],
+            "http.debug.addr",
+        ),
+        (
+            vec![("REGISTRY_HTTP_DEBUG_ADDR", ":5000")],
+            "http.debug.addr",
+        ),
+        (
+            vec![("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "yes please")],
+            "http.debug.prometheus.enabled",
+        ),
+        (
+            vec![("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "metrics")],
+            "http.debug.prometheus.path",
+        ),
+        (
+            vec![("REGISTRY_AUTH_HTPASSWD_FAILURESMAX", "0")],
+            "auth.htpasswd.failuresmax",
+        ),
+        (
+            vec![("REGISTRY_AUTH_HTPASSWD_FAILUREWINDOW", "0")],
+            "auth.htpasswd.failurewindow",
+        ),
+        (
+            vec![("REGISTRY_AUTH_HTPASSWD_FAILUREWINDOW", "a while")],
+            "auth.htpasswd.failurewindow",
+        ),
+        (
+            vec![("REGISTRY_HEALTH_STORAGEDRIVER_ENABLED", "sometimes")],
+            "health.storagedriver.enabled",
+        ),
+        (
+            vec![("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "0")],
+            "health.storagedriver.interval",
+        ),
+        (
+            vec![("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "0")],
+            "health.storagedriver.threshold",
+        ),
+        (
+            vec![("REGISTRY_HEALTH_STORAGEDRIVER_FREEBYTESMIN", "lots")],
+            "health.storagedriver.freebytesmin",
+        ),
+    ] {
+        let mut pairs = pairs;
+        if named.starts_with("auth.htpasswd.") {
+            pairs.extend([
+                ("REGISTRY_AUTH_HTPASSWD_REALM", "r"),
+                ("REGISTRY_AUTH_HTPASSWD_PATH", "/p"),
+            ]);
+        }
+        let error = Config::load(None, env(&pairs)).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains(named) && !e.contains('\n')),
+            "{pairs:?}: {error:?}"
+        );
+    }
 }
