@@ -248,12 +248,25 @@ fn show(key: &Key, setting: &Setting) -> String {
     match setting {
         Setting::Unset => String::new(),
         Setting::Bool(b) => b.to_string(),
-        Setting::Text(s) => s.clone(),
-        Setting::List(items) => format!("[{}]", items.join(", ")),
+        Setting::Text(s) => one_line(s),
+        Setting::List(items) => {
+            let items: Vec<String> = items.iter().map(|s| one_line(s)).collect();
+            format!("[{}]", items.join(", "))
+        }
         Setting::Duration(d) if key.kind == Kind::Millis => d.as_millis().to_string(),
         Setting::Duration(d) => show_duration(*d),
         Setting::Int(n) => n.to_string(),
         Setting::Addr(a) => a.to_string(),
+    }
+}
+
+/// `s`, quoted and escaped if it holds control characters (a newline
+/// must not start a line of its own in the effective configuration).
+fn one_line(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        format!("{s:?}")
+    } else {
+        s.to_owned()
     }
 }
 
