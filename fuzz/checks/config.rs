@@ -50,7 +50,7 @@ fn check_config(text: &str, config: &Config) {
         assert!(!value.chars().any(char::is_control), "{line:?}");
         if key.secret {
             assert!(
-                value == "********" || (value.starts_with('(') && value.ends_with(')')),
+                value == "********" || value.starts_with('(') || value.starts_with("unset"),
                 "secret {} shown as {value:?}",
                 key.path
             );

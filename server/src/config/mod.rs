@@ -8,7 +8,7 @@
 //! and the value is parsed as YAML.
 //!
 //! Every key is one entry of the table in [`keys`]; each section of the
-//! server reads its keys through [`source::Source`] into its own typed
+//! server reads its keys through `source::Source` into its own typed
 //! struct (`http`, `tls`, `auth`, `storage`, `health`, `process` for log
 //! and runtime, `proxy`), and [`Config`] composes them.
 
@@ -18,7 +18,7 @@ mod http;
 pub mod keys;
 mod process;
 mod proxy;
-pub mod source;
+mod source;
 mod storage;
 mod tls;
 mod values;

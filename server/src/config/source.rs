@@ -127,7 +127,8 @@ impl<'v> Source<'v> {
     }
 
     /// Every key of the table as `key: value` (secrets masked, unset keys
-    /// with the README's default text in parentheses), in table order. A
+    /// with the README's default text, in parentheses unless it says
+    /// "unset"), in table order. A
     /// key that does not parse (possible only in a section that is off)
     /// shows its raw value.
     pub fn effective(&self) -> Vec<String> {
@@ -136,7 +137,12 @@ impl<'v> Source<'v> {
             .map(|key| {
                 let shown = match self.get(key.path) {
                     Ok(Setting::Unset) => {
-                        format!("({})", key.default_markdown().replace('`', ""))
+                        let text = key.default_markdown().replace('`', "");
+                        if text.starts_with("unset") {
+                            text
+                        } else {
+                            format!("({text})")
+                        }
                     }
                     Ok(_) if key.secret => "********".into(),
                     Ok(setting) => show(key, &setting),

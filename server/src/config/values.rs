@@ -73,12 +73,45 @@ pub fn parse_listen(text: &str) -> Option<SocketAddr> {
     text.to_socket_addrs().ok()?.next()
 }
 
-/// A duration as `config check` shows it: `0`, or Rust's `Debug` form
-/// (`30s`, `500ms`, `3600s`), which `parse_duration` reads back.
+/// A duration as `config check` shows it, in the syntax
+/// [`parse_duration`] reads: `0`, whole hours, minutes and seconds as
+/// `1h30m`, `90s` as `1m30s`, anything finer in Rust's `Debug` form
+/// (`500ms`, `1.5s`).
 pub fn show_duration(d: Duration) -> String {
     if d.is_zero() {
-        "0".into()
-    } else {
-        format!("{d:?}")
+        return "0".into();
+    }
+    if d.subsec_nanos() != 0 {
+        return format!("{d:?}");
+    }
+    let secs = d.as_secs();
+    let terms = [(secs / 3600, "h"), (secs / 60 % 60, "m"), (secs % 60, "s")];
+    terms
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_durations_read_back() {
+        for (secs, nanos, shown) in [
+            (30, 0, "30s"),
+            (90, 0, "1m30s"),
+            (3600, 0, "1h"),
+            (604_800, 0, "168h"),
+            (3661, 0, "1h1m1s"),
+            (0, 500_000_000, "500ms"),
+            (1, 500_000_000, "1.5s"),
+        ] {
+            let d = Duration::new(secs, nanos);
+            assert_eq!(show_duration(d), shown);
+            assert_eq!(parse_duration(shown), Some(d), "{shown}");
+        }
+        assert_eq!(show_duration(Duration::ZERO), "0");
     }
 }
