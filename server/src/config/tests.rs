@@ -566,3 +566,27 @@ fn bad_new_values_name_their_key() {
         );
     }
 }
+
+#[test]
+fn reading_outside_the_table_is_a_typed_error() {
+    let root = source::parse_yaml(EMBEDDED_DEFAULT, "default").unwrap();
+    let src = source::Source::new(&root);
+    assert!(matches!(
+        src.get("storage.s3.bucket"),
+        Err(ConfigError::NotInTable {
+            key: "storage.s3.bucket"
+        })
+    ));
+    let err = src.flag("http.addr").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Mistyped {
+                key: "http.addr",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!src.flag("storage.delete.enabled").unwrap());
+}
