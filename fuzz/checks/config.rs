@@ -72,13 +72,13 @@ fn check_config(text: &str, config: &Config) {
     if let Some(rate) = config.body_rate {
         assert!(rate.bytes_per_second_min > 0 && !rate.window.is_zero());
     }
-    if let Some(probe) = config.health.storage_driver {
-        assert!(probe.threshold >= 1 && !probe.interval.is_zero());
-    }
-    assert!(config.login_failures.failures_max >= 1 && !config.login_failures.window.is_zero());
-    if let Some(path) = &config.debug.prometheus_path {
-        assert!(path.starts_with('/'));
-    }
+    assert!(config.health.threshold >= 1 && !config.health.interval.is_zero());
+    assert!(!config.login_failures.failure_window.is_zero());
+    let path = &config.debug.prometheus_path;
+    assert!(
+        path.starts_with('/') && !path.contains(['?', ' ']),
+        "{path:?}"
+    );
     if let Some(debug) = config.debug.addr {
         assert!(debug != config.listen || debug.port() == 0);
     }

@@ -26,14 +26,14 @@ pub enum AuthConfig {
 }
 
 /// `auth.htpasswd.failuresmax`, `.failurewindow` (berth): failed logins
-/// allowed per user and per client address within `window`; further
-/// attempts are refused with 429 without running bcrypt.
+/// allowed per user and per client address within `failure_window`;
+/// further attempts are refused with 429 without running bcrypt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoginFailureLimits {
-    /// Failures allowed in a window, at least 1.
+    /// Failures allowed in a window; 0 turns the limit off.
     pub failures_max: u32,
     /// The window, more than zero.
-    pub window: Duration,
+    pub failure_window: Duration,
 }
 
 pub(super) fn parse_login_failures(src: &Source) -> Result<LoginFailureLimits, ConfigError> {
@@ -41,7 +41,7 @@ pub(super) fn parse_login_failures(src: &Source) -> Result<LoginFailureLimits, C
     Ok(LoginFailureLimits {
         failures_max: u32::try_from(src.int(key)?)
             .map_err(|_| ConfigError::invalid(key, "a smaller number", ""))?,
-        window: src.positive_duration("auth.htpasswd.failurewindow")?,
+        failure_window: src.positive_duration("auth.htpasswd.failurewindow")?,
     })
 }
 

@@ -17,7 +17,7 @@ pub(super) struct HttpSection {
     pub drain_timeout: Duration,
     pub trusted_proxies: Vec<crate::conn::IpNet>,
     pub limits: HttpLimits,
-    pub debug: DebugSettings,
+    pub debug: DebugConfig,
 }
 
 /// `http.limits.*` as read.
@@ -54,14 +54,18 @@ pub struct BodyRate {
     pub window: Duration,
 }
 
-/// `http.debug.*`: the listener for `/debug/health` and `/debug/metrics`.
+/// `http.debug.*`: where `/debug/health` and `/debug/metrics` are served
+/// (never on the public port).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DebugSettings {
-    /// `http.debug.addr`; `None`: no debug listener.
+pub struct DebugConfig {
+    /// `http.debug.addr`: the debug listener's address; `None` = no listener.
+    /// Never the public port.
     pub addr: Option<SocketAddr>,
-    /// `http.debug.prometheus.path` when `.enabled`: also serve the metrics
-    /// there on the debug listener. Starts with `/`.
-    pub prometheus_path: Option<String>,
+    /// `http.debug.prometheus.enabled`: also serve the metrics at `prometheus_path`.
+    pub prometheus_enabled: bool,
+    /// `http.debug.prometheus.path` (default `/metrics`): starts with `/`,
+    /// holds no `?` or space, and is not under `/debug/health`.
+    pub prometheus_path: String,
 }
 
 pub(super) fn parse(src: &Source) -> Result<HttpSection, ConfigError> {
@@ -127,7 +131,7 @@ fn parse_limits(src: &Source) -> Result<HttpLimits, ConfigError> {
     })
 }
 
-fn parse_debug(src: &Source, listen: SocketAddr) -> Result<DebugSettings, ConfigError> {
+fn parse_debug(src: &Source, listen: SocketAddr) -> Result<DebugConfig, ConfigError> {
     let addr = src.addr("http.debug.addr")?;
     let clashes = |a: SocketAddr| {
         a.port() == listen.port()
@@ -142,15 +146,16 @@ fn parse_debug(src: &Source, listen: SocketAddr) -> Result<DebugSettings, Config
         ));
     }
     let path = src.text("http.debug.prometheus.path")?.unwrap_or_default();
-    if !path.starts_with('/') || path.starts_with("/debug/health") {
+    if !path.starts_with('/') || path.contains(['?', ' ']) || path.starts_with("/debug/health") {
         return Err(ConfigError::invalid(
             "http.debug.prometheus.path",
-            "a path starting with / (not /debug/health)",
+            "a path starting with / (no ? or space, not /debug/health)",
             path,
         ));
     }
-    Ok(DebugSettings {
+    Ok(DebugConfig {
         addr,
-        prometheus_path: src.flag("http.debug.prometheus.enabled")?.then_some(path),
+        prometheus_enabled: src.flag("http.debug.prometheus.enabled")?,
+        prometheus_path: path,
     })
 }

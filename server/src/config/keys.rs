@@ -224,7 +224,7 @@ pub const KEYS: &[Key] = &[
     Key::more("http.debug.prometheus.path", Kind::Text).default("/metrics"),
     Key::new("auth.htpasswd.realm", Kind::Text, "bcrypt basic auth; the file is re-read when it changes").shown("unset (anonymous)"),
     Key::more("auth.htpasswd.path", Kind::Text).shown("unset (anonymous)"),
-    Key::new("auth.htpasswd.failuresmax", Kind::Int { min: 1, max: 1_000_000 }, "failed logins allowed per user and per client address within the window; further attempts get 429 without running bcrypt").default("10").berth(),
+    Key::new("auth.htpasswd.failuresmax", Kind::Int { min: 0, max: 1_000_000 }, "failed logins allowed per user and per client address within the window (`0` = no limit); further attempts get 429 without running bcrypt").default("10").berth(),
     Key::more("auth.htpasswd.failurewindow", Kind::Duration).default("1m").berth(),
     Key::new("auth.token.realm", Kind::Text, "bearer tokens (RS256, ES256, EdDSA JWTs) from an external token service; keys from the certificate bundle (by registry:2's libtrust `kid`, or an `x5c` chain to a bundle certificate) or a JWK set (by `kid`); each request needs its scopes (`repository:NAME:pull,push,delete`, `registry:catalog:*`)"),
     Key::more("auth.token.service", Kind::Text),

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::Value;
 
 pub use auth::{AuthConfig, LoginFailureLimits};
-pub use health::{HealthSettings, StorageProbe};
-pub use http::{BodyRate, DebugSettings, UploadLimits};
+pub use health::HealthConfig;
+pub use http::{BodyRate, DebugConfig, UploadLimits};
 pub use process::DriverChoice;
 pub use storage::UploadPurging;
 pub use values::{parse_duration, parse_size};
@@ -110,7 +110,7 @@ pub struct Config {
     /// minimum body rate; `None` when off (`0`).
     pub body_rate: Option<BodyRate>,
     /// `http.debug.*`: the debug listener.
-    pub debug: DebugSettings,
+    pub debug: DebugConfig,
     /// `http.tls.*`: serve HTTPS when a certificate is configured.
     pub tls: Option<crate::tls::TlsSettings>,
     /// `auth.*`: who may use the API.
@@ -122,8 +122,8 @@ pub struct Config {
     pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
     /// `proxy.*`: run as a pull-through cache of `proxy.remoteurl`.
     pub proxy: Option<crate::proxy::ProxySettings>,
-    /// `health.*`: what `/debug/health` checks.
-    pub health: HealthSettings,
+    /// `health.storagedriver.*`: the background storage health probe.
+    pub health: HealthConfig,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
     /// `key: value` for every key, secrets masked (see [`Config::effective`]).

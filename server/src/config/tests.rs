@@ -372,25 +372,27 @@ fn new_limits_and_health_keys_have_their_defaults() {
     );
     assert_eq!(
         c.debug,
-        DebugSettings {
+        DebugConfig {
             addr: None,
-            prometheus_path: None
+            prometheus_enabled: false,
+            prometheus_path: "/metrics".into()
         }
     );
     assert_eq!(
         c.login_failures,
         LoginFailureLimits {
             failures_max: 10,
-            window: Duration::from_secs(60)
+            failure_window: Duration::from_secs(60)
         }
     );
     assert_eq!(
-        c.health.storage_driver,
-        Some(StorageProbe {
+        c.health,
+        HealthConfig {
+            enabled: true,
             interval: Duration::from_secs(10),
             threshold: 3,
             free_bytes_min: 512 << 20
-        })
+        }
     );
     let text = c.effective();
     for line in [
@@ -444,10 +446,12 @@ fn new_keys_are_set_by_env_and_file() {
     assert_eq!(c.discard_body_bytes_max, 0);
     assert_eq!(c.body_rate, None, "0 turns the minimum rate off");
     assert_eq!(c.debug.addr, Some("127.0.0.1:5001".parse().unwrap()));
-    assert_eq!(c.debug.prometheus_path.as_deref(), Some("/prom"));
+    assert!(c.debug.prometheus_enabled);
+    assert_eq!(c.debug.prometheus_path, "/prom");
     assert_eq!(c.login_failures.failures_max, 3);
-    assert_eq!(c.login_failures.window, Duration::from_secs(300));
-    let probe = c.health.storage_driver.unwrap();
+    assert_eq!(c.login_failures.failure_window, Duration::from_secs(300));
+    let probe = c.health;
+    assert!(probe.enabled);
     assert_eq!(probe.interval, Duration::from_secs(2));
     assert_eq!(probe.threshold, 5);
     assert_eq!(probe.free_bytes_min, 2_000_000_000);
@@ -464,7 +468,13 @@ fn new_keys_are_set_by_env_and_file() {
             window: Duration::from_secs(1)
         })
     );
-    assert_eq!(c.health.storage_driver, None);
+    assert!(!c.health.enabled);
+    let c = Config::from_yaml(
+        "auth:\n  htpasswd:\n    realm: r\n    path: /p\n    failuresmax: 0\n",
+        "test",
+    )
+    .unwrap();
+    assert_eq!(c.login_failures.failures_max, 0, "0 turns the limit off");
 }
 
 #[test]
@@ -522,7 +532,15 @@ fn bad_new_values_name_their_key() {
             "http.debug.prometheus.path",
         ),
         (
-            vec![("REGISTRY_AUTH_HTPASSWD_FAILURESMAX", "0")],
+            vec![("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/metrics?x=1")],
+            "http.debug.prometheus.path",
+        ),
+        (
+            vec![("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/debug/health")],
+            "http.debug.prometheus.path",
+        ),
+        (
+            vec![("REGISTRY_AUTH_HTPASSWD_FAILURESMAX", "-1")],
             "auth.htpasswd.failuresmax",
         ),
         (
