@@ -243,16 +243,20 @@ impl Config {
     }
 
     fn from_value(root: &Value) -> Result<Config, ConfigError> {
-        let src = Source::new(root);
-        let http = http::parse(&src)?;
-        let log = process::parse_log(&src)?;
-        let runtime = process::parse_runtime(&src)?;
-        let storage = storage::parse(&src)?;
-        let (tls, letsencrypt) = tls::parse(&src)?;
-        let auth = auth::parse(&src)?;
-        let login_failures = auth::parse_login_failures(&src)?;
-        let proxy = proxy::parse(&src)?;
-        let health = health::parse(&src)?;
+        Config::from_source(&Source::new(root))
+    }
+
+    /// Each section reads its keys from `src`; `Config` composes them.
+    fn from_source(src: &Source) -> Result<Config, ConfigError> {
+        let http = http::parse(src)?;
+        let log = process::parse_log(src)?;
+        let runtime = process::parse_runtime(src)?;
+        let storage = storage::parse(src)?;
+        let (tls, letsencrypt) = tls::parse(src)?;
+        let auth = auth::parse(src)?;
+        let login_failures = auth::parse_login_failures(src)?;
+        let proxy = proxy::parse(src)?;
+        let health = health::parse(src)?;
         let limits = http.limits;
         Ok(Config {
             listen: http.listen,

@@ -3,6 +3,8 @@
 //! names a key of [`KEYS`](super::keys::KEYS), is parsed by that key's
 //! [`Kind`], falls back to its default, and fails with an error naming it.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -34,12 +36,24 @@ pub enum Setting {
 /// The merged tree, read through the key table.
 pub struct Source<'v> {
     root: &'v Value,
+    /// The keys the sections have read, so a test can tell a table entry
+    /// that nothing uses.
+    read: RefCell<BTreeSet<&'static str>>,
 }
 
 impl<'v> Source<'v> {
     /// Reads `root`.
     pub fn new(root: &'v Value) -> Source<'v> {
-        Source { root }
+        Source {
+            root,
+            read: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// The keys read so far through [`Source::get`] and the typed readers.
+    #[cfg(test)]
+    pub fn keys_read(&self) -> BTreeSet<&'static str> {
+        self.read.borrow().clone()
     }
 
     /// The raw value at a dotted path, if present and not null.
@@ -49,6 +63,12 @@ impl<'v> Source<'v> {
 
     /// The key's value: configured, else its default, else `Unset`.
     pub fn get(&self, path: &'static str) -> Result<Setting, ConfigError> {
+        self.read.borrow_mut().insert(path);
+        self.value_of(path)
+    }
+
+    /// The key's value, as [`Source::get`], without counting it as read.
+    fn value_of(&self, path: &'static str) -> Result<Setting, ConfigError> {
         let key = keys::find(path).ok_or(ConfigError::NotInTable { key: path })?;
         match self.raw(path) {
             Some(value) => parse(key, value),
@@ -135,7 +155,7 @@ impl<'v> Source<'v> {
         keys::KEYS
             .iter()
             .map(|key| {
-                let shown = match self.get(key.path) {
+                let shown = match self.value_of(key.path) {
                     Ok(Setting::Unset) => {
                         let text = key.default_markdown().replace('`', "");
                         if text.starts_with("unset") {

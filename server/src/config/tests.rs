@@ -608,3 +608,31 @@ fn reading_outside_the_table_is_a_typed_error() {
     );
     assert!(!src.flag("storage.delete.enabled").unwrap());
 }
+
+/// Every key of the table is read by some section (else it would be
+/// accepted without a warning and then ignored); `version` alone is read
+/// and ignored on purpose, as registry:2 does.
+#[test]
+fn every_key_in_the_table_is_read_by_a_section() {
+    let configs = [
+        "",
+        "http:\n  tls:\n    certificate: /c\n    key: /k\nauth:\n  htpasswd:\n    realm: r\n    path: /p\nproxy:\n  remoteurl: http://up:5000\n",
+        "http:\n  tls:\n    letsencrypt:\n      cachefile: /c\n      hosts: [h]\nauth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    jwks: /j\n",
+    ];
+    let mut read = std::collections::BTreeSet::new();
+    for text in configs {
+        let mut root = source::parse_yaml(EMBEDDED_DEFAULT, "default").unwrap();
+        source::merge(&mut root, source::parse_yaml(text, "test").unwrap());
+        let src = source::Source::new(&root);
+        if let Err(e) = Config::from_source(&src) {
+            panic!("{text}: {e}");
+        }
+        read.extend(src.keys_read());
+    }
+    let unread: Vec<&str> = keys::KEYS
+        .iter()
+        .map(|k| k.path)
+        .filter(|p| !read.contains(p) && *p != "version")
+        .collect();
+    assert!(unread.is_empty(), "keys no section reads: {unread:?}");
+}
