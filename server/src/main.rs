@@ -83,6 +83,10 @@ enum ConfigAction {
         /// else the embedded default).
         config: Option<PathBuf>,
     },
+    /// Print every configuration key berth reads as the README's Markdown
+    /// table (key, REGISTRY_* variable, default, meaning; "(berth)" marks
+    /// berth's own keys). `scripts/config-table` puts it into README.md.
+    Keys,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,12 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check { config },
         } => check_config(config),
+        Command::Config {
+            action: ConfigAction::Keys,
+        } => {
+            print!("{}", berth::config::keys::markdown_table());
+            ExitCode::SUCCESS
+        }
         Command::Htpasswd { args } => htpasswd(&args),
         Command::GarbageCollect {
             dry_run,
