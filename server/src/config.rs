@@ -91,8 +91,39 @@ pub struct Config {
     pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
     /// `proxy.*`: run as a pull-through cache of `proxy.remoteurl`.
     pub proxy: Option<crate::proxy::ProxySettings>,
+    /// `http.debug.*`: the debug listener (health, metrics).
+    pub debug: DebugConfig,
+    /// `health.storagedriver.*`: the background storage health probe.
+    pub health: HealthConfig,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
+}
+
+/// `http.debug.*`: where `/debug/health` and `/debug/metrics` are served
+/// (never on the public port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugConfig {
+    /// `http.debug.addr`: the debug listener's address; `None` = no listener.
+    pub addr: Option<SocketAddr>,
+    /// `http.debug.prometheus.enabled`: also serve the metrics at `prometheus_path`.
+    pub prometheus_enabled: bool,
+    /// `http.debug.prometheus.path` (default `/metrics`).
+    pub prometheus_path: String,
+}
+
+/// `health.storagedriver.*` (registry:2's keys, plus berth's `freebytesmin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// `health.storagedriver.enabled` (default true).
+    pub enabled: bool,
+    /// `health.storagedriver.interval` (default 10s): how often the probe runs.
+    pub interval: std::time::Duration,
+    /// `health.storagedriver.threshold` (default 3): consecutive failed
+    /// probes before health reports unhealthy.
+    pub threshold: u32,
+    /// `health.storagedriver.freebytesmin` (berth, default 16 MiB): less
+    /// free space than this in the data directory's file system is a failure.
+    pub free_bytes_min: u64,
 }
 
 /// `storage.maintenance.uploadpurging` (registry:2 defaults: enabled, 168h, 24h).
@@ -211,6 +242,15 @@ const KNOWN_KEYS: &[&str] = &[
     "proxy.evictioninterval",
     "proxy.localprefix",
     "proxy.remoteca",
+    // --- debug listener and storage health (server helper; move into the key table) ---
+    "http.debug.addr",
+    "http.debug.prometheus.enabled",
+    "http.debug.prometheus.path",
+    "health.storagedriver.enabled",
+    "health.storagedriver.interval",
+    "health.storagedriver.threshold",
+    "health.storagedriver.freebytesmin",
+    // --- end debug listener and storage health ---
 ];
 
 impl Config {
@@ -452,6 +492,48 @@ impl Config {
         };
         let auth = auth_config(root)?;
         let proxy = proxy_settings(root)?;
+        // --- debug listener and storage health (server helper; move into the key table) ---
+        let debug = DebugConfig {
+            addr: match string(root, "http.debug.addr")?.filter(|a| !a.is_empty()) {
+                None => None,
+                Some(text) => Some(parse_listen(&text).ok_or(ConfigError::Invalid {
+                    key: "http.debug.addr",
+                    expected: "HOST:PORT or :PORT",
+                    got: text.clone(),
+                })?),
+            },
+            prometheus_enabled: boolean(root, "http.debug.prometheus.enabled")?.unwrap_or(false),
+            prometheus_path: match string(root, "http.debug.prometheus.path")? {
+                None => "/metrics".into(),
+                Some(path) if path.starts_with('/') && !path.contains(['?', ' ']) => path,
+                Some(path) => {
+                    return Err(ConfigError::Invalid {
+                        key: "http.debug.prometheus.path",
+                        expected: "a path starting with /",
+                        got: path,
+                    })
+                }
+            },
+        };
+        let health = HealthConfig {
+            enabled: boolean(root, "health.storagedriver.enabled")?.unwrap_or(true),
+            interval: duration("health.storagedriver.interval")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(std::time::Duration::from_secs(10)),
+            threshold: count("health.storagedriver.threshold", 3, 1_000_000)? as u32,
+            free_bytes_min: match lookup(root, "health.storagedriver.freebytesmin") {
+                None => 16 << 20,
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(parse_size))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: "health.storagedriver.freebytesmin",
+                        expected: "a byte count such as 16777216 or 64MiB",
+                        got: describe(v),
+                    })?,
+            },
+        };
+        // --- end debug listener and storage health ---
         let mut unknown_keys = Vec::new();
         collect_unknown(root, String::new(), &mut unknown_keys);
         Ok(Config {
@@ -479,6 +561,8 @@ impl Config {
             auth,
             letsencrypt,
             proxy,
+            debug,
+            health,
             unknown_keys,
         })
     }
@@ -823,6 +907,39 @@ impl Config {
         }
         lines.push(format!("runtime.driver: {:?}", self.driver));
         lines.push(format!("runtime.threads: {}", self.threads));
+        // --- debug listener and storage health (server helper; move into the key table) ---
+        lines.push(format!(
+            "http.debug.addr: {}",
+            self.debug
+                .addr
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "(none: no debug listener)".into())
+        ));
+        lines.push(format!(
+            "http.debug.prometheus.enabled: {}",
+            self.debug.prometheus_enabled
+        ));
+        lines.push(format!(
+            "http.debug.prometheus.path: {}",
+            self.debug.prometheus_path
+        ));
+        lines.push(format!(
+            "health.storagedriver.enabled: {}",
+            self.health.enabled
+        ));
+        lines.push(format!(
+            "health.storagedriver.interval: {:?}",
+            self.health.interval
+        ));
+        lines.push(format!(
+            "health.storagedriver.threshold: {}",
+            self.health.threshold
+        ));
+        lines.push(format!(
+            "health.storagedriver.freebytesmin: {}",
+            self.health.free_bytes_min
+        ));
+        // --- end debug listener and storage health ---
         let mut out = lines.join("\n");
         out.push('\n');
         out
