@@ -383,8 +383,13 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         .or_else(|| std::env::var_os("REGISTRY_CONFIGURATION_PATH").map(PathBuf::from))
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default".into());
-    log::info!("configuration: {source} with REGISTRY_* overrides");
-    match Server::build(config).and_then(Server::run) {
+    // Credentials are checked first: a bad htpasswd file or token key stops
+    // the start with one line naming it, before anything else is logged.
+    let server = Server::build(config);
+    if server.is_ok() {
+        log::info!("configuration: {source} with REGISTRY_* overrides");
+    }
+    match server.and_then(Server::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e}");
