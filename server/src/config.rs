@@ -1463,4 +1463,54 @@ mod tests {
         let err = Config::load(Some(Path::new("/nonexistent/config.yml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/config.yml"), "{err}");
     }
+
+    // --- debug listener and storage health (server helper; move with the keys) ---
+    #[test]
+    fn debug_and_health_keys() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.debug.addr, None);
+        assert!(!c.debug.prometheus_enabled);
+        assert_eq!(c.debug.prometheus_path, "/metrics");
+        assert!(c.health.enabled);
+        assert_eq!(c.health.interval, std::time::Duration::from_secs(10));
+        assert_eq!(c.health.threshold, 3);
+        assert_eq!(c.health.free_bytes_min, 16 << 20);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        let c = Config::load(
+            None,
+            env(&[
+                ("REGISTRY_HTTP_DEBUG_ADDR", ":5001"),
+                ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true"),
+                ("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/prom"),
+                ("REGISTRY_HEALTH_STORAGEDRIVER_ENABLED", "false"),
+                ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "250ms"),
+                ("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "5"),
+                ("REGISTRY_HEALTH_STORAGEDRIVER_FREEBYTESMIN", "1048576"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.debug.addr, Some("0.0.0.0:5001".parse().unwrap()));
+        assert!(c.debug.prometheus_enabled);
+        assert_eq!(c.debug.prometheus_path, "/prom");
+        assert!(!c.health.enabled);
+        assert_eq!(c.health.interval, std::time::Duration::from_millis(250));
+        assert_eq!(c.health.threshold, 5);
+        assert_eq!(c.health.free_bytes_min, 1 << 20);
+        assert!(c.unknown_keys.is_empty(), "{:?}", c.unknown_keys);
+        assert!(c.effective().contains("http.debug.addr: 0.0.0.0:5001"));
+        for (key, value) in [
+            ("REGISTRY_HTTP_DEBUG_ADDR", "nowhere"),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "metrics"),
+            ("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "0"),
+            ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "soon"),
+        ] {
+            let err = Config::load(None, env(&[(key, value)])).unwrap_err();
+            let dotted = key
+                .trim_start_matches("REGISTRY_")
+                .to_ascii_lowercase()
+                .replace('_', ".");
+            assert!(err.to_string().contains(&dotted), "{key}: {err}");
+        }
+    }
+    // --- end debug listener and storage health ---
 }
