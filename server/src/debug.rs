@@ -145,16 +145,22 @@ fn serve_one(mut stream: TcpStream, service: &DebugService) -> std::io::Result<(
     };
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let answer = loop {
+    let (answer, head_only) = loop {
         match berth_http::parse_request_head(&buf, &limits) {
-            Ok(Some((head, _))) => break service.answer(&head.method, &head.target),
+            Ok(Some((head, _))) => {
+                break (
+                    service.answer(&head.method, &head.target),
+                    head.method == Method::Head,
+                )
+            }
             Ok(None) if buf.len() < HEAD_BYTES_MAX => {}
             Ok(None) | Err(_) => {
-                break Answer {
+                let bad = Answer {
                     status: 400,
                     content_type: "text/plain; charset=utf-8",
                     body: b"bad request\n".to_vec(),
-                }
+                };
+                break (bad, false);
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -171,7 +177,6 @@ fn serve_one(mut stream: TcpStream, service: &DebugService) -> std::io::Result<(
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head_only = buf.starts_with(b"HEAD ");
     let mut out = Vec::with_capacity(256 + answer.body.len());
     ResponseHead::new(answer.status)
         .header("Content-Type", answer.content_type)
