@@ -1,5 +1,5 @@
 //! The berth server: configuration, start-up and the background schedulers
-//! (`server`, `schedulers`), the thread-per-core runtime, the connection
+//! (`server`, `schedulers`), the maintenance commands, the thread-per-core runtime, the connection
 //! layer, the registry API, and the debug listener with health and metrics.
 //! The binary (`main.rs`) parses the command line and calls this library.
 
@@ -15,6 +15,7 @@ pub mod debug;
 pub mod filestamp;
 pub mod health;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use berth::config::Config;
+use berth::maintenance;
 use berth::server::Server;
 use clap::{Parser, Subcommand};
 
@@ -118,202 +119,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// A one-line progress bar on stderr, redrawn at most ten times a second
-/// (only when stderr is a terminal; otherwise a line every 10%).
-struct ProgressBar {
-    label: &'static str,
-    shown: Option<std::time::Instant>,
-    last_tenth: u64,
-    terminal: bool,
-}
-
-impl ProgressBar {
-    fn new(label: &'static str) -> ProgressBar {
-        use std::io::IsTerminal;
-        ProgressBar {
-            label,
-            shown: None,
-            last_tenth: u64::MAX,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn show(&mut self, done: u64, total: u64) {
-        let fraction = if total == 0 {
-            1.0
-        } else {
-            done as f64 / total as f64
-        };
-        if self.terminal {
-            if self
-                .shown
-                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
-                && done < total
-            {
-                return;
-            }
-            self.shown = Some(std::time::Instant::now());
-            let filled = (fraction * 30.0) as usize;
-            eprint!(
-                "\r{} [{}{}] {:5.1}% {} / {} MiB",
-                self.label,
-                "#".repeat(filled.min(30)),
-                " ".repeat(30 - filled.min(30)),
-                fraction * 100.0,
-                done >> 20,
-                total >> 20
-            );
-        } else {
-            let tenth = (fraction * 10.0) as u64;
-            if tenth != self.last_tenth {
-                self.last_tenth = tenth;
-                eprintln!(
-                    "{}: {:.0}% ({} of {} MiB)",
-                    self.label,
-                    fraction * 100.0,
-                    done >> 20,
-                    total >> 20
-                );
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.terminal && self.shown.is_some() {
-            eprintln!();
-        }
-    }
-}
-
-/// Opens the store a maintenance command works on, or explains why not.
-fn open_store(config_path: Option<PathBuf>) -> Result<(Config, berth_engine::Engine), ExitCode> {
-    let config = Config::load(config_path.as_deref(), std::env::vars()).map_err(|e| {
+/// Loads the configuration as `serve` would, or says why not (exit 2).
+fn load_config(config_path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(config_path, std::env::vars()).map_err(|e| {
         eprintln!("berth: {e}");
         ExitCode::from(2)
-    })?;
-    let engine = berth_engine::Engine::open(&config.root_directory).map_err(|e| {
-        eprintln!(
-            "berth: cannot open the data directory {}: {e}",
-            config.root_directory.display()
-        );
-        if matches!(e, berth_engine::EngineError::Locked(_)) {
-            eprintln!("berth: stop the server first, or use its online GC (storage.gc.interval)");
-        }
-        ExitCode::from(1)
-    })?;
-    Ok((config, engine))
+    })
+}
+
+/// Prints a maintenance command's failure (and its hint); exit 1.
+fn maintenance_failed(e: &maintenance::MaintenanceError) -> ExitCode {
+    eprintln!("berth: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("berth: {hint}");
+    }
+    ExitCode::from(1)
 }
 
 fn garbage_collect(config_path: Option<PathBuf>, dry_run: bool, delete_untagged: bool) -> ExitCode {
-    let (config, engine) = match open_store(config_path) {
-        Ok(pair) => pair,
+    let config = match load_config(config_path.as_deref()) {
+        Ok(config) => config,
         Err(code) => return code,
     };
-    eprintln!(
-        "berth: garbage-collecting {}{}",
-        config.root_directory.display(),
-        if dry_run { " (dry run)" } else { "" }
-    );
-    let options = berth_engine::GcOptions {
-        dry_run,
-        delete_untagged,
-        grace_period: config.gc_grace_period,
-        ..Default::default()
-    };
-    match engine.garbage_collect(&options) {
-        Ok(report) => {
-            for m in &report.manifests_deleted {
-                println!(
-                    "{}manifest {}@{}",
-                    if dry_run { "would delete " } else { "deleted " },
-                    m.repo,
-                    m.digest
-                );
-            }
-            for b in &report.blobs_deleted {
-                println!(
-                    "{}blob {b}",
-                    if dry_run { "would delete " } else { "deleted " }
-                );
-            }
-            println!(
-                "{} manifests, {} repository links, {} blobs ({} bytes) {}; {} links kept within the grace period; {} segments compacted, {} bytes reclaimed",
-                report.manifests_deleted.len(),
-                report.links_removed.len(),
-                report.blobs_deleted.len(),
-                report.bytes_deleted,
-                if dry_run { "would be deleted" } else { "deleted" },
-                report.links_kept_in_grace.len(),
-                report.segments_compacted.len(),
-                report.bytes_reclaimed
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("berth: garbage collection failed: {e}");
-            ExitCode::from(1)
-        }
+    match maintenance::garbage_collect(&config, dry_run, delete_untagged, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => maintenance_failed(&e),
     }
 }
 
 fn scrub(config_path: Option<PathBuf>) -> ExitCode {
-    let (config, engine) = match open_store(config_path) {
-        Ok(pair) => pair,
+    let config = match load_config(config_path.as_deref()) {
+        Ok(config) => config,
         Err(code) => return code,
     };
-    eprintln!("berth: scrubbing {}", config.root_directory.display());
-    let mut bar = ProgressBar::new("scrub");
-    let result = engine.scrub_with_progress(&mut |done, total| bar.show(done, total));
-    bar.finish();
-    match result {
-        Ok(report) => {
-            for problem in &report.problems {
-                let digest = problem
-                    .digest
-                    .as_ref()
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "(unreadable digest)".into());
-                println!(
-                    "DAMAGED {digest}: {:?} at {:?}{}",
-                    problem.kind,
-                    problem.location,
-                    if problem.intact_copy {
-                        " (an intact copy remains)"
-                    } else {
-                        ""
-                    }
-                );
-                for r in &problem.references {
-                    println!(
-                        "  repository {}: tags [{}], manifests [{}]",
-                        r.repo,
-                        r.tags.join(", "),
-                        r.manifests
-                            .iter()
-                            .map(|m| m.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-            }
-            println!(
-                "checked {} segments, {} records, {} files, {} bytes: {} problems",
-                report.segments_checked,
-                report.records_checked,
-                report.files_checked,
-                report.bytes_checked,
-                report.problems.len()
-            );
-            if report.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("berth: scrub failed: {e}");
-            ExitCode::from(1)
-        }
+    match maintenance::scrub(&config, &mut std::io::stdout()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => maintenance_failed(&e),
     }
 }
 
@@ -338,31 +180,16 @@ fn htpasswd(args: &[String]) -> ExitCode {
 }
 
 fn check_config(config_path: Option<PathBuf>) -> ExitCode {
-    match Config::load(config_path.as_deref(), std::env::vars()) {
-        Ok(config) => {
-            let source = config_path
-                .or_else(|| std::env::var_os("REGISTRY_CONFIGURATION_PATH").map(PathBuf::from))
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "the embedded default".into());
-            println!("# effective configuration: {source} with REGISTRY_* overrides");
-            print!("{}", config.effective());
-            for key in &config.unknown_keys {
-                eprintln!("berth: warning: configuration key {key} is not used by berth; ignored");
-            }
-            if let Some(tls) = &config.tls {
-                if let Err(e) = berth::tls::server_config(tls) {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            if let berth::config::AuthConfig::Htpasswd { realm, path } = &config.auth {
-                if let Err(e) = berth::auth::htpasswd::Htpasswd::open(path, realm) {
-                    eprintln!("berth: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            ExitCode::SUCCESS
-        }
+    let config = match load_config(config_path.as_deref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let source = config_path
+        .or_else(|| std::env::var_os("REGISTRY_CONFIGURATION_PATH").map(PathBuf::from))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the embedded default".into());
+    match maintenance::check_config(&config, &source, &mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::from(2)
