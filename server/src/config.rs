@@ -92,38 +92,11 @@ pub struct Config {
     /// `proxy.*`: run as a pull-through cache of `proxy.remoteurl`.
     pub proxy: Option<crate::proxy::ProxySettings>,
     /// `http.debug.*`: the debug listener (health, metrics).
-    pub debug: DebugConfig,
+    pub debug: crate::debug::DebugConfig,
     /// `health.storagedriver.*`: the background storage health probe.
-    pub health: HealthConfig,
+    pub health: crate::health::HealthConfig,
     /// Keys present in the sources that berth does not use, for warnings.
     pub unknown_keys: Vec<String>,
-}
-
-/// `http.debug.*`: where `/debug/health` and `/debug/metrics` are served
-/// (never on the public port).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DebugConfig {
-    /// `http.debug.addr`: the debug listener's address; `None` = no listener.
-    pub addr: Option<SocketAddr>,
-    /// `http.debug.prometheus.enabled`: also serve the metrics at `prometheus_path`.
-    pub prometheus_enabled: bool,
-    /// `http.debug.prometheus.path` (default `/metrics`).
-    pub prometheus_path: String,
-}
-
-/// `health.storagedriver.*` (registry:2's keys, plus berth's `freebytesmin`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HealthConfig {
-    /// `health.storagedriver.enabled` (default true).
-    pub enabled: bool,
-    /// `health.storagedriver.interval` (default 10s): how often the probe runs.
-    pub interval: std::time::Duration,
-    /// `health.storagedriver.threshold` (default 3): consecutive failed
-    /// probes before health reports unhealthy.
-    pub threshold: u32,
-    /// `health.storagedriver.freebytesmin` (berth, default 16 MiB): less
-    /// free space than this in the data directory's file system is a failure.
-    pub free_bytes_min: u64,
 }
 
 /// `storage.maintenance.uploadpurging` (registry:2 defaults: enabled, 168h, 24h).
@@ -493,7 +466,7 @@ impl Config {
         let auth = auth_config(root)?;
         let proxy = proxy_settings(root)?;
         // --- debug listener and storage health (server helper; move into the key table) ---
-        let debug = DebugConfig {
+        let debug = crate::debug::DebugConfig {
             addr: match string(root, "http.debug.addr")?.filter(|a| !a.is_empty()) {
                 None => None,
                 Some(text) => Some(parse_listen(&text).ok_or(ConfigError::Invalid {
@@ -515,7 +488,7 @@ impl Config {
                 }
             },
         };
-        let health = HealthConfig {
+        let health = crate::health::HealthConfig {
             enabled: boolean(root, "health.storagedriver.enabled")?.unwrap_or(true),
             interval: duration("health.storagedriver.interval")?
                 .filter(|d| !d.is_zero())

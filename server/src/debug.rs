@@ -21,6 +21,18 @@ use berth_http::{Method, ResponseHead};
 use crate::health::Health;
 use crate::proxy::Proxy;
 
+/// `http.debug.*`: where `/debug/health` and `/debug/metrics` are served
+/// (never on the public port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebugConfig {
+    /// `http.debug.addr`: the debug listener's address; `None` = no listener.
+    pub addr: Option<SocketAddr>,
+    /// `http.debug.prometheus.enabled`: also serve the metrics at `prometheus_path`.
+    pub prometheus_enabled: bool,
+    /// `http.debug.prometheus.path` (default `/metrics`).
+    pub prometheus_path: String,
+}
+
 /// Connections served at once; more are closed without an answer.
 pub const CONNECTIONS_MAX: usize = 8;
 /// How long a client has to send its request head and read the answer.
@@ -193,7 +205,7 @@ fn serve_one(mut stream: TcpStream, service: &DebugService) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HealthConfig;
+    use crate::health::HealthConfig;
 
     fn service(prometheus_path: Option<&str>) -> (DebugService, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");

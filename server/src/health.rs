@@ -14,7 +14,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::config::HealthConfig;
+/// `health.storagedriver.*` (registry:2's keys, plus berth's `freebytesmin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// `health.storagedriver.enabled` (default true).
+    pub enabled: bool,
+    /// `health.storagedriver.interval` (default 10s): how often the probe runs.
+    pub interval: std::time::Duration,
+    /// `health.storagedriver.threshold` (default 3): consecutive failed
+    /// probes before health reports unhealthy.
+    pub threshold: u32,
+    /// `health.storagedriver.freebytesmin` (berth, default 16 MiB): less
+    /// free space than this in the data directory's file system is a failure.
+    pub free_bytes_min: u64,
+}
 
 /// Bytes the probe writes and syncs (one page: a full disk refuses it).
 pub const PROBE_RECORD_BYTES: usize = 4096;
