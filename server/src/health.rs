@@ -75,6 +75,16 @@ impl Health {
     /// Health for a store whose data directory is `root` (the probe writes
     /// into `root/tmp`, which the engine empties at start).
     pub fn new(settings: HealthConfig, root: &Path) -> Health {
+        // The configuration refuses both (a zero threshold would report
+        // unhealthy before any probe ran; a zero interval would spin).
+        assert!(
+            settings.threshold >= 1,
+            "health threshold must be at least 1"
+        );
+        assert!(
+            !settings.interval.is_zero(),
+            "health interval must not be zero"
+        );
         Health {
             settings,
             tmp_dir: root.join("tmp"),
