@@ -16,7 +16,9 @@
 //! * `BERTH_TEST_CARGO_PROFILE`: cargo profile to build berth with (default
 //!   `dev`; e.g. `release`).
 //!
-//! Every registry gets `REGISTRY_HTTP_ADDR=127.0.0.1:PORT` and
+//! Every registry gets `REGISTRY_HTTP_ADDR=127.0.0.1:PORT`,
+//! `REGISTRY_HTTP_DEBUG_ADDR=127.0.0.1:DEBUG_PORT` (the debug listener:
+//! health and metrics, which the public port does not serve) and
 //! `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=<data dir>` (the names
 //! Distribution reads), stdout and stderr go to a log file in a temp dir,
 //! and it is SIGKILLed when the [`Registry`] is dropped.
@@ -190,6 +192,7 @@ pub fn free_port() -> u16 {
 pub struct Registry {
     command: RegistryCommand,
     port: u16,
+    debug_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     _log_dir: TempDir,
@@ -216,6 +219,7 @@ impl Registry {
         let mut reg = Registry {
             command,
             port: 0,
+            debug_port: 0,
             data_dir: data_dir.to_path_buf(),
             log_path,
             _log_dir: log_dir,
@@ -225,6 +229,12 @@ impl Registry {
         // the child binds it: pick another a few times.
         for attempt in 1..=3 {
             reg.port = free_port();
+            reg.debug_port = loop {
+                let p = free_port();
+                if p != reg.port {
+                    break p;
+                }
+            };
             match reg.spawn_and_wait() {
                 Ok(()) => return reg,
                 Err(e) if attempt < 3 && e.contains("in use") => {
@@ -257,6 +267,7 @@ impl Registry {
         }
         c.args(&self.command.args)
             .env("REGISTRY_HTTP_ADDR", self.addr())
+            .env("REGISTRY_HTTP_DEBUG_ADDR", self.debug_addr())
             .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &self.data_dir)
             .env("RUST_BACKTRACE", "1")
             .envs(
@@ -348,9 +359,25 @@ impl Registry {
         format!("{}{path}", self.base_url())
     }
 
-    /// Every sample of `GET /debug/metrics` (Prometheus text), by name.
+    /// `127.0.0.1:DEBUG_PORT`: the debug listener (`http.debug.addr`).
+    pub fn debug_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.debug_port)
+    }
+
+    /// `http://127.0.0.1:DEBUG_PORT` + `path`: a URL on the debug listener.
+    pub fn debug_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.debug_addr())
+    }
+
+    /// `GET /debug/health` on the debug listener.
+    pub fn health(&self) -> crate::http::HttpResponse {
+        crate::http::request("GET", &self.debug_url("/debug/health"), &[], None)
+    }
+
+    /// Every sample of `GET /debug/metrics` on the debug listener
+    /// (Prometheus text), by name.
     pub fn metrics(&self) -> std::collections::BTreeMap<String, u64> {
-        let text = crate::http::request("GET", &self.url("/debug/metrics"), &[], None).text();
+        let text = crate::http::request("GET", &self.debug_url("/debug/metrics"), &[], None).text();
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|l| l.split_once(' '))

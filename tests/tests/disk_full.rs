@@ -806,3 +806,59 @@ fn a_full_disk_gives_clear_errors_and_loses_nothing() {
         registry.log_tail(30)
     );
 }
+
+/// Waits until `GET /debug/health` answers `status`; the last answer.
+fn wait_health(r: &Registry, status: u16, within: Duration) -> HttpResponse {
+    let t0 = Instant::now();
+    loop {
+        let health = r.health();
+        if health.status == status || t0.elapsed() > within {
+            return health;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Health tells the truth about a full disk: the background probe writes
+/// and syncs a non-empty record and checks the free space, so a full file
+/// system turns `/debug/health` 503 within a few probe intervals, naming
+/// the failed checks; freeing space makes it healthy again.
+#[test]
+fn health_turns_unhealthy_when_the_disk_is_full() {
+    let small = SmallFs::mount(FS_MIB);
+    let mut command = RegistryCommand::from_env();
+    if !command.is_berth {
+        return;
+    }
+    for (k, v) in [
+        ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "200ms"),
+        ("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "2"),
+        ("REGISTRY_HEALTH_STORAGEDRIVER_FREEBYTESMIN", "1048576"),
+    ] {
+        command.env.push((k.into(), v.into()));
+    }
+    let registry = Registry::start_with(command, &small.mount.join("data"));
+    let health = wait_health(&registry, 200, Duration::from_secs(5));
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json(), serde_json::json!({}));
+
+    let filler = small.mount.join("filler");
+    fill_to_the_brim(&filler);
+    let health = wait_health(&registry, 503, Duration::from_secs(5));
+    assert_eq!(health.status, 503, "{}", health.text());
+    let body = health.json();
+    let free = body["storagedriver_freespace"].as_str().unwrap_or_default();
+    assert!(free.contains("free"), "{body}");
+    let write = body["storagedriver_filesystem"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(write.contains("write"), "{body}");
+    assert!(
+        !health.text().contains(small.mount.to_str().unwrap_or("/")),
+        "no paths in the answer: {body}"
+    );
+
+    fs::remove_file(&filler).expect("remove the filler");
+    let health = wait_health(&registry, 200, Duration::from_secs(5));
+    assert_eq!(health.status, 200, "{}", health.text());
+}

@@ -61,7 +61,9 @@ pub struct Ctx {
 /// an error response.
 pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
     let route = router::route(&request.path);
-    let open = matches!(route, Route::Root | Route::Health | Route::Metrics);
+    // `/debug/...` answers 404 to everyone: registry:2 serves debug
+    // endpoints only on `http.debug.addr` (see `crate::debug`).
+    let open = matches!(route, Route::Root | Route::Debug);
     let query = Query::parse(request.head.query());
     let scopes = required_scopes(&route, &request.head.method, &query);
     let user = match ctx.auth.authenticate(request, &scopes, open).await {
@@ -94,8 +96,6 @@ async fn dispatch(
     match route {
         Route::Root if read => Ok(Response::new(200)),
         Route::Base if read => Ok(Response::json(200, &serde_json::json!({}))),
-        Route::Health if read => Ok(storage_health(ctx).await),
-        Route::Metrics if read => Ok(metrics(ctx)),
         Route::Catalog if *method == Method::Get => tags::catalog(ctx, request, query),
         Route::Tags { name } if *method == Method::Get => {
             tags::list(ctx, request, &repository(name)?, query)
@@ -145,7 +145,7 @@ async fn dispatch(
         Route::Referrers { name, digest } if *method == Method::Get => {
             referrers::list(ctx, &repository(name)?, &parse_digest(digest)?, query)
         }
-        Route::NotFound => Err(ApiError::no_route(method.as_str(), &request.path)),
+        Route::NotFound | Route::Debug => Err(ApiError::no_route(method.as_str(), &request.path)),
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
 }
@@ -209,48 +209,6 @@ async fn dispatch_proxied(
     Ok(Some(response))
 }
 
-/// `/debug/metrics`: counters in the Prometheus text format.
-fn metrics(ctx: &Ctx) -> Response {
-    use std::sync::atomic::Ordering;
-    let mut text = String::new();
-    let uploads = berth_engine::upload_counters();
-    for (name, help, value) in [
-        (
-            "berth_blob_bytes_spliced_total",
-            "blob body bytes sent by splice (zero-copy)",
-            crate::conn::BLOB_BYTES_SPLICED.load(Ordering::Relaxed),
-        ),
-        (
-            "berth_blob_bytes_copied_total",
-            "blob body bytes sent by read and write",
-            crate::conn::BLOB_BYTES_COPIED.load(Ordering::Relaxed),
-        ),
-        (
-            "berth_upload_bytes_piped_total",
-            "upload body bytes received, hashed and written in parallel (large bodies)",
-            uploads.bytes_piped,
-        ),
-        (
-            "berth_upload_bytes_direct_total",
-            "upload body bytes written to disk with direct I/O (no page-cache copy)",
-            uploads.bytes_direct,
-        ),
-    ] {
-        crate::proxy::write_counter(&mut text, name, help, value);
-    }
-    let cached = ctx.engine.manifest_cache_bytes();
-    text.push_str(&format!(
-        "# HELP berth_manifest_cache_bytes manifest bytes held in memory for serving\n\
-         # TYPE berth_manifest_cache_bytes gauge\nberth_manifest_cache_bytes {cached}\n"
-    ));
-    if let Some(proxy) = &ctx.proxy {
-        text.push_str(&proxy.metrics.render());
-    }
-    Response::new(200)
-        .header("Content-Type", "text/plain; version=0.0.4")
-        .body(response::Body::Bytes(text.into_bytes()))
-}
-
 /// The accesses a request needs, in token-scope terms: reads need `pull`,
 /// writes `pull,push`, deletes `delete`, a mount also `pull` on its source,
 /// the catalog `registry:catalog:*`; `/v2/` only a valid token.
@@ -285,34 +243,7 @@ fn required_scopes(
             scopes
         }
         Route::Upload { name, .. } => vec![Scope::repository(name, &["pull", "push"])],
-        Route::Root | Route::Base | Route::Health | Route::Metrics | Route::NotFound => Vec::new(),
-    }
-}
-
-/// 200 `{"storage":"ok"}` when the data directory accepts a durable write
-/// and a delete; 503 naming the failure otherwise. The probe fsyncs, so it
-/// runs on the blocking pool, not on the event loop.
-async fn storage_health(ctx: &Ctx) -> Response {
-    let root = ctx.engine.root().to_owned();
-    let check = compio::runtime::spawn_blocking(move || -> std::io::Result<()> {
-        let name =
-            format!("health-probe-{:?}", std::thread::current().id()).replace(['(', ')'], "");
-        let probe = root.join(name);
-        let file = std::fs::File::create(&probe)?;
-        file.sync_all()?;
-        std::fs::remove_file(&probe)
-    })
-    .await
-    .unwrap_or_else(|_| Err(std::io::Error::other("the health probe panicked")));
-    match check {
-        Ok(()) => Response::json(200, &serde_json::json!({"storage": "ok"})),
-        Err(e) => {
-            log::error!("health check: the data directory refused a write: {e}");
-            Response::json(
-                503,
-                &serde_json::json!({"storage": format!("data directory not writable: {e}")}),
-            )
-        }
+        Route::Root | Route::Base | Route::Debug | Route::NotFound => Vec::new(),
     }
 }
 

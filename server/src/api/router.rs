@@ -11,10 +11,10 @@ pub enum Route {
     Root,
     /// `/v2/` — API version check.
     Base,
-    /// `/debug/health` — storage health for load balancers and monitors.
-    Health,
-    /// `/debug/metrics` — counters in the Prometheus text format.
-    Metrics,
+    /// `/debug` and everything under it: never served on the public port
+    /// (404 with or without credentials); the debug listener
+    /// (`http.debug.addr`) serves health and metrics.
+    Debug,
     /// `/v2/_catalog`.
     Catalog,
     /// `/v2/<name>/tags/list`.
@@ -69,11 +69,8 @@ pub fn route(path: &str) -> Route {
     if path == "/" {
         return Route::Root;
     }
-    if path == "/debug/health" {
-        return Route::Health;
-    }
-    if path == "/debug/metrics" {
-        return Route::Metrics;
+    if path == "/debug" || path.starts_with("/debug/") {
+        return Route::Debug;
     }
     let Some(api) = path.strip_prefix("/v2") else {
         return Route::NotFound;
@@ -142,7 +139,11 @@ mod tests {
     #[test]
     fn routes_every_endpoint() {
         assert_eq!(route("/"), Route::Root);
-        assert_eq!(route("/debug/health"), Route::Health);
+        assert_eq!(route("/debug/health"), Route::Debug);
+        assert_eq!(route("/debug/metrics"), Route::Debug);
+        assert_eq!(route("/debug/pprof/heap"), Route::Debug);
+        assert_eq!(route("/debug"), Route::Debug);
+        assert_eq!(route("/debugger"), Route::NotFound);
         assert_eq!(route("/v2/"), Route::Base);
         assert_eq!(route("/v2"), Route::Base);
         assert_eq!(route("/v2/_catalog"), Route::Catalog);

@@ -5,6 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Caps on open upload sessions (`http.limits.uploadsessionsmax`,
+/// `.uploadsessionsperclientmax`): the engine's own type, which enforces them.
+pub use berth_engine::UploadLimits;
+
 use super::source::{required, Source};
 use super::ConfigError;
 
@@ -30,18 +34,6 @@ pub(super) struct HttpLimits {
     pub uploads: UploadLimits,
     pub discard_body_bytes_max: u64,
     pub body_rate: Option<BodyRate>,
-}
-
-/// Caps on open upload sessions (`http.limits.uploadsessionsmax`,
-/// `.uploadsessionsperclientmax`); past either a new upload gets 429
-/// `TOOMANYREQUESTS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UploadLimits {
-    /// Open sessions in all.
-    pub sessions_max: usize,
-    /// Open sessions per user (or client address when anonymous); at most
-    /// `sessions_max`.
-    pub sessions_per_client_max: usize,
 }
 
 /// The minimum request body rate (`http.limits.bodybytespersecondmin`,
