@@ -231,6 +231,16 @@ fn metrics(ctx: &Ctx) -> Response {
             "upload body bytes written to disk with direct I/O (no page-cache copy)",
             &upload_pipe::UPLOAD_BYTES_DIRECT,
         ),
+        (
+            "berth_auth_bcrypt_verifications_total",
+            "htpasswd bcrypt verifications run (cached and refused logins run none)",
+            &crate::auth::htpasswd::BCRYPT_VERIFICATIONS,
+        ),
+        (
+            "berth_auth_logins_refused_total",
+            "htpasswd logins refused (429) past the failed-login limit",
+            &crate::auth::failures::LOGINS_REFUSED,
+        ),
     ] {
         crate::proxy::write_counter(&mut text, name, help, value.load(Ordering::Relaxed));
     }
