@@ -249,6 +249,11 @@ impl FailureLimiter {
         }
         let known_bad = state.remembered.live(credential, now, window).is_some();
         let by_user = count_failure(&mut state.users, user_key, address_key, now, window);
+        let by_address = count_failure(&mut state.addresses, client, user_key, now, window);
+        if known_bad {
+            note_party(&mut state.users, &user_key, address_key);
+            note_party(&mut state.addresses, &client, user_key);
+        }
         if failures_max > 0 && by_user.0 == failures_max {
             log::warn!(
                 "htpasswd: {} failed logins for user {:?} from {} addresses in the last {}; refusing more until the window ends",
@@ -258,7 +263,6 @@ impl FailureLimiter {
                 humantime::format_duration(window)
             );
         }
-        let by_address = count_failure(&mut state.addresses, client, user_key, now, window);
         if failures_max > 0 && by_address.0 == failures_max {
             log::warn!(
                 "htpasswd: {} failed logins from {client} for {} users in the last {}; refusing more until the window ends",
@@ -299,6 +303,9 @@ impl FailureLimiter {
             }
         } else {
             state.remembered.entry(credential, now, window);
+            let user_key = self.hasher.hash_one(user);
+            note_party(&mut state.users, &user_key, self.hasher.hash_one(client));
+            note_party(&mut state.addresses, &client, user_key);
         }
     }
 
@@ -311,8 +318,9 @@ impl FailureLimiter {
     }
 }
 
-/// Counts one failure for `key` (with `other` as the party it came from or
-/// went to); returns the window's failures and distinct parties.
+/// Counts one failure (or verification under way) for `key`, with `other`
+/// as the party it came from or went to; returns the window's failures and
+/// the distinct parties that failed, counting `other` as one.
 fn count_failure<K: Hash + Eq + Clone>(
     table: &mut WindowTable<K>,
     key: K,
@@ -322,10 +330,18 @@ fn count_failure<K: Hash + Eq + Clone>(
 ) -> (u32, usize) {
     let w = table.entry(&key, now, window);
     w.failures = w.failures.saturating_add(1);
-    if w.distinct.len() < DISTINCT_MAX && !w.distinct.contains(&other) {
-        w.distinct.push(other);
+    let parties = w.distinct.len() + usize::from(!w.distinct.contains(&other));
+    (w.failures, parties.min(DISTINCT_MAX))
+}
+
+/// Records `other` among the parties of `key`'s window that failed (a
+/// success is not a party to a burst).
+fn note_party<K: Hash + Eq>(table: &mut WindowTable<K>, key: &K, other: u64) {
+    if let Some(w) = table.slots.get_mut(key) {
+        if w.distinct.len() < DISTINCT_MAX && !w.distinct.contains(&other) {
+            w.distinct.push(other);
+        }
     }
-    (w.failures, w.distinct.len())
 }
 
 fn distinct_text(count: usize) -> String {
