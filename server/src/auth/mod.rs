@@ -36,8 +36,8 @@ fn basic_credentials(request: &Request<'_>) -> Option<(String, String)> {
 }
 
 /// Decodes an `Authorization: Basic base64(user:password)` value (the
-/// password may contain ':'; the user may not).
-fn parse_basic(value: &str) -> Option<(String, String)> {
+/// password may contain ':'; the user may not). Fuzzed (`fuzz/checks/auth.rs`).
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -107,8 +107,13 @@ fn too_many_failures(retry_after: std::time::Duration) -> Response {
 }
 
 fn bearer_token<'r>(request: &'r Request<'_>) -> Option<&'r str> {
-    let value = request.head.headers.get("authorization")?.trim();
-    let (scheme, token) = value.split_once(' ')?;
+    parse_bearer(request.head.headers.get("authorization")?)
+}
+
+/// The token of an `Authorization: Bearer <token>` value. Fuzzed
+/// (`fuzz/checks/auth.rs`).
+pub fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
