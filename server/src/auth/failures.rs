@@ -4,9 +4,12 @@
 //!
 //! - A failed credential is remembered (by a keyed hash of user, password
 //!   and stored hash, never the password) for one window: trying it again
-//!   costs no bcrypt.
-//! - Each user and each client address gets `failures_max` failed logins
-//!   per `failure_window` (a fixed window from its first failure). An
+//!   costs no bcrypt, and is answered 401 without counting again (a client
+//!   retrying a stale password, or polling for a user being added, costs
+//!   nothing and is not locked out by it).
+//! - Each user and each client address gets `failures_max` failed
+//!   verifications per `failure_window` (a fixed window from its first
+//!   failure): the limit bounds the bcrypt work wrong passwords cause. An
 //!   attempt that would start a verification counts against both limits
 //!   before bcrypt runs (and is refunded if it succeeds), so concurrent
 //!   attempts cannot overshoot. Past the limit an attempt is refused
@@ -207,9 +210,10 @@ impl FailureLimiter {
     }
 
     /// Decides what to do with an attempt by `user` from `client` whose
-    /// keyed credential hash is `credential`. A [`Admission::Verify`] or
-    /// [`Admission::KnownBad`] counts as a failure for the user and the
-    /// address (a verification is refunded if it succeeds).
+    /// keyed credential hash is `credential`. A [`Admission::Verify`]
+    /// counts as a failure for the user and the address (refunded if the
+    /// verification succeeds); a [`Admission::KnownBad`] costs nothing and
+    /// is not counted again.
     pub fn admit(
         &self,
         user: &str,
@@ -247,13 +251,11 @@ impl FailureLimiter {
                 return Admission::Limited { retry_after };
             }
         }
-        let known_bad = state.remembered.live(credential, now, window).is_some();
+        if state.remembered.live(credential, now, window).is_some() {
+            return Admission::KnownBad;
+        }
         let by_user = count_failure(&mut state.users, user_key, address_key, now, window);
         let by_address = count_failure(&mut state.addresses, client, user_key, now, window);
-        if known_bad {
-            note_party(&mut state.users, &user_key, address_key);
-            note_party(&mut state.addresses, &client, user_key);
-        }
         if failures_max > 0 && by_user.0 == failures_max {
             log::warn!(
                 "htpasswd: {} failed logins for user {:?} from {} addresses in the last {}; refusing more until the window ends",
@@ -271,11 +273,7 @@ impl FailureLimiter {
                 humantime::format_duration(window)
             );
         }
-        if known_bad {
-            Admission::KnownBad
-        } else {
-            Admission::Verify
-        }
+        Admission::Verify
     }
 
     /// Reports the outcome of a verification [`FailureLimiter::admit`]
@@ -477,12 +475,16 @@ mod tests {
     }
 
     #[test]
-    fn repeated_known_bad_credentials_count_against_the_limit() {
+    fn repeated_known_bad_credentials_cost_nothing_and_are_not_counted_again() {
         let l = limiter(3);
         let t0 = Instant::now();
         fail(&l, "u", A, 1, 1, t0);
-        assert_eq!(l.admit("u", A, &cred(1), t0), Admission::KnownBad);
-        assert_eq!(l.admit("u", A, &cred(1), t0), Admission::KnownBad);
+        // A client polling with the same wrong password is not locked out.
+        for _ in 0..20 {
+            assert_eq!(l.admit("u", A, &cred(1), t0), Admission::KnownBad);
+        }
+        fail(&l, "u", A, 2, 2, t0);
+        // Three verifications failed: now everything is refused.
         assert!(matches!(
             l.admit("u", A, &cred(1), t0),
             Admission::Limited { .. }
