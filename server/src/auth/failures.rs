@@ -16,6 +16,9 @@
 //!   without bcrypt; the caller answers 429. Credentials already verified
 //!   good (the credential cache) never reach this module, so a legitimate
 //!   user keeps working during an attack.
+//! - An address is counted by network: an IPv4 address (also IPv4-mapped
+//!   IPv6) as itself, an IPv6 address by its /64, which one client
+//!   typically holds whole.
 //! - Every table has a fixed capacity; when one is full the window that
 //!   started first is evicted.
 //! - One log line per burst: when a user or an address reaches the limit
@@ -225,6 +228,7 @@ impl FailureLimiter {
             failures_max,
             failure_window: window,
         } = self.settings;
+        let client = network(client);
         let user_key = self.hasher.hash_one(user);
         let address_key = self.hasher.hash_one(client);
         let Ok(mut state) = self.state.lock() else {
@@ -288,6 +292,7 @@ impl FailureLimiter {
         now: Instant,
     ) {
         let window = self.settings.failure_window;
+        let client = network(client);
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -313,6 +318,18 @@ impl FailureLimiter {
             Ok(s) => (s.users.len(), s.addresses.len(), s.remembered.len()),
             Err(_) => (0, 0, 0),
         }
+    }
+}
+
+/// The address failures are counted under: IPv4 (and IPv4-mapped IPv6)
+/// as is, IPv6 by its /64 prefix.
+fn network(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -510,6 +527,35 @@ mod tests {
             l.admit("u", A, &cred(5), t0),
             Admission::Limited { .. }
         ));
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let l = limiter(2);
+        let t0 = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        fail(&l, "x", a, 0, 1, t0);
+        fail(&l, "y", b, 1, 1, t0);
+        assert!(matches!(
+            l.admit("z", a, &cred(2), t0),
+            Admission::Limited { .. }
+        ));
+        assert_eq!(
+            l.admit("z", other, &cred(2), t0),
+            Admission::Verify,
+            "another /64"
+        );
+        let v4: IpAddr = "192.0.2.10".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+        fail(&l, "p", v4, 3, 1, t0);
+        fail(&l, "q", mapped, 4, 1, t0);
+        assert!(matches!(
+            l.admit("r", v4, &cred(5), t0),
+            Admission::Limited { .. }
+        ));
+        assert_eq!(network("192.0.2.10".parse().unwrap()), v4);
     }
 
     #[test]
