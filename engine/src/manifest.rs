@@ -1,6 +1,7 @@
-//! Manifest validation: which media types berth accepts, and what a manifest
-//! references. Pure: bytes in, a [`ParsedManifest`] or a [`ManifestError`]
-//! out. The stored bytes are always the client's exact bytes; parsing only
+//! Manifest validation: which media types berth accepts, what a manifest
+//! references, and whether the sizes its descriptors declare agree with
+//! what the repository stores. Pure: bytes (and stored lengths) in, a
+//! [`ParsedManifest`] or a [`ManifestError`] out. The stored bytes are always the client's exact bytes; parsing only
 //! decides whether to accept them and what they point at.
 
 use serde_json::Value;
@@ -48,6 +49,21 @@ pub struct ParsedManifest {
     pub subject: Option<Digest>,
     /// `artifactType`, or for images without it the config media type.
     pub artifact_type: Option<String>,
+    /// The `size` each descriptor of `blobs` and `children` declares, where
+    /// it is a whole number (in the order of the descriptors).
+    pub declared_sizes: Vec<DeclaredSize>,
+}
+
+/// A descriptor's digest and the size it declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeclaredSize {
+    /// What is referenced.
+    pub digest: Digest,
+    /// The descriptor's `size`.
+    pub size: u64,
+    /// Whether it names a child manifest (an index's `manifests[]`) rather
+    /// than a blob.
+    pub is_manifest: bool,
 }
 
 /// Why a manifest is refused.
@@ -59,6 +75,18 @@ pub enum ManifestError {
     /// The body is not what an accepted manifest type must be.
     #[error("manifest invalid: {0}")]
     Invalid(String),
+    /// A descriptor's `size` is not the length of what it names, as stored.
+    #[error("manifest invalid: descriptor {digest} declares size {declared}, but the stored {what} is {stored} bytes")]
+    SizeMismatch {
+        /// The descriptor's digest.
+        digest: Digest,
+        /// The size it declares.
+        declared: u64,
+        /// The stored length.
+        stored: u64,
+        /// "blob" or "manifest".
+        what: &'static str,
+    },
 }
 
 fn invalid(message: impl Into<String>) -> ManifestError {
@@ -84,6 +112,43 @@ fn descriptor_digest(descriptor: &Value, what: &str) -> Result<Digest, ManifestE
         .ok_or_else(|| invalid(format!("{what} has no digest")))?;
     text.parse()
         .map_err(|e| invalid(format!("{what} digest {text:?}: {e}")))
+}
+
+/// The descriptor's `size`, when it is a whole number (a missing or
+/// malformed size is not checked here).
+fn descriptor_size(descriptor: &Value) -> Option<u64> {
+    descriptor.get("size").and_then(Value::as_u64)
+}
+
+/// Checks each size `parsed` declares against the stored length of what it
+/// names: `blob_len` for blobs (config, layers) and `manifest_len` for an
+/// index's child manifests, each `None` when the repository does not hold
+/// it (then there is nothing to compare). The first disagreement is
+/// refused, naming the descriptor's digest and both sizes.
+pub fn check_declared_sizes(
+    parsed: &ParsedManifest,
+    blob_len: impl Fn(&Digest) -> Option<u64>,
+    manifest_len: impl Fn(&Digest) -> Option<u64>,
+) -> Result<(), ManifestError> {
+    for declared in &parsed.declared_sizes {
+        let (stored, what) = if declared.is_manifest {
+            (manifest_len(&declared.digest), "manifest")
+        } else {
+            (blob_len(&declared.digest), "blob")
+        };
+        match stored {
+            Some(stored) if stored != declared.size => {
+                return Err(ManifestError::SizeMismatch {
+                    digest: declared.digest.clone(),
+                    declared: declared.size,
+                    stored,
+                    what,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn descriptors<'a>(root: &'a Value, field: &str) -> Result<&'a [Value], ManifestError> {
@@ -170,13 +235,25 @@ pub fn parse_manifest(
         children: Vec::new(),
         subject,
         artifact_type: declared_artifact_type,
+        declared_sizes: Vec::new(),
+    };
+    let declare = |sizes: &mut Vec<DeclaredSize>, digest: &Digest, descriptor, is_manifest| {
+        if let Some(size) = descriptor_size(descriptor) {
+            sizes.push(DeclaredSize {
+                digest: digest.clone(),
+                size,
+                is_manifest,
+            });
+        }
     };
     match kind {
         ManifestKind::Image => {
             let config = root
                 .get("config")
                 .ok_or_else(|| invalid("image manifest has no config"))?;
-            parsed.blobs.push(descriptor_digest(config, "config")?);
+            let digest = descriptor_digest(config, "config")?;
+            declare(&mut parsed.declared_sizes, &digest, config, false);
+            parsed.blobs.push(digest);
             if parsed.artifact_type.is_none() {
                 parsed.artifact_type = config
                     .get("mediaType")
@@ -193,6 +270,7 @@ pub fn parse_manifest(
                     .and_then(Value::as_array)
                     .is_some_and(|u| !u.is_empty());
                 if !foreign {
+                    declare(&mut parsed.declared_sizes, &digest, layer, false);
                     parsed.blobs.push(digest);
                 }
             }
@@ -202,9 +280,9 @@ pub fn parse_manifest(
                 return Err(invalid("index has no manifests array"));
             }
             for child in descriptors(&root, "manifests")? {
-                parsed
-                    .children
-                    .push(descriptor_digest(child, "manifests[]")?);
+                let digest = descriptor_digest(child, "manifests[]")?;
+                declare(&mut parsed.declared_sizes, &digest, child, true);
+                parsed.children.push(digest);
             }
         }
     }
@@ -297,6 +375,67 @@ mod tests {
         assert_eq!(m.kind, ManifestKind::Index);
         assert_eq!(m.children.len(), 1);
         assert_eq!(m.subject.unwrap().to_string(), d('2'));
+    }
+
+    #[test]
+    fn declared_sizes_are_checked_against_stored_lengths() {
+        let m = parse_manifest(Some(OCI_MANIFEST), &image(Some(OCI_MANIFEST))).unwrap();
+        // The non-distributable layer (urls) is not held, so not checked.
+        assert_eq!(
+            m.declared_sizes
+                .iter()
+                .map(|s| (s.digest.to_string(), s.size, s.is_manifest))
+                .collect::<Vec<_>>(),
+            vec![(d('a'), 2, false), (d('b'), 3, false)]
+        );
+        let stored = |a: u64, b: u64| {
+            move |digest: &Digest| match digest.to_string() {
+                s if s == d('a') => Some(a),
+                s if s == d('b') => Some(b),
+                _ => None,
+            }
+        };
+        assert_eq!(check_declared_sizes(&m, stored(2, 3), |_| None), Ok(()));
+        let err = check_declared_sizes(&m, stored(2, 4), |_| None).unwrap_err();
+        assert_eq!(
+            err,
+            ManifestError::SizeMismatch {
+                digest: d('b').parse().unwrap(),
+                declared: 3,
+                stored: 4,
+                what: "blob"
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&d('b')) && text.contains(" 3") && text.contains(" 4 "),
+            "{text}"
+        );
+        // A blob the repository does not hold has no size to compare; a
+        // manifest length never stands in for a blob's.
+        assert_eq!(check_declared_sizes(&m, |_| None, |_| Some(99)), Ok(()));
+
+        // An index's children are compared with stored manifest lengths.
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": d('1'), "size": 10},
+                {"mediaType": OCI_MANIFEST, "digest": d('2')}
+            ]
+        }))
+        .unwrap();
+        let m = parse_manifest(None, &index).unwrap();
+        assert_eq!(m.declared_sizes.len(), 1, "a missing size is not checked");
+        assert_eq!(check_declared_sizes(&m, |_| Some(1), |_| Some(10)), Ok(()));
+        assert!(matches!(
+            check_declared_sizes(&m, |_| None, |_| Some(11)),
+            Err(ManifestError::SizeMismatch {
+                declared: 10,
+                stored: 11,
+                what: "manifest",
+                ..
+            })
+        ));
     }
 
     #[test]

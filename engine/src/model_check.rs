@@ -54,12 +54,12 @@ fn repo(i: usize) -> RepositoryName {
 fn image_manifest(blobs: &[Digest], salt: u8) -> Vec<u8> {
     let layers: Vec<_> = blobs[1..]
         .iter()
-        .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": 1}))
+        .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string()}))
         .collect();
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::manifest::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].to_string(), "size": 1},
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].to_string()},
         "layers": layers,
         "annotations": {"salt": salt.to_string()}
     }))

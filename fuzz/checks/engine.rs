@@ -5,7 +5,8 @@
 #![allow(dead_code)] // each fuzz target uses one entry point
 
 use berth_engine::manifest::{
-    essence, parse_manifest, ManifestKind, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+    check_declared_sizes, essence, parse_manifest, ManifestError, ManifestKind, DOCKER_LIST,
+    DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
 use berth_engine::metalog::{decode_log, encode_record};
 use berth_engine::{Digest, Reference, RepositoryName, Tag};
@@ -166,6 +167,51 @@ pub fn manifest(data: &[u8]) {
     }
     for d in m.blobs.iter().chain(&m.children).chain(&m.subject) {
         assert_eq!(d.to_string().parse::<Digest>().as_ref(), Ok(d));
+    }
+    // Declared sizes are those of referenced descriptors, blobs and children
+    // told apart, at most one per descriptor; every stored length equal to
+    // them passes the size check, and the first one off by one is named.
+    assert!(m.declared_sizes.len() <= m.blobs.len() + m.children.len());
+    for s in &m.declared_sizes {
+        let named = if s.is_manifest { &m.children } else { &m.blobs };
+        assert!(named.contains(&s.digest), "{s:?}");
+    }
+    let size_of = |d: &Digest, manifest: bool| {
+        m.declared_sizes
+            .iter()
+            .find(|s| &s.digest == d && s.is_manifest == manifest)
+            .map(|s| s.size)
+    };
+    let consistent = m
+        .declared_sizes
+        .iter()
+        .all(|s| size_of(&s.digest, s.is_manifest) == Some(s.size));
+    if consistent {
+        assert_eq!(
+            check_declared_sizes(&m, |d| size_of(d, false), |d| size_of(d, true)),
+            Ok(())
+        );
+    }
+    if let Some(first) = m.declared_sizes.first() {
+        let off = |d: &Digest, manifest: bool| {
+            (d == &first.digest && manifest == first.is_manifest)
+                .then(|| first.size.wrapping_add(1))
+        };
+        match check_declared_sizes(&m, |d| off(d, false), |d| off(d, true)) {
+            Err(ManifestError::SizeMismatch {
+                digest,
+                declared,
+                stored,
+                ..
+            }) => {
+                assert_eq!(
+                    (&digest, stored),
+                    (&first.digest, first.size.wrapping_add(1))
+                );
+                assert_eq!(declared, first.size);
+            }
+            other => panic!("an off-by-one size passed: {other:?}"),
+        }
     }
 }
 

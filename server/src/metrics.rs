@@ -36,6 +36,16 @@ pub fn render(engine: &Engine, proxy: Option<&Proxy>, health: Option<&Health>) -
             "upload body bytes written to disk with direct I/O (no page-cache copy)",
             uploads.bytes_direct,
         ),
+        (
+            "berth_auth_bcrypt_verifications_total",
+            "htpasswd bcrypt verifications run (cached and refused logins run none)",
+            crate::auth::htpasswd::BCRYPT_VERIFICATIONS.load(Ordering::Relaxed),
+        ),
+        (
+            "berth_auth_logins_refused_total",
+            "htpasswd logins refused (429) past the failed-login limit",
+            crate::auth::failures::LOGINS_REFUSED.load(Ordering::Relaxed),
+        ),
     ] {
         crate::proxy::write_counter(&mut text, name, help, value);
     }

@@ -109,9 +109,9 @@ impl Server {
             AuthConfig::Token(settings) => Auth::Token(Arc::new(
                 crate::auth::token::TokenAuth::new(settings.clone())?,
             )),
-            AuthConfig::Htpasswd { realm, path } => {
-                Auth::Htpasswd(crate::auth::htpasswd::Htpasswd::open(path, realm)?)
-            }
+            AuthConfig::Htpasswd { realm, path } => Auth::Htpasswd(
+                crate::auth::htpasswd::Htpasswd::open_with(path, realm, config.login_failures)?,
+            ),
         };
         for key in &config.unknown_keys {
             log::warn!("configuration key {key} is not used by berth; ignored");

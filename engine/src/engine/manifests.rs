@@ -97,6 +97,17 @@ impl Engine {
             Reference::Tag(_) => Digest::sha256_of(body),
         };
         let _gate = self.gate_shared();
+        {
+            // A descriptor's size must be the stored length of what it
+            // names, wherever the repository holds it.
+            let state = self.meta.read();
+            let r = state.repos.get(repo.as_str());
+            manifest::check_declared_sizes(
+                &parsed,
+                |d| r.and_then(|r| r.blobs.get(d).copied()),
+                |d| r.and_then(|r| r.manifests.get(d)).map(|m| m.len),
+            )?;
+        }
         if require_references {
             let state = self.meta.read();
             let r = state.repos.get(repo.as_str());

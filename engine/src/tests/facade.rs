@@ -4,8 +4,8 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::*;
 use crate::upload::{block as bulk, UploadLease};
+use crate::*;
 
 fn repo(name: &str) -> RepositoryName {
     name.parse().unwrap()
@@ -35,7 +35,7 @@ fn image_manifest(config: &Digest, layer: &Digest) -> Vec<u8> {
         "schemaVersion": 2,
         "mediaType": manifest::OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": 5}]
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string()}]
     }))
     .unwrap()
 }
@@ -700,4 +700,81 @@ fn a_lease_ended_short_keeps_only_the_written_prefix_and_rehashes_it() {
     let digest = Digest::sha256_of(&data);
     engine.finish_upload(&r, id, &digest).unwrap();
     assert_eq!(read_blob(&engine, &r, &digest), data);
+}
+
+#[test]
+fn a_descriptor_size_that_is_not_the_stored_length_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let r = repo("r");
+    let config = push_blob(&engine, &r, b"{}");
+    let layer = push_blob(&engine, &r, b"twelve bytes");
+    let image = |layer_size: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.to_string(), "size": layer_size}]
+        }))
+        .unwrap()
+    };
+    let tag: Reference = "v1".parse().unwrap();
+    let wrong = image(13);
+    let err = engine
+        .put_manifest(&r, &tag, None, &wrong)
+        .expect_err("a wrong layer size was accepted");
+    match &err {
+        EngineError::ManifestInvalid(ManifestError::SizeMismatch {
+            digest,
+            declared: 13,
+            stored: 12,
+            what: "blob",
+        }) => assert_eq!(digest, &layer),
+        other => panic!("{other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&layer.to_string()) && message.contains("13") && message.contains("12"),
+        "{message}"
+    );
+    // Nothing was written: no tag, no manifest by digest, and after a
+    // reopen (the log replayed) still nothing.
+    assert!(engine.tags(&r).unwrap().is_empty());
+    let by_digest = Reference::Digest(Digest::sha256_of(&wrong));
+    assert!(engine.manifest(&r, &by_digest).is_err());
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    assert!(engine.tags(&r).unwrap().is_empty());
+    assert!(engine.manifest(&r, &by_digest).is_err());
+
+    // The right size is accepted; an index must give each child's stored length.
+    let child = engine
+        .put_manifest(&r, &tag, None, &image(12))
+        .unwrap()
+        .digest;
+    let child_len = image(12).len() as u64;
+    let index = |size: u64| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": [{"mediaType": manifest::OCI_MANIFEST, "digest": child.to_string(), "size": size}]
+        }))
+        .unwrap()
+    };
+    let list: Reference = "list".parse().unwrap();
+    assert!(matches!(
+        engine.put_manifest(&r, &list, None, &index(child_len + 1)),
+        Err(EngineError::ManifestInvalid(ManifestError::SizeMismatch {
+            what: "manifest",
+            ..
+        }))
+    ));
+    assert_eq!(engine.tags(&r).unwrap(), vec!["v1".to_string()]);
+    engine
+        .put_manifest(&r, &list, None, &index(child_len))
+        .unwrap();
+    assert_eq!(
+        engine.tags(&r).unwrap(),
+        vec!["list".to_string(), "v1".to_string()]
+    );
 }

@@ -29,9 +29,9 @@ use block::BlockWriter;
 use session::{Session, Upload};
 
 use crate::digest::{Digest, Hasher};
+use crate::engine::link_op;
 use crate::error::{EngineError, Result};
 use crate::names::RepositoryName;
-use crate::engine::link_op;
 use crate::Engine;
 
 pub(crate) use session::Sessions;

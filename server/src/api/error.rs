@@ -190,6 +190,14 @@ impl From<EngineError> for ApiError {
                 ApiError::new(ErrorCode::DigestInvalid, message)
                     .with_detail(serde_json::json!({"expected": expected, "actual": actual}))
             }
+            EngineError::ManifestInvalid(berth_engine::ManifestError::SizeMismatch {
+                digest,
+                declared,
+                stored,
+                ..
+            }) => ApiError::new(ErrorCode::ManifestInvalid, message).with_detail(
+                serde_json::json!({"digest": digest, "size": declared, "stored": stored}),
+            ),
             EngineError::ManifestInvalid(_) => ApiError::new(ErrorCode::ManifestInvalid, message),
             EngineError::ManifestBlobUnknown(d) => {
                 ApiError::new(ErrorCode::ManifestBlobUnknown, message)
@@ -218,6 +226,29 @@ mod tests {
         assert_eq!(v["errors"][0]["message"], "nope");
         assert!(v["errors"][0]["detail"].is_object());
         assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn a_wrong_descriptor_size_is_manifest_invalid_naming_both_sizes() {
+        let digest: berth_engine::Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let e = ApiError::from(EngineError::ManifestInvalid(
+            berth_engine::ManifestError::SizeMismatch {
+                digest: digest.clone(),
+                declared: 7,
+                stored: 9,
+                what: "blob",
+            },
+        ));
+        assert_eq!((e.code, e.status()), (ErrorCode::ManifestInvalid, 400));
+        assert!(
+            e.message.contains(&digest.to_string())
+                && e.message.contains('7')
+                && e.message.contains('9')
+        );
+        assert_eq!(
+            e.detail,
+            serde_json::json!({"digest": digest.to_string(), "size": 7, "stored": 9})
+        );
     }
 
     #[test]

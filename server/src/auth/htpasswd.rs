@@ -11,17 +11,27 @@
 //!   paid once per credential, not per request.
 //! - An unknown user still costs one bcrypt verification at the cost the
 //!   file's users have, so response time does not reveal who exists.
+//! - Failed credentials are remembered and failed logins limited per user
+//!   and client address (`failures.rs`); a cached good credential is
+//!   answered before any limit applies.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::failures::{Admission, FailureLimiter, FailureSettings, TABLE_ENTRIES_MAX};
 use crate::filestamp::{file_stamp, FileStamp};
+
+/// bcrypt verifications run (real users and decoys), for
+/// `berth_auth_bcrypt_verifications_total`.
+pub static BCRYPT_VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Entries kept in the verified-credential cache before it is cleared.
 const CACHE_ENTRIES_MAX: usize = 10_000;
@@ -127,6 +137,7 @@ pub struct Htpasswd {
     loaded: RwLock<Loaded>,
     cache: Mutex<HashSet<[u8; 32]>>,
     cache_key: [u8; 32],
+    failures: FailureLimiter,
 }
 
 /// The outcome of checking credentials.
@@ -136,11 +147,27 @@ pub enum Verdict {
     Allowed(String),
     /// Missing, malformed or wrong credentials.
     Denied,
+    /// Too many failed logins for this user or from this address: refused
+    /// without checking the password (429).
+    Limited {
+        /// When the limiting window ends.
+        retry_after: Duration,
+    },
 }
 
 impl Htpasswd {
-    /// Loads `path`; fails (naming the file and line) if it is unusable.
+    /// Loads `path` with the default failed-login limits; fails (naming the
+    /// file and line) if it is unusable.
     pub fn open(path: &Path, realm: &str) -> Result<Arc<Htpasswd>, HtpasswdError> {
+        Self::open_with(path, realm, FailureSettings::default())
+    }
+
+    /// Loads `path` with the given failed-login limits.
+    pub fn open_with(
+        path: &Path,
+        realm: &str,
+        failures: FailureSettings,
+    ) -> Result<Arc<Htpasswd>, HtpasswdError> {
         let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
             path: path.to_owned(),
             source,
@@ -165,6 +192,7 @@ impl Htpasswd {
             }),
             cache: Mutex::new(HashSet::new()),
             cache_key,
+            failures: FailureLimiter::new(failures, TABLE_ENTRIES_MAX),
         }))
     }
 
@@ -214,8 +242,14 @@ impl Htpasswd {
         }
     }
 
-    /// The cache key for a verified credential: an HMAC, so the cache holds
-    /// nothing a memory dump could brute-force passwords from offline.
+    /// The failed-login limits in force.
+    pub fn failure_settings(&self) -> FailureSettings {
+        self.failures.settings()
+    }
+
+    /// The cache key for a credential (verified good, or remembered as
+    /// failed; `hash` is empty for an unknown user): an HMAC, so the cache
+    /// holds nothing a memory dump could brute-force passwords from offline.
     fn cache_entry(&self, user: &str, password: &str, hash: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -226,13 +260,16 @@ impl Htpasswd {
         mac.finalize().into_bytes().into()
     }
 
-    /// Checks a user and password. Returns `Ok` at once from the cache, or
-    /// `Err(job)`: a bcrypt verification to run off the event loop.
+    /// Checks a user and password from `client`. Returns `Ok` at once from
+    /// the cache (a good credential), the remembered failures (`Denied`) or
+    /// the limits (`Limited`), or `Err(job)`: a bcrypt verification to run
+    /// off the event loop.
     pub fn check_cached(
         self: &Arc<Self>,
         user: &str,
         password: &str,
-    ) -> Result<Verdict, VerifyJob> {
+        client: IpAddr,
+    ) -> Result<Verdict, Box<VerifyJob>> {
         self.maybe_reload();
         let (hash, decoy) = match self.loaded.read() {
             Ok(loaded) => match loaded.users.get(user) {
@@ -241,19 +278,27 @@ impl Htpasswd {
             },
             Err(_) => (None, DUMMY_HASH.to_owned()),
         };
-        if let Some(hash) = &hash {
-            let entry = self.cache_entry(user, password, hash);
-            if self.cache.lock().is_ok_and(|c| c.contains(&entry)) {
-                return Ok(Verdict::Allowed(user.to_owned()));
-            }
+        let credential = self.cache_entry(user, password, hash.as_deref().unwrap_or(""));
+        if hash.is_some() && self.cache.lock().is_ok_and(|c| c.contains(&credential)) {
+            return Ok(Verdict::Allowed(user.to_owned()));
         }
-        Err(VerifyJob {
+        match self
+            .failures
+            .admit(user, client, &credential, Instant::now())
+        {
+            Admission::KnownBad => return Ok(Verdict::Denied),
+            Admission::Limited { retry_after } => return Ok(Verdict::Limited { retry_after }),
+            Admission::Verify => {}
+        }
+        Err(Box::new(VerifyJob {
             store: self.clone(),
             user: user.to_owned(),
             password: password.to_owned(),
             hash,
             decoy,
-        })
+            client,
+            credential,
+        }))
     }
 }
 
@@ -265,33 +310,42 @@ pub struct VerifyJob {
     hash: Option<String>,
     /// For an unknown user: the hash to spend the same time on.
     decoy: String,
+    /// Where the attempt came from.
+    client: IpAddr,
+    /// The credential's cache key.
+    credential: [u8; 32],
 }
 
 impl VerifyJob {
-    /// Runs bcrypt and caches a success.
+    /// Runs bcrypt, caches a success and remembers a failure.
     pub fn run(self) -> Verdict {
-        match &self.hash {
-            Some(hash) => {
-                if bcrypt::verify(&self.password, hash).unwrap_or(false) {
-                    let entry = self.store.cache_entry(&self.user, &self.password, hash);
-                    if let Ok(mut cache) = self.store.cache.lock() {
-                        if cache.len() >= CACHE_ENTRIES_MAX {
-                            cache.clear();
-                        }
-                        cache.insert(entry);
-                    }
-                    Verdict::Allowed(self.user)
-                } else {
-                    Verdict::Denied
-                }
-            }
+        BCRYPT_VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
+        let good = match &self.hash {
+            Some(hash) => bcrypt::verify(&self.password, hash).unwrap_or(false),
             None => {
                 // Same cost as a real user, so timing does not reveal who
                 // exists; the outcome is ignored.
                 let _ = bcrypt::verify(&self.password, &self.decoy);
-                Verdict::Denied
+                false
             }
+        };
+        self.store.failures.verified(
+            &self.user,
+            self.client,
+            &self.credential,
+            good,
+            Instant::now(),
+        );
+        if !good {
+            return Verdict::Denied;
         }
+        if let Ok(mut cache) = self.store.cache.lock() {
+            if cache.len() >= CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+            cache.insert(self.credential);
+        }
+        Verdict::Allowed(self.user)
     }
 }
 
@@ -409,6 +463,9 @@ pub fn cli(args: &[String]) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The address the unit tests' attempts come from.
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     /// Apache's `htpasswd -Bbn testuser testpassword` (apache2-utils 2.4).
     const APACHE_LINE: &str =
@@ -556,27 +613,37 @@ mod tests {
         let path = dir.path().join("htpasswd");
         std::fs::write(&path, hash_line("alice", "old", 4).unwrap() + "\n").unwrap();
         let store = Htpasswd::open(&path, "realm").unwrap();
-        let job = store.check_cached("alice", "old").unwrap_err();
+        let job = store.check_cached("alice", "old", CLIENT).unwrap_err();
         assert_eq!(job.run(), Verdict::Allowed("alice".into()));
         assert_eq!(
-            store.check_cached("alice", "old").ok(),
+            store.check_cached("alice", "old", CLIENT).ok(),
             Some(Verdict::Allowed("alice".into())),
             "second check is cached"
         );
         assert_eq!(
-            store.check_cached("alice", "wrong").unwrap_err().run(),
-            Verdict::Denied
-        );
-        assert!(
-            store.check_cached("alice", "wrong").is_err(),
-            "a failure is never cached"
-        );
-        assert_eq!(
-            store.check_cached("mallory", "old").unwrap_err().run(),
+            store
+                .check_cached("alice", "wrong", CLIENT)
+                .unwrap_err()
+                .run(),
             Verdict::Denied
         );
         assert_eq!(
-            store.check_cached("Alice", "old").unwrap_err().run(),
+            store.check_cached("alice", "wrong", CLIENT).ok(),
+            Some(Verdict::Denied),
+            "a failure is remembered: no second bcrypt"
+        );
+        assert_eq!(
+            store
+                .check_cached("mallory", "old", CLIENT)
+                .unwrap_err()
+                .run(),
+            Verdict::Denied
+        );
+        assert_eq!(
+            store
+                .check_cached("Alice", "old", CLIENT)
+                .unwrap_err()
+                .run(),
             Verdict::Denied,
             "user names are case-sensitive"
         );
@@ -589,25 +656,80 @@ mod tests {
         .unwrap();
         expire_reload_check(&store);
         assert!(
-            store.check_cached("alice", "old").is_err(),
+            store.check_cached("alice", "old", CLIENT).is_err(),
             "stale cache entry used"
         );
         assert_eq!(
-            store.check_cached("alice", "old").unwrap_err().run(),
+            store
+                .check_cached("alice", "old", CLIENT)
+                .unwrap_err()
+                .run(),
             Verdict::Denied
         );
         assert_eq!(
-            store.check_cached("alice", "new").unwrap_err().run(),
+            store
+                .check_cached("alice", "new", CLIENT)
+                .unwrap_err()
+                .run(),
             Verdict::Allowed("alice".into())
         );
         // The user is removed: even the cached credential stops working.
-        assert!(store.check_cached("alice", "new").is_ok());
+        assert!(store.check_cached("alice", "new", CLIENT).is_ok());
         std::fs::write(&path, hash_line("bob", "pw", 4).unwrap() + "\n").unwrap();
         expire_reload_check(&store);
         assert_eq!(
-            store.check_cached("alice", "new").unwrap_err().run(),
+            store
+                .check_cached("alice", "new", CLIENT)
+                .unwrap_err()
+                .run(),
             Verdict::Denied
         );
+    }
+
+    #[test]
+    fn wrong_passwords_are_limited_but_cached_good_credentials_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, hash_line("alice", "pw", 4).unwrap() + "\n").unwrap();
+        let settings = FailureSettings {
+            failures_max: 3,
+            failure_window: Duration::from_secs(60),
+        };
+        let store = Htpasswd::open_with(&path, "realm", settings).unwrap();
+        assert_eq!(store.failure_settings(), settings);
+        let good = IpAddr::from([192, 0, 2, 1]);
+        let attacker = IpAddr::from([192, 0, 2, 66]);
+        assert_eq!(
+            store.check_cached("alice", "pw", good).unwrap_err().run(),
+            Verdict::Allowed("alice".into())
+        );
+        let before = BCRYPT_VERIFICATIONS.load(Ordering::Relaxed);
+        for i in 0..3 {
+            let job = store.check_cached("alice", &format!("guess{i}"), attacker);
+            assert_eq!(job.unwrap_err().run(), Verdict::Denied);
+        }
+        // The same wrong password again, and then anything else: no bcrypt.
+        for password in ["guess0", "guess9", "pw-not"] {
+            match store.check_cached("alice", password, attacker) {
+                Ok(Verdict::Limited { retry_after }) => {
+                    assert!(retry_after <= Duration::from_secs(60))
+                }
+                other => panic!("{password}: {:?}", other.map_err(|_| "a job")),
+            }
+        }
+        // The user is limited from every address, but her cached
+        // credential still passes.
+        assert!(matches!(
+            store.check_cached("alice", "other", good),
+            Ok(Verdict::Limited { .. })
+        ));
+        assert_eq!(
+            store.check_cached("alice", "pw", good).ok(),
+            Some(Verdict::Allowed("alice".into()))
+        );
+        // Only the three guesses ran bcrypt (other tests may run some too,
+        // so at least three, and the limited attempts ran none here).
+        assert!(BCRYPT_VERIFICATIONS.load(Ordering::Relaxed) >= before + 3);
     }
 
     #[test]
@@ -619,24 +741,24 @@ mod tests {
         std::fs::write(&path, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
         expire_reload_check(&store);
         assert_eq!(
-            store.check_cached("alice", "pw").unwrap_err().run(),
+            store.check_cached("alice", "pw", CLIENT).unwrap_err().run(),
             Verdict::Allowed("alice".into())
         );
         std::fs::remove_file(&path).unwrap();
         expire_reload_check(&store);
         assert_eq!(
-            store.check_cached("alice", "pw").ok(),
+            store.check_cached("alice", "pw", CLIENT).ok(),
             Some(Verdict::Allowed("alice".into()))
         );
         // Fixed again: the new file is read.
         std::fs::write(&path, hash_line("bob", "pw2", 4).unwrap() + "\n").unwrap();
         expire_reload_check(&store);
         assert_eq!(
-            store.check_cached("bob", "pw2").unwrap_err().run(),
+            store.check_cached("bob", "pw2", CLIENT).unwrap_err().run(),
             Verdict::Allowed("bob".into())
         );
         assert_eq!(
-            store.check_cached("alice", "pw").unwrap_err().run(),
+            store.check_cached("alice", "pw", CLIENT).unwrap_err().run(),
             Verdict::Denied
         );
     }
@@ -650,7 +772,7 @@ mod tests {
         std::fs::write(&path, hash_line("bob", "pw", 4).unwrap() + "\n").unwrap();
         // Within the second after the load the file is not looked at.
         assert!(store.loaded.read().unwrap().users.contains_key("alice"));
-        let _ = store.check_cached("bob", "pw");
+        let _ = store.check_cached("bob", "pw", CLIENT);
         assert!(store.loaded.read().unwrap().checked.elapsed() < RELOAD_CHECK);
         assert!(
             store.loaded.read().unwrap().users.contains_key("alice"),

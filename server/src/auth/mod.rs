@@ -5,6 +5,7 @@
 //! `WWW-Authenticate` challenge and the handler never runs, so nothing
 //! changes.
 
+pub mod failures;
 pub mod htpasswd;
 pub mod token;
 
@@ -35,8 +36,8 @@ fn basic_credentials(request: &Request<'_>) -> Option<(String, String)> {
 }
 
 /// Decodes an `Authorization: Basic base64(user:password)` value (the
-/// password may contain ':'; the user may not).
-fn parse_basic(value: &str) -> Option<(String, String)> {
+/// password may contain ':'; the user may not). Fuzzed (`fuzz/checks/auth.rs`).
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -94,9 +95,25 @@ fn bearer_challenge(
     Response::error(&body).header("WWW-Authenticate", value)
 }
 
+/// The answer to a login attempt past the failure limit: 429 with the
+/// spec's `TOOMANYREQUESTS` body and when to try again.
+fn too_many_failures(retry_after: std::time::Duration) -> Response {
+    let error = ApiError::new(
+        ErrorCode::TooManyRequests,
+        "too many failed logins for this user or from this address; try again later",
+    );
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Response::error(&error).header("Retry-After", seconds.max(1).to_string())
+}
+
 fn bearer_token<'r>(request: &'r Request<'_>) -> Option<&'r str> {
-    let value = request.head.headers.get("authorization")?.trim();
-    let (scheme, token) = value.split_once(' ')?;
+    parse_bearer(request.head.headers.get("authorization")?)
+}
+
+/// The token of an `Authorization: Bearer <token>` value. Fuzzed
+/// (`fuzz/checks/auth.rs`).
+pub fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
@@ -137,7 +154,7 @@ impl Auth {
         let Some((user, password)) = basic_credentials(request) else {
             return Err(challenge(store.realm(), scopes));
         };
-        let verdict = match store.check_cached(&user, &password) {
+        let verdict = match store.check_cached(&user, &password, request.peer.ip()) {
             Ok(verdict) => verdict,
             Err(job) => compio::runtime::spawn_blocking(move || job.run())
                 .await
@@ -146,9 +163,12 @@ impl Auth {
         match verdict {
             Verdict::Allowed(user) => Ok(Some(user)),
             Verdict::Denied => {
-                log::info!("{}: authentication failed for user {user:?}", request.peer);
+                // Per request at debug level only: a burst is logged once
+                // by the failure limiter.
+                log::debug!("{}: authentication failed for user {user:?}", request.peer);
                 Err(challenge(store.realm(), scopes))
             }
+            Verdict::Limited { retry_after } => Err(too_many_failures(retry_after)),
         }
     }
 }
@@ -213,6 +233,15 @@ mod tests {
             header(&response, "WWW-Authenticate"),
             Some("Basic realm=\"a'b'\"")
         );
+    }
+
+    #[test]
+    fn too_many_failures_is_a_429_with_the_spec_code() {
+        let response = too_many_failures(std::time::Duration::from_millis(41_200));
+        assert_eq!(response.status, 429);
+        assert_eq!(header(&response, "Retry-After"), Some("42"));
+        assert_eq!(body_json(&response)["errors"][0]["code"], "TOOMANYREQUESTS");
+        assert!(header(&response, "WWW-Authenticate").is_none());
     }
 
     #[test]

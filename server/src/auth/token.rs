@@ -505,7 +505,9 @@ impl TokenAuth {
         {
             let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             match verified.get(&key) {
-                Some((grants, exp)) if exp + LEEWAY_SECONDS > now => return Ok(grants.clone()),
+                Some((grants, exp)) if exp.saturating_add(LEEWAY_SECONDS) > now => {
+                    return Ok(grants.clone())
+                }
                 Some(_) => {
                     verified.remove(&key);
                     return Err(TokenError::Claim("exp"));
@@ -516,7 +518,7 @@ impl TokenAuth {
         let (grants, exp) = self.verify_signature_and_claims(token)?;
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= VERIFIED_TOKENS_MAX {
-            verified.retain(|_, (_, exp)| *exp + LEEWAY_SECONDS > now);
+            verified.retain(|_, (_, exp)| (*exp).saturating_add(LEEWAY_SECONDS) > now);
             if verified.len() >= VERIFIED_TOKENS_MAX {
                 verified.clear();
             }
@@ -572,10 +574,13 @@ impl TokenAuth {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let exp = match claims.exp {
-            Some(exp) if exp + LEEWAY_SECONDS > now => exp,
+            Some(exp) if exp.saturating_add(LEEWAY_SECONDS) > now => exp,
             _ => return Err(TokenError::Claim("exp")),
         };
-        if claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECONDS) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECONDS))
+        {
             return Err(TokenError::Claim("nbf"));
         }
         let grants = Grants {
@@ -668,6 +673,18 @@ mod tests {
         let input = format!("{header}.{claims}");
         let sig = URL_SAFE_NO_PAD.encode(pair.sign(input.as_bytes()).as_ref());
         format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn a_token_that_never_expires_is_checked_without_overflow() {
+        // Found by the `jwt` fuzz target (fuzz/regressions/jwt/exp_u64_max):
+        // `exp + leeway` overflowed.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (auth, pair) = ed25519_auth(dir.path());
+        for _ in 0..2 {
+            let grants = auth.verify(&sign(&pair, u64::MAX)).expect("valid token");
+            assert!(grants.allows(&Scope::repository("a", &["pull"])));
+        }
     }
 
     #[test]

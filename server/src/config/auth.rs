@@ -2,7 +2,6 @@
 //! on failed htpasswd logins.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
@@ -25,20 +24,13 @@ pub enum AuthConfig {
     },
 }
 
-/// `auth.htpasswd.failuresmax`, `.failurewindow` (berth): failed logins
-/// allowed per user and per client address within `failure_window`;
-/// further attempts are refused with 429 without running bcrypt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LoginFailureLimits {
-    /// Failures allowed in a window; 0 turns the limit off.
-    pub failures_max: u32,
-    /// The window, more than zero.
-    pub failure_window: Duration,
-}
+/// `auth.htpasswd.failuresmax`, `.failurewindow` (berth): the failed-login
+/// limiter's own settings type.
+pub use crate::auth::failures::FailureSettings;
 
-pub(super) fn parse_login_failures(src: &Source) -> Result<LoginFailureLimits, ConfigError> {
+pub(super) fn parse_login_failures(src: &Source) -> Result<FailureSettings, ConfigError> {
     let key = "auth.htpasswd.failuresmax";
-    Ok(LoginFailureLimits {
+    Ok(FailureSettings {
         failures_max: u32::try_from(src.int(key)?)
             .map_err(|_| ConfigError::invalid(key, "a smaller number", ""))?,
         failure_window: src.positive_duration("auth.htpasswd.failurewindow")?,

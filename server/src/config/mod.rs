@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
-pub use auth::{AuthConfig, LoginFailureLimits};
+pub use auth::{AuthConfig, FailureSettings};
 pub use health::HealthConfig;
 pub use http::{BodyRate, DebugConfig, UploadLimits};
 pub use process::DriverChoice;
@@ -117,7 +117,7 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `auth.htpasswd.failuresmax`, `.failurewindow` (berth): failed logins
     /// allowed per user and per client address.
-    pub login_failures: LoginFailureLimits,
+    pub login_failures: FailureSettings,
     /// `http.tls.letsencrypt.*`: certificates obtained over ACME.
     pub letsencrypt: Option<crate::acme::LetsEncryptSettings>,
     /// `proxy.*`: run as a pull-through cache of `proxy.remoteurl`.

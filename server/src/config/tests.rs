@@ -380,7 +380,7 @@ fn new_limits_and_health_keys_have_their_defaults() {
     );
     assert_eq!(
         c.login_failures,
-        LoginFailureLimits {
+        FailureSettings {
             failures_max: 10,
             failure_window: Duration::from_secs(60)
         }
