@@ -367,6 +367,7 @@ impl Config {
                 defaults.connections_per_loop_max,
                 1 << 20,
             )?,
+            ..defaults
         };
         let http_defaults = berth_http::Limits::default();
         let head_bytes_max = count(

@@ -33,7 +33,7 @@ use berth_engine::{Block, BlockWriter, Engine, EngineError, Hasher, RepositoryNa
 
 use super::error::{ApiError, ErrorCode};
 use super::uploads::Received;
-use crate::conn::RequestBody;
+use crate::exchange::RequestBody;
 
 /// Blocks in flight per body (filling, hashing, writing, one spare).
 pub const PIPELINE_BLOCKS: usize = 4;
