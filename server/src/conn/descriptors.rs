@@ -27,7 +27,8 @@ pub struct DescriptorReserve {
 
 impl DescriptorReserve {
     /// Holds `want` descriptors, and refuses connections whose descriptor
-    /// is within `margin` of the process's limit.
+    /// is within `margin` of the process's limit (at most a quarter of the
+    /// limit, so a low limit still leaves room to serve).
     pub fn new(want: usize, margin: u64) -> Result<DescriptorReserve, ReserveError> {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
@@ -36,7 +37,7 @@ impl DescriptorReserve {
             held: Vec::with_capacity(want),
             want,
             limit,
-            margin,
+            margin: margin.min(limit / 4),
         };
         while reserve.held.len() < want {
             reserve
