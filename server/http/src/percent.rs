@@ -12,9 +12,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
+            out.push(hex_byte(bytes.get(i + 1..i + 3)?)?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -36,8 +34,7 @@ pub fn percent_decode_form(s: &str) -> String {
         let escaped = (bytes[i] == b'%')
             .then(|| bytes.get(i + 1..i + 3))
             .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            .and_then(hex_byte);
         match escaped {
             Some(b) => {
                 out.push(b);
@@ -52,6 +49,16 @@ pub fn percent_decode_form(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The byte two hex digits spell (`from_str_radix` alone would also take
+/// a sign, as in `%+1`).
+fn hex_byte(digits: &[u8]) -> Option<u8> {
+    let value = |d: u8| (d as char).to_digit(16);
+    match digits {
+        [hi, lo] => Some((value(*hi)? * 16 + value(*lo)?) as u8),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +70,7 @@ mod tests {
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
         assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        assert_eq!(percent_decode("%+1"), None, "a sign is not a hex digit");
     }
 
     #[test]
