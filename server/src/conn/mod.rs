@@ -29,9 +29,14 @@ pub use descriptors::{DescriptorReserve, ReserveError};
 pub use send::{BLOB_BYTES_COPIED, BLOB_BYTES_SPLICED};
 
 /// How long a closing connection keeps discarding a request body the
-/// client is still sending (see [`linger`]); the bytes are bounded by
-/// [`ConnSettings::discard_body_bytes_max`].
+/// client is still sending (see [`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
+/// How much of an unread body a closing connection discards at most, so a
+/// client that sends its whole body before reading (most do) still reads
+/// the answer: the largest manifest, refused with 413, fits. A client
+/// refused with 401 or 403 gets only
+/// [`ConnSettings::discard_body_bytes_max`].
+const LINGER_BYTES_MAX: u64 = 4 << 20;
 /// How long a connection refused for want of descriptors lingers: it holds
 /// a reserved descriptor meanwhile.
 const REFUSED_LINGER: Duration = Duration::from_millis(200);
@@ -63,7 +68,8 @@ pub struct ConnSettings {
     /// Request body left unread by a handler (an early answer: 401, 404,
     /// any error) that is read and discarded to keep the connection; past
     /// it the answer carries `Connection: close` and the connection closes
-    /// (`http.limits.discardbodybytesmax`). Also bounds the lingering close.
+    /// (`http.limits.discardbodybytesmax`). Also bounds the lingering close
+    /// after a 401 or 403 (others linger for at most 4 MiB).
     pub discard_body_bytes_max: u64,
     /// A body arriving slower than this (bytes per second, averaged over
     /// `body_rate_window` of waiting) is cut; 0 = no minimum
@@ -199,6 +205,12 @@ pub async fn serve<H: Handler>(
             body_left_unread = true;
         }
         let (status, error, sent) = (response.status, response.error, response.body.len());
+        // Who may not send a body gets no more of it read than the discard.
+        let linger_bytes = if matches!(status, 401 | 403) {
+            settings.discard_body_bytes_max
+        } else {
+            LINGER_BYTES_MAX.max(settings.discard_body_bytes_max)
+        };
         let user = response.user.clone();
         let is_head = head.method == Method::Head;
         sender.last_path = "";
@@ -218,13 +230,7 @@ pub async fn serve<H: Handler>(
         buf.shrink_to_idle();
         if !keep_alive {
             if body_left_unread {
-                linger(
-                    &mut stream,
-                    &mut buf,
-                    LINGER,
-                    settings.discard_body_bytes_max,
-                )
-                .await;
+                linger(&mut stream, &mut buf, LINGER, linger_bytes).await;
             }
             return;
         }
