@@ -305,3 +305,56 @@ fn read_response(stream: &mut TcpStream, within: Duration) -> (String, bool) {
     let complete = stream.read_exact(&mut body).is_ok();
     (head + &String::from_utf8_lossy(&body), complete)
 }
+
+#[test]
+#[ignore = "needs http.limits.bodybytespersecondmin and http.limits.bodyratewindowms from the configuration table"]
+fn a_trickling_upload_is_cut_and_a_fast_one_is_not() {
+    let Some((r, _dir)) = start(&[
+        ("REGISTRY_HTTP_LIMITS_BODYBYTESPERSECONDMIN", "1024"),
+        ("REGISTRY_HTTP_LIMITS_BODYRATEWINDOWMS", "2000"),
+    ]) else {
+        return;
+    };
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let head = format!(
+        "POST /v2/trickle/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    );
+    // One byte every 100 ms: progress, but ten times under the minimum.
+    let mut slow = TcpStream::connect(r.addr()).expect("connect");
+    slow.write_all(head.as_bytes()).expect("head");
+    let started = Instant::now();
+    let mut writer = slow.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..1000 {
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (text, closed) = read_until_close(&mut slow, Duration::from_secs(10));
+    assert!(closed, "the trickle was not cut: {text}");
+    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "cut after {took:?}");
+    trickle.join().expect("trickle");
+    // A client sending 64 KiB every 100 ms (64 times the minimum) for
+    // three seconds, longer than a window, is served.
+    let body: Vec<u8> = (0..30 * 64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
+    };
+    let mut fast = TcpStream::connect(r.addr()).expect("connect");
+    let head = format!(
+        "POST /v2/fast/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    fast.write_all(head.as_bytes()).expect("head");
+    for piece in body.chunks(64 * 1024) {
+        fast.write_all(piece).expect("a fast body is not cut");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = response_head(&mut fast, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
