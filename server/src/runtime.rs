@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::api::{ApiSettings, Ctx};
 use crate::config::DriverChoice;
-use crate::conn::DescriptorReserve;
+use crate::conn::{Accepted, DescriptorReserve};
 use crate::stream::Stream;
 
 /// Why serving could not start or stopped.
@@ -244,20 +244,19 @@ fn run_loop(
         let accept_loop = Box::pin(async move {
             let (busy, listener) = (accept_busy, accept_listener);
             loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        use std::os::fd::AsRawFd;
-                        if let Some(reserve) = reserve.as_ref().filter(|r| r.borrow().is_near_limit(stream.as_raw_fd())) {
-                            log::warn!("event loop {core}: file descriptors within {} of the limit; answering {peer} 503", limits.descriptors_reserved);
-                            let (ctx, limits, reserve) = (ctx.clone(), limits.clone(), reserve.clone());
-                            compio::runtime::spawn(async move {
-                                let why = "the registry is out of file descriptors; retry later".to_owned();
-                                crate::conn::refuse_unavailable(Stream::Plain(stream), peer, &*ctx, why, &limits).await;
+                match crate::conn::accept(&listener, reserve.as_deref()).await {
+                    Accepted::Refuse(stream, peer, why) => {
+                        log::warn!("event loop {core}: answering {peer} 503: {why}");
+                        let (ctx, limits, reserve) = (ctx.clone(), limits.clone(), reserve.clone());
+                        compio::runtime::spawn(async move {
+                            crate::conn::refuse_unavailable(Stream::Plain(stream), peer, &*ctx, why, &limits).await;
+                            if let Some(reserve) = reserve {
                                 reserve.borrow_mut().refill();
-                            })
-                            .detach();
-                            continue;
-                        }
+                            }
+                        })
+                        .detach();
+                    }
+                    Accepted::Serve(stream, peer) => {
                         if open.get() >= limits.connections_per_loop_max {
                             log::warn!("event loop {core}: {} connections open; refusing {peer}", open.get());
                             drop(stream);
@@ -291,35 +290,10 @@ fn run_loop(
                         })
                         .detach();
                     }
-                    Err(e) if DescriptorReserve::is_exhaustion(&e) && reserve.as_ref().is_some_and(|r| r.borrow_mut().release_one()) => {
-                        // Out of descriptors: accept with a reserved one,
-                        // answer 503, take the reserve back.
-                        let Some(reserve) = reserve.clone() else { continue };
-                        match listener.accept().await {
-                            Ok((stream, peer)) => {
-                                log::warn!("event loop {core}: out of file descriptors ({e}); answering {peer} 503");
-                                let (ctx, limits) = (ctx.clone(), limits.clone());
-                                compio::runtime::spawn(async move {
-                                    let why = "the registry is out of file descriptors; retry later".to_owned();
-                                    crate::conn::refuse_unavailable(Stream::Plain(stream), peer, &*ctx, why, &limits).await;
-                                    reserve.borrow_mut().refill();
-                                })
-                                .detach();
-                            }
-                            Err(e) => {
-                                reserve.borrow_mut().refill();
-                                log::warn!("event loop {core}: accept failed: {e}");
-                                compio::time::sleep(Duration::from_millis(50)).await;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        // No reserve left, or another failure: back off
-                        // instead of spinning.
+                    Accepted::Failed(e) => {
+                        // Out of descriptors with no reserve left, or
+                        // another failure: back off instead of spinning.
                         log::warn!("event loop {core}: accept failed: {e}");
-                        if let Some(reserve) = &reserve {
-                            reserve.borrow_mut().refill();
-                        }
                         compio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }

@@ -3,8 +3,63 @@
 //! time to accept a connection and answer it 503, and a check of how close
 //! the process is to `RLIMIT_NOFILE`.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use compio::net::{TcpListener, TcpStream};
+
+/// What one accept gave.
+pub enum Accepted {
+    /// A connection to serve.
+    Serve(TcpStream, SocketAddr),
+    /// A connection to answer 503 (with this reason) and close; take the
+    /// reserve back ([`DescriptorReserve::refill`]) once it is closed.
+    Refuse(TcpStream, SocketAddr, String),
+    /// Accept failed (and the reserve could not help): back off.
+    Failed(io::Error),
+}
+
+/// Accepts the next connection. Out of descriptors, releases one from
+/// `reserve` to accept it anyway, for a 503; a connection whose descriptor
+/// is too close to the limit is also given to refuse.
+pub async fn accept(
+    listener: &TcpListener,
+    reserve: Option<&RefCell<DescriptorReserve>>,
+) -> Accepted {
+    match listener.accept().await {
+        Ok((stream, peer)) => {
+            if reserve.is_some_and(|r| r.borrow().is_near_limit(stream.as_raw_fd())) {
+                let why = "the registry is close to its file descriptor limit; retry later";
+                return Accepted::Refuse(stream, peer, why.to_owned());
+            }
+            Accepted::Serve(stream, peer)
+        }
+        Err(e) if DescriptorReserve::is_exhaustion(&e) => {
+            let Some(reserve) = reserve.filter(|r| r.borrow_mut().release_one()) else {
+                return Accepted::Failed(e);
+            };
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let why = format!("the registry is out of file descriptors ({e}); retry later");
+                    Accepted::Refuse(stream, peer, why)
+                }
+                Err(e) => {
+                    reserve.borrow_mut().refill();
+                    Accepted::Failed(e)
+                }
+            }
+        }
+        Err(e) => {
+            if let Some(reserve) = reserve {
+                reserve.borrow_mut().refill();
+            }
+            Accepted::Failed(e)
+        }
+    }
+}
 
 /// Why the reserve could not be set up.
 #[derive(Debug, thiserror::Error)]

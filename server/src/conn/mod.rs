@@ -25,7 +25,7 @@ use crate::stream::Stream;
 use send::{write_response, BlobSender};
 
 pub use client_addr::{client_address, IpNet};
-pub use descriptors::{DescriptorReserve, ReserveError};
+pub use descriptors::{accept, Accepted, DescriptorReserve, ReserveError};
 pub use send::{BLOB_BYTES_COPIED, BLOB_BYTES_SPLICED};
 
 /// How long a closing connection keeps discarding a request body the

@@ -204,3 +204,92 @@ fn the_rate_minimum_can_be_turned_off() {
     assert!(head.contains("X-Bytes: 12"), "{head}");
     writer.join().unwrap();
 }
+
+/// The server half of [`out_of_descriptors_accept_still_answers_503`]: it
+/// lowers the descriptor limit of its whole process, so it runs only in
+/// the child process that test starts.
+#[test]
+#[ignore = "run in a child process by out_of_descriptors_accept_still_answers_503"]
+fn child_accepts_with_no_descriptors_left() {
+    use std::cell::RefCell;
+    use std::io::ErrorKind;
+    if std::env::var_os("BERTH_TEST_EMFILE_CHILD").is_none() {
+        return;
+    }
+    let nofile = rustix::process::Resource::Nofile;
+    let mut limit = rustix::process::getrlimit(nofile);
+    limit.current = Some(128);
+    rustix::process::setrlimit(nofile, limit).unwrap();
+    compio::runtime::Runtime::new().unwrap().block_on(async {
+        let listener = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reserve = RefCell::new(DescriptorReserve::new(2, 0).unwrap());
+        let mut hog = Vec::new();
+        let exhausted = loop {
+            match std::fs::File::open("/dev/null") {
+                Ok(file) => hog.push(file),
+                Err(e) => break e,
+            }
+        };
+        assert!(DescriptorReserve::is_exhaustion(&exhausted), "{exhausted}");
+        assert_ne!(exhausted.kind(), ErrorKind::NotFound);
+        println!("PORT={}", listener.local_addr().unwrap().port());
+        match accept(&listener, Some(&reserve)).await {
+            Accepted::Refuse(stream, peer, why) => {
+                assert!(why.contains("out of file descriptors"), "{why}");
+                let settings = ConnSettings::default();
+                refuse_unavailable(Stream::Plain(stream), peer, &Refuses, why, &settings).await;
+            }
+            Accepted::Serve(..) => panic!("served with no descriptors left"),
+            Accepted::Failed(e) => panic!("accept failed: {e}"),
+        }
+        // A cancelled read may hold the socket until the driver reaps it.
+        compio::time::sleep(Duration::from_millis(300)).await;
+        drop(hog);
+        reserve.borrow_mut().refill();
+        assert_eq!(reserve.borrow().held(), 2);
+    });
+}
+
+#[test]
+fn out_of_descriptors_accept_still_answers_503() {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "conn::tests::child_accepts_with_no_descriptors_left",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_TEST_EMFILE_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        // The harness's "test ... " has no newline before it.
+        .find_map(|line| {
+            line.split_once("PORT=")
+                .map(|(_, port)| port.trim().to_owned())
+        })
+        .expect("the child reports its port");
+    let mut client = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    let started = Instant::now();
+    client
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let head = response_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Read the child's output to its end (it fails writing to a closed pipe).
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        child.wait().unwrap().success(),
+        "the child test failed: {rest:?}"
+    );
+}
