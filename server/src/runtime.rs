@@ -3,6 +3,8 @@
 //! connections across cores and a connection never leaves its core.
 //! io_uring is used where the kernel allows it; otherwise (e.g. under
 //! Docker's default seccomp profile) the loop falls back to epoll/poll.
+//! Out of file descriptors, a loop still accepts: it answers 503 from a
+//! reserved descriptor instead of leaving connections to time out.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,6 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::api::{ApiSettings, Ctx};
 use crate::config::DriverChoice;
+use crate::conn::{Accepted, DescriptorReserve};
 use crate::stream::Stream;
 
 /// Why serving could not start or stopped.
@@ -178,6 +181,10 @@ fn watch_signals(stops: Vec<flume::Sender<()>>, drain_timeout: Duration) -> Resu
     Ok(())
 }
 
+/// Descriptors each event loop holds back to answer 503 when accept finds
+/// none left.
+const RESERVED_PER_LOOP: usize = 2;
+
 fn run_loop(
     core: usize,
     listener: std::net::TcpListener,
@@ -219,6 +226,7 @@ fn run_loop(
         };
         let _ = ready.send(Ok(driver));
         drop(ready);
+        let http_limits = options.http_limits;
         let ctx = Rc::new(Ctx { engine: options.engine, settings: options.settings, http_limits: options.http_limits, auth: options.auth.clone(), proxy: options.proxy.clone() });
         let busy = crate::conn::BusyCount::default();
         let listener = Rc::new(listener);
@@ -226,11 +234,29 @@ fn run_loop(
         let limits = Rc::new(options.conn_settings.clone());
         let acceptor = options.tls.clone().map(compio::tls::TlsAcceptor::from);
         let open = Rc::new(std::cell::Cell::new(0usize));
+        let reserve = match DescriptorReserve::new(RESERVED_PER_LOOP, limits.descriptors_reserved) {
+            Ok(reserve) => Some(Rc::new(std::cell::RefCell::new(reserve))),
+            Err(e) => {
+                log::warn!("event loop {core}: {e}; accept backs off when descriptors run out");
+                None
+            }
+        };
         let accept_loop = Box::pin(async move {
             let (busy, listener) = (accept_busy, accept_listener);
             loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
+                match crate::conn::accept(&listener, reserve.as_deref()).await {
+                    Accepted::Refuse(stream, peer, why) => {
+                        log::warn!("event loop {core}: answering {peer} 503: {why}");
+                        let (ctx, limits, reserve) = (ctx.clone(), limits.clone(), reserve.clone());
+                        compio::runtime::spawn(async move {
+                            crate::conn::refuse_unavailable(Stream::Plain(stream), peer, &*ctx, why, &limits).await;
+                            if let Some(reserve) = reserve {
+                                reserve.borrow_mut().refill();
+                            }
+                        })
+                        .detach();
+                    }
+                    Accepted::Serve(stream, peer) => {
                         if open.get() >= limits.connections_per_loop_max {
                             log::warn!("event loop {core}: {} connections open; refusing {peer}", open.get());
                             drop(stream);
@@ -258,14 +284,15 @@ fn run_loop(
                                 }
                             };
                             if let Some(stream) = stream {
-                                crate::conn::serve(stream, peer, ctx, busy, limits).await;
+                                crate::conn::serve(stream, peer, ctx, busy, limits, http_limits).await;
                             }
                             open.set(open.get().saturating_sub(1));
                         })
                         .detach();
                     }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
+                    Accepted::Failed(e) => {
+                        // Out of descriptors with no reserve left, or
+                        // another failure: back off instead of spinning.
                         log::warn!("event loop {core}: accept failed: {e}");
                         compio::time::sleep(Duration::from_millis(50)).await;
                     }

@@ -222,7 +222,7 @@ impl TokenServer {
                 let mut access = Vec::new();
                 for pair in query.split('&') {
                     if let Some(scope) = pair.strip_prefix("scope=") {
-                        let scope = percent_decode(scope);
+                        let scope = berth_http::percent_decode_form(scope);
                         let parts: Vec<&str> = scope.splitn(3, ':').collect();
                         if parts.len() == 3 {
                             access.push(serde_json::json!({
@@ -264,22 +264,4 @@ impl TokenServer {
     pub fn issued(&self) -> u64 {
         self.issued.load(Ordering::SeqCst)
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -11,6 +11,8 @@
 //! * [`BodyDecoder`] streams a `Content-Length` or `chunked` body, handing out
 //!   payload as zero-copy sub-slices of the input.
 //! * [`ResponseHead`] encodes a status line and header block.
+//! * [`percent_decode`] and [`percent_decode_form`] decode paths and query
+//!   values.
 //!
 //! # Decisions
 //!
@@ -43,6 +45,7 @@ mod headers;
 mod limits;
 mod list;
 mod method;
+mod percent;
 mod range;
 mod response;
 
@@ -57,5 +60,6 @@ pub use head::{parse_request_head, RequestHead};
 pub use headers::Headers;
 pub use limits::Limits;
 pub use method::{Method, Version};
+pub use percent::{percent_decode, percent_decode_form};
 pub use range::{parse_range, RangeRequest};
 pub use response::{reason_phrase, ResponseHead};

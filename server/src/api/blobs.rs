@@ -7,7 +7,7 @@ use berth_http::{parse_range, RangeRequest};
 use super::error::{ApiError, ErrorCode};
 use super::response::{Body, Response};
 use super::{blocking, Ctx};
-use crate::conn::Request;
+use crate::exchange::Request;
 
 /// Blobs are immutable: caches may keep them for a year.
 pub const IMMUTABLE_CACHE_CONTROL: &str = "max-age=31536000";

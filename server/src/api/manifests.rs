@@ -10,7 +10,7 @@ use berth_engine::{Reference, RepositoryName};
 use super::error::{ApiError, ErrorCode};
 use super::response::{Body, Response};
 use super::{blocking, location, Ctx};
-use crate::conn::{Request, RequestBody};
+use crate::exchange::{Request, RequestBody};
 
 fn parse_reference(text: &str) -> Result<Reference, ApiError> {
     text.parse().map_err(|e| match e {

@@ -3,7 +3,8 @@
 //! bodies. Knows OCI; knows nothing of sockets.
 
 mod blobs;
-pub mod error;
+/// The OCI error table (below this layer, so `auth` can use it too).
+pub use crate::oci_error as error;
 mod manifests;
 mod proxied;
 pub mod query;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use berth_engine::{Digest, Engine, RepositoryName};
 use berth_http::{Limits, Method};
 
-use crate::conn::{Request, RequestBody};
+use crate::exchange::{Handler, Refusal, Request, RequestBody};
 use error::{ApiError, ErrorCode};
 use query::Query;
 use response::Response;
@@ -76,6 +77,31 @@ pub async fn handle(ctx: &Ctx, request: &Request<'_>, body: &mut RequestBody<'_>
     };
     response.user = user;
     response
+}
+
+impl Handler for Ctx {
+    async fn handle(&self, request: &Request<'_>, body: &mut RequestBody<'_>) -> Response {
+        handle(self, request, body).await
+    }
+
+    fn refusal(&self, refusal: Refusal) -> Response {
+        let (status, error) = match refusal {
+            Refusal::BadHead { status, message } => {
+                (status, ApiError::new(ErrorCode::Unknown, message))
+            }
+            Refusal::BadPath => (
+                400,
+                ApiError::new(ErrorCode::Unknown, "request path has a malformed %-escape"),
+            ),
+            Refusal::Unavailable(message) => {
+                let error = ApiError::new(ErrorCode::Unavailable, message);
+                (error.status(), error)
+            }
+        };
+        let mut response = Response::error(&error);
+        response.status = status;
+        response
+    }
 }
 
 async fn dispatch(

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use berth_engine::{Digest, Reference, RepositoryName};
 
-use super::error::{ApiError, ErrorCode};
 use super::query::Query;
 use super::response::{Body, Response};
 use super::{blobs, manifests, tags, Ctx};
-use crate::conn::Request;
+use crate::exchange::Request;
+use crate::oci_error::{ApiError, ErrorCode};
 use crate::proxy::fetch::{FetchFailure, FetchJob, GrowingBlob, Joined};
 use crate::proxy::upstream::UpstreamError;
 use crate::proxy::Proxy;
@@ -22,6 +22,17 @@ async fn off_loop<T: Send + 'static>(
     compio::runtime::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::new(ErrorCode::Unknown, "proxy task panicked"))
+}
+
+/// Runs `call` on the proxy and repository off the event loop: every
+/// conversation with upstream blocks.
+async fn on_upstream<T: Send + 'static>(
+    proxy: &Arc<Proxy>,
+    repo: &RepositoryName,
+    call: impl FnOnce(&Proxy, &RepositoryName) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let (p, r) = (proxy.clone(), repo.clone());
+    off_loop(move || call(&p, &r)).await
 }
 
 /// The API error for a failed fetch of `what`.
@@ -95,8 +106,8 @@ pub async fn manifest(
             return serve_cached(ctx);
         }
         if let Some(local_digest) = &local {
-            let (p, r, t) = (proxy.clone(), repo.clone(), tag.clone());
-            match off_loop(move || p.head_manifest(&r, &t)).await? {
+            let t = tag.clone();
+            match on_upstream(proxy, repo, move |p, r| p.head_manifest(r, &t)).await? {
                 Ok(Some(upstream_digest)) if upstream_digest == *local_digest => {
                     proxy.mark_tag_fresh(repo, tag);
                     proxy.metrics.count_hit();
@@ -116,13 +127,11 @@ pub async fn manifest(
         }
     }
     proxy.metrics.count_miss();
-    let (p, engine, r, reference_owned) = (
-        proxy.clone(),
-        ctx.engine.clone(),
-        repo.clone(),
-        reference.clone(),
-    );
-    let fetched = off_loop(move || p.fetch_manifest(&engine, &r, &reference_owned)).await?;
+    let (engine, reference_owned) = (ctx.engine.clone(), reference.clone());
+    let fetched = on_upstream(proxy, repo, move |p, r| {
+        p.fetch_manifest(&engine, r, &reference_owned)
+    })
+    .await?;
     match fetched {
         Ok(_) => serve_cached(ctx),
         Err(failure) => Err(fetch_error(failure, ErrorCode::ManifestUnknown)),
@@ -144,8 +153,8 @@ pub async fn blob(
     }
     proxy.metrics.count_miss();
     if head_only {
-        let (p, r, d) = (proxy.clone(), repo.clone(), digest.clone());
-        let len = off_loop(move || p.head_blob(&r, &d))
+        let d = digest.clone();
+        let len = on_upstream(proxy, repo, move |p, r| p.head_blob(r, &d))
             .await?
             .map_err(|e| upstream_error(e, ErrorCode::BlobUnknown))?;
         let mut response = Response::new(200)
@@ -215,14 +224,15 @@ pub async fn blob(
     let file = fetch
         .reader()
         .map_err(|e| ApiError::new(ErrorCode::Unknown, format!("staging file: {e}")))?;
-    let mut response = blobs::blob_response(digest, status, start, count, len);
-    response.pin = Some(proxy.cache.pin(digest, len));
-    Ok(response.body(Body::Growing(GrowingBlob {
+    let growing = GrowingBlob {
         fetch,
         file,
         start,
         len: count,
-    })))
+    };
+    Ok(blobs::blob_response(digest, status, start, count, len)
+        .hold(proxy.cache.pin(digest, len))
+        .body(Body::Streaming(Box::new(growing))))
 }
 
 /// Serves the blob from the store if it is there (linking it into `repo`
@@ -247,9 +257,9 @@ async fn cached_blob(
         Err(_) => return Ok(None),
     };
     let pin = proxy.cache.pin(digest, len);
-    let mut response = blobs::get(ctx, request, repo, digest, head_only)?;
-    response.pin = Some(pin);
-    Ok(Some(response))
+    Ok(Some(
+        blobs::get(ctx, request, repo, digest, head_only)?.hold(pin),
+    ))
 }
 
 /// `GET /v2/<name>/tags/list`: upstream's list, or the cached tags when
@@ -261,12 +271,8 @@ pub async fn tags_list(
     repo: &RepositoryName,
     query: &Query,
 ) -> Result<Response, ApiError> {
-    let (p, r, q) = (
-        proxy.clone(),
-        repo.clone(),
-        request.head.query().unwrap_or("").to_owned(),
-    );
-    match off_loop(move || p.tags_list(&r, &q)).await? {
+    let q = request.head.query().unwrap_or("").to_owned();
+    match on_upstream(proxy, repo, move |p, r| p.tags_list(r, &q)).await? {
         Ok((body, link)) => {
             let mut response = Response::new(200)
                 .header("Content-Type", "application/json")

@@ -1,28 +1,6 @@
-//! Percent-decoding and query-string parameters. Pure.
+//! Query-string parameters. Pure.
 
-/// Percent-decodes `s`. Returns `None` if an escape is malformed or the
-/// result is not UTF-8. `+` is left as is (paths and digests never use it
-/// for spaces).
-pub fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
+use berth_http::percent_decode;
 
 /// Query parameters in order, each percent-decoded. Malformed pairs are
 /// kept with their raw text so a handler can refuse them by name.
@@ -67,13 +45,5 @@ mod tests {
         assert_eq!(q.get("n"), Some("2"));
         assert_eq!(q.get("flag"), Some(""));
         assert_eq!(q.get("missing"), None);
-    }
-
-    #[test]
-    fn malformed_escapes_are_refused() {
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
     }
 }

@@ -7,7 +7,7 @@ use super::error::{ApiError, ErrorCode};
 use super::query::Query;
 use super::response::{Body, Response};
 use super::{location, Ctx};
-use crate::conn::Request;
+use crate::exchange::Request;
 
 /// Largest page a client may ask for.
 pub const PAGE_ENTRIES_MAX: usize = 10_000;

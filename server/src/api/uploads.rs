@@ -15,7 +15,7 @@ use super::query::Query;
 use super::response::Response;
 use super::upload_state::UploadState;
 use super::{blocking, location, parse_digest, repository, Ctx};
-use crate::conn::{Request, RequestBody};
+use crate::exchange::{Request, RequestBody};
 
 /// `Range` header value for an upload holding `len` bytes (registry:2 says
 /// `0-0` for an empty upload too).

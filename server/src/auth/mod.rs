@@ -14,9 +14,8 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use crate::api::error::{ApiError, ErrorCode};
-use crate::api::response::Response;
-use crate::conn::Request;
+use crate::exchange::{Request, Response};
+use crate::oci_error::{ApiError, ErrorCode};
 use htpasswd::{Htpasswd, Verdict};
 
 /// The configured authenticator.
@@ -176,7 +175,7 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::response::Body;
+    use crate::exchange::Body;
 
     fn body_json(response: &Response) -> serde_json::Value {
         match &response.body {

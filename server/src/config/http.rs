@@ -33,6 +33,7 @@ pub(super) struct HttpLimits {
     pub connections_per_loop_max: usize,
     pub uploads: UploadLimits,
     pub discard_body_bytes_max: u64,
+    pub descriptors_reserved: u64,
     pub body_rate: Option<BodyRate>,
 }
 
@@ -116,6 +117,7 @@ fn parse_limits(src: &Source) -> Result<HttpLimits, ConfigError> {
         connections_per_loop_max: src.count("http.limits.connectionsperloopmax")?,
         uploads,
         discard_body_bytes_max: src.int("http.limits.discardbodybytesmax")?,
+        descriptors_reserved: src.int("http.limits.descriptorsreserved")?,
         body_rate: (bytes_per_second_min > 0).then_some(BodyRate {
             bytes_per_second_min,
             window,

@@ -216,6 +216,7 @@ pub const KEYS: &[Key] = &[
     Key::new("http.limits.connectionsperloopmax", COUNT, "open connections per event loop").default("16384").berth(),
     Key::new("http.limits.uploadsessionsmax", Kind::Int { min: 1, max: 1 << 24 }, "open upload sessions in all; past it a new upload gets 429 `TOOMANYREQUESTS`").default("10000").berth(),
     Key::new("http.limits.uploadsessionsperclientmax", Kind::Int { min: 1, max: 1 << 24 }, "open upload sessions per user (or client address when anonymous); at most `uploadsessionsmax`").default("1000").berth(),
+    Key::new("http.limits.descriptorsreserved", Kind::Int { min: 0, max: 1 << 20 }, "descriptors kept free below RLIMIT_NOFILE: a connection accepted within this margin gets 503 `UNAVAILABLE` (at most a quarter of the limit is kept)").default("32").berth(),
     Key::new("http.limits.discardbodybytesmax", Kind::Int { min: 0, max: 1 << 30 }, "bytes of an unread request body drained after an early answer (401, 404, ...); past it the connection is closed").default("65536").berth(),
     Key::new("http.limits.bodybytespersecondmin", Kind::Int { min: 0, max: 1 << 40 }, "a request body averaging less than this rate (bytes per second; `0` = off) over the window is cut (the upload keeps what arrived)").default("1024").berth(),
     Key::more("http.limits.bodyratewindowms", Kind::Millis).default("30000").berth(),

@@ -281,6 +281,14 @@ impl Config {
                 idle_timeout: limits.idle_timeout,
                 body_progress_timeout: limits.body_progress_timeout,
                 connections_per_loop_max: limits.connections_per_loop_max,
+                discard_body_bytes_max: limits.discard_body_bytes_max,
+                body_bytes_per_second_min: limits.body_rate.map_or(0, |r| r.bytes_per_second_min),
+                body_rate_window: limits
+                    .body_rate
+                    .map_or(crate::conn::ConnSettings::default().body_rate_window, |r| {
+                        r.window
+                    }),
+                descriptors_reserved: limits.descriptors_reserved,
             },
             head_bytes_max: limits.head.head_bytes_max,
             headers_max: limits.head.headers_max,

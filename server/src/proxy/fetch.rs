@@ -451,6 +451,20 @@ impl GrowingBlob {
     }
 }
 
+impl crate::exchange::StreamingSource for GrowingBlob {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn sendable_after(&self, sent: u64) -> Pin<Box<dyn Future<Output = io::Result<u64>> + '_>> {
+        Box::pin(GrowingBlob::sendable_after(self, sent))
+    }
+
+    fn file(&self) -> io::Result<(File, u64)> {
+        Ok((self.file.try_clone()?, self.start))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

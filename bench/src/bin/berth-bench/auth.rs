@@ -1,135 +1,11 @@
-//! Pure pieces of registry authentication, no sockets: `WWW-Authenticate`
-//! challenge parsing, scope sets (what a bearer token must grant), token
-//! service answers, and the encodings they need (base64, base64url,
-//! percent-encoding). The challenge flow that uses them is in `http.rs`.
+//! Pure pieces of registry authentication, no sockets: scope sets (what a
+//! bearer token must grant), token service answers, and the encodings they
+//! need (base64, base64url, percent-encoding). The challenge flow that uses
+//! them is in `http.rs`; challenges are parsed by
+//! `berth_http::parse_challenge`, query values decoded by
+//! `berth_http::percent_decode_form`.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-/// One challenge of a `WWW-Authenticate` header: a scheme and its
-/// parameters (names lower-cased, values unquoted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
-    pub scheme: String,
-    pub params: Vec<(String, String)>,
-}
-
-impl Challenge {
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn is_bearer(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("bearer")
-    }
-}
-
-/// Parses a `WWW-Authenticate` value (RFC 9110 §11.6.1): one or more
-/// challenges, each `scheme` followed by `name=value` parameters where a
-/// value is a token or a quoted string (which may hold commas and spaces,
-/// as `scope="repository:a:pull,push"` does). Malformed trailing parts are
-/// dropped; what parsed before them is kept.
-pub fn parse_challenges(header: &str) -> Vec<Challenge> {
-    let b = header.as_bytes();
-    let mut i = 0;
-    let mut out: Vec<Challenge> = Vec::new();
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
-            *i += 1;
-        }
-    };
-    let is_token =
-        |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/:".contains(&c) || c >= 0x80;
-    loop {
-        // Separators between challenges or parameters.
-        while i < b.len() && (b[i] == b',' || b[i] == b' ' || b[i] == b'\t') {
-            i += 1;
-        }
-        if i >= b.len() {
-            break;
-        }
-        let start = i;
-        while i < b.len() && is_token(b[i]) {
-            i += 1;
-        }
-        if i == start {
-            break; // not a token: give up on the rest
-        }
-        let word = &header[start..i];
-        skip_ws(&mut i);
-        if i < b.len() && b[i] == b'=' && !out.is_empty() {
-            // A parameter of the current challenge.
-            i += 1;
-            skip_ws(&mut i);
-            let value = if i < b.len() && b[i] == b'"' {
-                i += 1;
-                let mut v = String::new();
-                let mut closed = false;
-                while i < b.len() {
-                    match b[i] {
-                        b'\\' if i + 1 < b.len() => {
-                            let ch = header[i + 1..].chars().next().expect("in bounds");
-                            v.push(ch);
-                            i += 1 + ch.len_utf8();
-                        }
-                        b'"' => {
-                            i += 1;
-                            closed = true;
-                            break;
-                        }
-                        _ => {
-                            let ch = header[i..].chars().next().expect("in bounds");
-                            v.push(ch);
-                            i += ch.len_utf8();
-                        }
-                    }
-                }
-                if !closed {
-                    break;
-                }
-                v
-            } else {
-                let s = i;
-                while i < b.len() && (is_token(b[i]) || b[i] == b'=') {
-                    i += 1;
-                }
-                header[s..i].to_string()
-            };
-            out.last_mut()
-                .expect("checked")
-                .params
-                .push((word.to_ascii_lowercase(), value));
-        } else if i < b.len() && b[i] == b'=' {
-            break; // a parameter before any scheme
-        } else {
-            // A new challenge. A token68 right after it (credentials
-            // form, `Negotiate abc==`) is kept as a parameter named "".
-            out.push(Challenge {
-                scheme: word.to_string(),
-                params: Vec::new(),
-            });
-            let s = i;
-            while i < b.len() && (is_token(b[i]) || b[i] == b'=') {
-                i += 1;
-            }
-            let candidate = &header[s..i];
-            let mut j = i;
-            skip_ws(&mut j);
-            let ends = j >= b.len() || b[j] == b',';
-            if !candidate.is_empty() && ends && !candidate.trim_end_matches('=').contains('=') {
-                out.last_mut()
-                    .expect("pushed")
-                    .params
-                    .push((String::new(), candidate.to_string()));
-            } else {
-                i = s;
-            }
-        }
-    }
-    out
-}
 
 /// The accesses a token must grant, as resource (`repository:bench/app`)
 /// → actions (`pull`, `push`); merged over every challenge seen so a
@@ -226,40 +102,6 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Decodes `%XX` and `+` (a space, in query strings). Invalid escapes are
-/// kept as they are.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -316,49 +158,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_challenge_with_commas_in_scope() {
-        let c = parse_challenges(
-            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:bench/app:pull,push repository:other:pull",error="insufficient_scope""#,
-        );
-        assert_eq!(c.len(), 1);
-        assert!(c[0].is_bearer());
-        assert_eq!(c[0].param("realm"), Some("https://auth.example.com/token"));
-        assert_eq!(c[0].param("service"), Some("registry.example.com"));
-        assert_eq!(
-            c[0].param("scope"),
-            Some("repository:bench/app:pull,push repository:other:pull")
-        );
-        assert_eq!(c[0].param("error"), Some("insufficient_scope"));
-    }
-
-    #[test]
-    fn challenges_basic_several_unquoted_and_escapes() {
-        let c = parse_challenges(r#"Basic realm="Registry Realm""#);
-        assert_eq!(c[0].scheme, "Basic");
-        assert_eq!(c[0].param("realm"), Some("Registry Realm"));
-        let c = parse_challenges(
-            r#"Basic realm="a, b", Bearer realm=http://t:1/token , service = svc, Scope="x\"y""#,
-        );
-        assert_eq!(c.len(), 2, "{c:?}");
-        assert_eq!(c[0].param("realm"), Some("a, b"));
-        assert_eq!(c[1].scheme, "Bearer");
-        assert_eq!(c[1].param("realm"), Some("http://t:1/token"));
-        assert_eq!(c[1].param("service"), Some("svc"));
-        assert_eq!(c[1].param("scope"), Some("x\"y"));
-        // Nothing, junk, an unterminated quote: no panic, what parsed is kept.
-        assert!(parse_challenges("").is_empty());
-        assert!(parse_challenges("=x").is_empty());
-        let c = parse_challenges(r#"Bearer realm="http://a",scope="unterminated"#);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].param("realm"), Some("http://a"));
-        assert_eq!(c[0].param("scope"), None);
-        let c = parse_challenges("Negotiate abc123==, Bearer");
-        assert_eq!(c.len(), 2, "{c:?}");
-        assert_eq!(c[0].param(""), Some("abc123=="));
-        assert!(c[1].is_bearer());
-    }
-
-    #[test]
     fn scopes_merge_cover_and_format() {
         let mut a = Scopes::parse("repository:bench/app:pull");
         let b = Scopes::parse("repository:bench/app:push,pull registry:catalog:*");
@@ -410,9 +209,9 @@ mod tests {
         );
         assert_eq!(base64_decode("Zg==").as_deref(), Some(&b"f"[..]));
         assert_eq!(base64_decode("Z!"), None);
-        assert_eq!(percent_decode("a%3Ab+c%2"), "a:b c%2");
+        assert_eq!(berth_http::percent_decode_form("a%3Ab+c%2"), "a:b c%2");
         assert_eq!(
-            percent_decode(&percent_encode("repository:a/b:pull,push")),
+            berth_http::percent_decode_form(&percent_encode("repository:a/b:pull,push")),
             "repository:a/b:pull,push"
         );
     }

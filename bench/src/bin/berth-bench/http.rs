@@ -244,11 +244,20 @@ impl AuthState {
     /// since `seen` (the generation this connection holds), else a new one
     /// from the realm. Fetches are serialised, so N connections hitting the
     /// same 401 at once cost one fetch.
-    fn bearer_for(&self, seen: u64, challenge: &auth::Challenge) -> Result<(u64, String), String> {
-        let realm = challenge
-            .param("realm")
-            .ok_or("a Bearer challenge without realm")?;
-        let wanted = Scopes::parse(challenge.param("scope").unwrap_or(""));
+    fn bearer_for(
+        &self,
+        seen: u64,
+        challenge: &berth_http::Challenge,
+    ) -> Result<(u64, String), String> {
+        let berth_http::Challenge::Bearer {
+            realm,
+            service,
+            scope,
+        } = challenge
+        else {
+            return Err("not a Bearer challenge".into());
+        };
+        let wanted = Scopes::parse(scope.as_deref().unwrap_or(""));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.generation > seen && cache.scopes.covers(&wanted) {
             if let Some(h) = &cache.header {
@@ -257,7 +266,7 @@ impl AuthState {
         }
         let mut scopes = cache.scopes.clone();
         scopes.merge(&wanted);
-        let token = self.fetch(realm, challenge.param("service"), &scopes)?;
+        let token = self.fetch(realm, service.as_deref(), &scopes)?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
         cache.generation += 1;
         cache.header = Some(format!("Bearer {token}"));
@@ -463,8 +472,8 @@ impl Conn {
         }
         let Some(challenge) = r
             .header("www-authenticate")
-            .map(auth::parse_challenges)
-            .and_then(|cs| cs.into_iter().find(|c| c.is_bearer()))
+            .and_then(berth_http::parse_challenge)
+            .filter(|c| matches!(c, berth_http::Challenge::Bearer { .. }))
         else {
             return Ok(r);
         };

@@ -174,7 +174,7 @@ pub fn access_claims(query: &str) -> serde_json::Value {
     let mut scopes = auth::Scopes::default();
     for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
         if k == "scope" {
-            scopes.merge(&auth::Scopes::parse(&auth::percent_decode(v)));
+            scopes.merge(&auth::Scopes::parse(&berth_http::percent_decode_form(v)));
         }
     }
     let access: Vec<serde_json::Value> = scopes

@@ -4,6 +4,8 @@
 
 use berth_engine::EngineError;
 
+use crate::exchange::{Body, Response};
+
 /// The error codes of the OCI distribution spec, plus the legacy codes
 /// registry:2 clients know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +213,17 @@ impl From<EngineError> for ApiError {
                 ApiError::new(ErrorCode::Unknown, message)
             }
         }
+    }
+}
+
+impl Response {
+    /// The OCI error envelope for `error`, with its status.
+    pub fn error(error: &ApiError) -> Response {
+        let mut response = Response::new(error.status())
+            .header("Content-Type", "application/json")
+            .body(Body::Bytes(error.body()));
+        response.error = Some(error.code.as_str());
+        response
     }
 }
 
