@@ -24,6 +24,7 @@ use crate::upload;
 mod blobs;
 mod manifests;
 mod reads;
+mod uploads;
 
 /// A byte range of a file holding one blob. With the file-per-blob layout
 /// `offset` is 0; a segment store returns a shared segment file and the
@@ -111,7 +112,7 @@ pub struct Engine {
     pub(crate) root: PathBuf,
     pub(crate) meta: Arc<Committer>,
     pub(crate) store: BlobStore,
-    pub(crate) uploads: upload::Sessions,
+    pub(crate) uploads: Arc<upload::Sessions>,
     pub(crate) report: OpenReport,
     pub(crate) damaged: Vec<DamagedRecord>,
     /// Writes that add references (finish_upload, mounts, put_manifest) hold
@@ -212,7 +213,7 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let uploads = upload::Sessions::open(&root.join("uploads"))?;
+        let uploads = Arc::new(upload::Sessions::open(&root.join("uploads"))?);
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,

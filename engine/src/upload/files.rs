@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::session::UploadId;
+use super::id::UploadId;
 
 /// Data files kept open between operations.
 pub(crate) const OPEN_FILES_MAX: usize = 64;

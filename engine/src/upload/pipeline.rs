@@ -26,10 +26,10 @@ use std::thread;
 
 use super::block::{Block, BlockWriter};
 use super::session::UploadId;
+use super::Sessions;
 use crate::digest::Hasher;
 use crate::error::EngineError;
 use crate::names::RepositoryName;
-use crate::Engine;
 
 /// Blocks in flight per body (filling, hashing, writing, one spare).
 pub(crate) const PIPELINE_BLOCKS: usize = 4;
@@ -119,20 +119,20 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// Leases the session and starts the hashing and writing threads.
     pub(crate) fn start(
-        engine: &Arc<Engine>,
+        sessions: &Arc<Sessions>,
         repo: &RepositoryName,
         id: UploadId,
         at: u64,
         slot: PipelineSlot,
     ) -> Result<Pipeline, EngineError> {
-        let lease = engine.lease_upload(repo, id, at)?;
+        let lease = sessions.lease(repo, id, at)?;
         let (to_hash, hash_in) = flume::bounded::<Block>(PIPELINE_BLOCKS);
         let (to_write, write_in) = flume::bounded::<Block>(PIPELINE_BLOCKS);
         let (written_out, written) = flume::unbounded::<Block>();
         let (hashed_out, hashed) = flume::bounded::<(Hasher, u64)>(1);
         let (done_out, done) = flume::bounded(1);
         let writing = WritingStage {
-            engine: engine.clone(),
+            sessions: sessions.clone(),
             repo: repo.clone(),
             id,
             at,
@@ -147,7 +147,7 @@ impl Pipeline {
             .name("berth-upload-write".into())
             .spawn(move || writing.run());
         if let Err(e) = spawned {
-            engine.end_upload_lease(repo, id, at, Some(lease.hasher))?;
+            sessions.end_lease(repo, id, at, Some(lease.hasher))?;
             return Err(spawn_failed(e));
         }
         // If this spawn fails, the closure's channel ends drop: the writing
@@ -216,7 +216,7 @@ impl Pipeline {
 
 /// The writing thread's state.
 struct WritingStage<S: BlockSink> {
-    engine: Arc<Engine>,
+    sessions: Arc<Sessions>,
     repo: RepositoryName,
     id: UploadId,
     /// Where the body started in the session.
@@ -261,8 +261,8 @@ impl<S: BlockSink> WritingStage<S> {
             _ => None,
         };
         let ended = self
-            .engine
-            .end_upload_lease(&self.repo, self.id, written_to, hasher);
+            .sessions
+            .end_lease(&self.repo, self.id, written_to, hasher);
         let outcome = match (failure, ended) {
             (Some(e), _) => Err(EngineError::Io(e)),
             (None, ended) => ended,

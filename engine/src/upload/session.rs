@@ -30,57 +30,19 @@
 //! client key is kept in the journal, so the counts survive a restart.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::block::BlockWriter;
 use super::files::OpenFiles;
+pub use super::id::{UploadId, UploadIdError};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{EngineError, Result};
 use crate::names::RepositoryName;
-
-/// An upload session id (a random UUID). Its text form is safe as a path
-/// component.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct UploadId(uuid::Uuid);
-
-impl UploadId {
-    /// A fresh random id.
-    pub fn random() -> UploadId {
-        UploadId(uuid::Uuid::new_v4())
-    }
-}
-
-impl fmt::Display for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-/// The text is not an upload id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("upload id must be a UUID")]
-pub struct UploadIdError;
-
-impl FromStr for UploadId {
-    type Err = UploadIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        // Only the canonical hyphenated form, so one session has one name.
-        if s.len() != 36 {
-            return Err(UploadIdError);
-        }
-        uuid::Uuid::parse_str(s)
-            .map(UploadId)
-            .map_err(|_| UploadIdError)
-    }
-}
 
 /// How many upload sessions may be open at once (15.2): beyond either cap,
 /// starting a session fails with [`EngineError::TooManyUploads`] and

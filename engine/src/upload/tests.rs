@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::files::OPEN_FILES_MAX;
 use super::*;
+use crate::Digest;
 use crate::Engine;
 
 fn repo(name: &str) -> RepositoryName {

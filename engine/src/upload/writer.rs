@@ -21,9 +21,9 @@ use std::sync::Arc;
 use super::block::{Block, BLOCK_BYTES};
 use super::pipeline::{Pipeline, PipelineSlot};
 use super::session::UploadId;
+use super::Sessions;
 use crate::error::{EngineError, Result};
 use crate::names::RepositoryName;
-use crate::Engine;
 
 /// What became of a full block handed over with [`BodyWriter::hand_over`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum Handed {
 /// over before, and its lease ends when the writing thread has written
 /// them.
 pub struct BodyWriter {
-    engine: Arc<Engine>,
+    sessions: Arc<Sessions>,
     repo: RepositoryName,
     id: UploadId,
     /// The block being filled.
@@ -69,9 +69,14 @@ impl BodyWriter {
         declared_len.is_none_or(|n| n >= BLOCK_BYTES as u64)
     }
 
-    pub(crate) fn new(engine: &Arc<Engine>, repo: &RepositoryName, id: UploadId, at: u64) -> Self {
+    pub(crate) fn new(
+        sessions: &Arc<Sessions>,
+        repo: &RepositoryName,
+        id: UploadId,
+        at: u64,
+    ) -> Self {
         BodyWriter {
-            engine: engine.clone(),
+            sessions: sessions.clone(),
             repo: repo.clone(),
             id,
             block: Block::new(at),
@@ -95,7 +100,7 @@ impl BodyWriter {
         if self.pipe.is_none() && !self.unpiped {
             match PipelineSlot::acquire() {
                 Some(slot) => {
-                    match Pipeline::start(&self.engine, &self.repo, self.id, self.held, slot) {
+                    match Pipeline::start(&self.sessions, &self.repo, self.id, self.held, slot) {
                         Ok(started) => self.pipe = Some(started),
                         Err(EngineError::RangeMismatch { expected, got }) => {
                             return Ok(Handed::OutOfOrder { len: expected, got })
@@ -114,12 +119,9 @@ impl BodyWriter {
                 }
             }
             None => {
-                self.held = self.engine.upload_append(
-                    &self.repo,
-                    self.id,
-                    self.held,
-                    self.block.bytes(),
-                )?;
+                self.held =
+                    self.sessions
+                        .append(&self.repo, self.id, self.held, self.block.bytes())?;
                 self.block.reset(next);
             }
         }
@@ -130,7 +132,7 @@ impl BodyWriter {
     /// broke off is finished the same way: the session keeps what arrived.
     pub async fn finish(self) -> Result<u64> {
         let BodyWriter {
-            engine,
+            sessions,
             repo,
             id,
             block,
@@ -140,7 +142,7 @@ impl BodyWriter {
         } = self;
         match pipe {
             None if block.is_empty() => Ok(held),
-            None => engine.upload_append(&repo, id, held, block.bytes()),
+            None => sessions.append(&repo, id, held, block.bytes()),
             Some(mut running) => {
                 if !block.is_empty() {
                     running.push_last(block).await;
