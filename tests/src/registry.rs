@@ -56,6 +56,22 @@ pub struct RegistryCommand {
 }
 
 impl RegistryCommand {
+    /// Turns on htpasswd auth (registry:2's variables, realm "Registry
+    /// Realm") with the file at `htpasswd`.
+    pub fn with_htpasswd(&mut self, htpasswd: &std::path::Path) -> &mut Self {
+        for (k, v) in [
+            ("REGISTRY_AUTH", "htpasswd".to_string()),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm".to_string()),
+            (
+                "REGISTRY_AUTH_HTPASSWD_PATH",
+                htpasswd.display().to_string(),
+            ),
+        ] {
+            self.env.push((k.into(), v));
+        }
+        self
+    }
+
     /// From `BERTH_TEST_REGISTRY_*`, else berth (built on first use).
     pub fn from_env() -> Self {
         let words = |var: &str| -> Option<Vec<String>> {

@@ -34,16 +34,7 @@ fn start(dir: &Path, htpasswd: &Path) -> Option<Registry> {
     if !command.is_berth {
         return None;
     }
-    for (k, v) in [
-        ("REGISTRY_AUTH", "htpasswd".to_string()),
-        ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm".to_string()),
-        (
-            "REGISTRY_AUTH_HTPASSWD_PATH",
-            htpasswd.display().to_string(),
-        ),
-    ] {
-        command.env.push((k.into(), v));
-    }
+    command.with_htpasswd(&htpasswd);
     command.ready_log_line = Some("berth listening".into());
     Some(Registry::start_with(command, &dir.join("data")))
 }

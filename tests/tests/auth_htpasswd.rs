@@ -36,16 +36,7 @@ fn start(dir: &Path, htpasswd: &Path, tls: Option<(&Path, &Path)>) -> Option<Reg
     if !command.is_berth {
         return None;
     }
-    for (k, v) in [
-        ("REGISTRY_AUTH", "htpasswd".to_string()),
-        ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm".to_string()),
-        (
-            "REGISTRY_AUTH_HTPASSWD_PATH",
-            htpasswd.display().to_string(),
-        ),
-    ] {
-        command.env.push((k.into(), v));
-    }
+    command.with_htpasswd(&htpasswd);
     if let Some((chain, key)) = tls {
         command.env.push((
             "REGISTRY_HTTP_TLS_CERTIFICATE".into(),

@@ -199,16 +199,7 @@ fn an_unauthenticated_huge_body_gets_401_and_is_not_read() {
         .output()
         .expect("berth htpasswd");
     std::fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
-    for (k, v) in [
-        ("REGISTRY_AUTH", "htpasswd".to_string()),
-        ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm".to_string()),
-        (
-            "REGISTRY_AUTH_HTPASSWD_PATH",
-            htpasswd.display().to_string(),
-        ),
-    ] {
-        command.env.push((k.into(), v));
-    }
+    command.with_htpasswd(&htpasswd);
     command.ready_log_line = Some("berth listening".into());
     let r = Registry::start_with(command, &dir.path().join("data"));
     for method in ["PATCH", "PUT"] {
