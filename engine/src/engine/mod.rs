@@ -213,7 +213,7 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let uploads = Arc::new(upload::Sessions::open(&root.join("uploads"))?);
+        let uploads = Arc::new(upload::Sessions::open(io.clone(), &root.join("uploads"))?);
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,
