@@ -275,7 +275,7 @@ fn a_body_dropped_midway_leaves_the_session_holding_the_blocks_handed_over() {
 
 /// Runs a future to completion on this thread (the writer's futures only
 /// wait on channels fed by its own threads).
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
