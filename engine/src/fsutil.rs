@@ -75,17 +75,3 @@ pub fn write_zeros(file: &dyn IoFile, from: u64, to: u64) -> io::Result<()> {
     }
     Ok(())
 }
-
-/// Opens `path` on the real disk for reading and writing, creating it empty
-/// if it does not exist and keeping its bytes if it does. For the upload
-/// pipeline (`uploads`, `bulk`), which is not routed through [`Io`] yet;
-/// everything else opens files with [`Io::open`] and
-/// [`OpenMode::OPEN_OR_CREATE`].
-pub fn open_or_create(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-}

@@ -15,9 +15,11 @@
 //! copy: it reads the blob's bytes through [`IoFile::read_exact_at`] into an
 //! anonymous in-memory file (`memfd`) and hands that out instead.
 //!
-//! The upload pipeline (`uploads`, `bulk`) will use the same interface:
-//! [`OpenMode::direct`] asks for `O_DIRECT`, [`IoFile::allocate`] is
-//! `fallocate`, and aligned writes are plain [`IoFile::write_all_at`] calls.
+//! The upload sessions (`crate::upload`) use the same interface: their
+//! journal and data files are [`IoFile`]s, the body pipeline's block writer
+//! asks for `O_DIRECT` with [`OpenMode::direct`] (falling back to buffered
+//! writes where the disk refuses it), and its aligned writes are plain
+//! [`IoFile::write_all_at`] calls.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -25,6 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::SystemTime;
 
 /// How [`Io::open`] opens a file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,6 +156,25 @@ pub trait Io: Send + Sync + fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
     /// What is at `path`: `None` when nothing is.
     fn stat(&self, path: &Path) -> io::Result<Option<Stat>>;
+
+    /// Removes an empty directory. The default refuses (`Unsupported`): a
+    /// disk that has directories to remove says so. Only directories of an
+    /// earlier upload layout are ever removed.
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this disk cannot remove directories",
+        ))
+    }
+
+    /// When the file at `path` was last written: `None` when nothing is
+    /// there or the disk keeps no such times (the default). Upload
+    /// sessions use it to tell an idle session after a restart.
+    fn modified(&self, path: &Path) -> io::Result<Option<SystemTime>> {
+        let _ = path;
+        Ok(None)
+    }
 
     /// The whole content of the file at `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -290,6 +312,18 @@ impl Io for RealIo {
             Err(e) => Err(e),
         }
     }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn modified(&self, path: &Path) -> io::Result<Option<SystemTime>> {
+        match fs::metadata(path) {
+            Ok(meta) => meta.modified().map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// A real descriptor holding bytes `offset..offset + len` of `file`: the
@@ -358,9 +392,13 @@ mod tests {
         let names: Vec<_> = io.read_dir(dir.path()).unwrap();
         assert_eq!(names.len(), 1);
         assert_eq!(names[0].name, "f");
+        assert!(io.modified(&path).unwrap().is_some());
         io.rename(&path, &dir.path().join("g")).unwrap();
         assert!(!io.exists(&path));
+        assert_eq!(io.modified(&path).unwrap(), None);
         io.remove_file(&dir.path().join("g")).unwrap();
+        io.create_dir(&dir.path().join("d")).unwrap();
+        io.remove_dir(&dir.path().join("d")).unwrap();
         assert!(io.read_dir(dir.path()).unwrap().is_empty());
     }
 }

@@ -41,7 +41,9 @@
 //!
 //! Disk: every file operation goes through [`io::Io`] ([`RealIo`] unless
 //! [`Engine::open_with_io`] is given another), so a simulated disk can stand
-//! in for the real one; the upload sessions' files are not routed yet.
+//! in for the real one; upload sessions included (their journal, data files
+//! and direct writes). The pull-through cache's staging file is not routed
+//! yet.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -168,8 +168,9 @@ impl Engine {
     }
 
     /// [`Engine::open_with`] on the given disk: every file operation of
-    /// the engine (except the upload sessions' files, not routed yet) goes
-    /// through `io` (see [`crate::io`]).
+    /// the engine, upload sessions included, goes through `io` (see
+    /// [`crate::io`]; the pull-through cache's staging file is not routed
+    /// yet).
     pub fn open_with_io(root: &Path, options: EngineOptions, io: Arc<dyn Io>) -> Result<Engine> {
         let mut options = options;
         options.small_blob_max = options.small_blob_max.min(segment::PAYLOAD_BYTES_MAX);
@@ -213,7 +214,7 @@ impl Engine {
         for op in batches.iter().flatten() {
             state.apply(op);
         }
-        let uploads = Arc::new(upload::Sessions::open(&root.join("uploads"))?);
+        let uploads = Arc::new(upload::Sessions::open(io.clone(), &root.join("uploads"))?);
         let report = OpenReport {
             records: batches.len(),
             torn_tail_bytes,

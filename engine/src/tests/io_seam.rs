@@ -1,6 +1,7 @@
 //! The I/O seam: an engine opened on another [`Io`] does every file
-//! operation through it (the upload sessions' files excepted, not routed
-//! yet), and serves reads by copy where the disk has no real descriptor.
+//! operation through it (upload sessions included: journal, data files,
+//! the body pipeline's direct writes), and serves reads by copy where the
+//! disk has no real descriptor.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -8,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use super::blob_store::{manifest_body, repo};
 use crate::io::{DirEntry, Io, IoFile, OpenMode, RealIo, Stat};
@@ -16,12 +18,16 @@ use crate::*;
 /// A disk that lives in another directory: every path under `from` is
 /// served from the same place under `to`. Anything the engine does to
 /// `from` without this `Io` lands in `from` itself. Its files hide their
-/// descriptor (as a simulated disk's would) and count fdatasyncs.
+/// descriptor (as a simulated disk's would) and count fdatasyncs; it
+/// counts the files opened with `O_DIRECT`, and may keep no modification
+/// times (as a simulated disk might not).
 #[derive(Debug)]
 struct Redirect {
     from: PathBuf,
     to: PathBuf,
     syncs: Arc<AtomicUsize>,
+    direct_opens: Arc<AtomicUsize>,
+    mtimes: bool,
 }
 
 impl Redirect {
@@ -84,8 +90,12 @@ impl IoFile for Hidden {
 
 impl Io for Redirect {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn IoFile>> {
+        let file = RealIo.open(&self.map(path), mode)?;
+        if mode.direct {
+            self.direct_opens.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Box::new(Hidden {
-            file: RealIo.open(&self.map(path), mode)?,
+            file,
             syncs: self.syncs.clone(),
         }))
     }
@@ -107,6 +117,26 @@ impl Io for Redirect {
     fn stat(&self, path: &Path) -> io::Result<Option<Stat>> {
         RealIo.stat(&self.map(path))
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        RealIo.remove_dir(&self.map(path))
+    }
+    fn modified(&self, path: &Path) -> io::Result<Option<SystemTime>> {
+        if !self.mtimes {
+            return Ok(None);
+        }
+        RealIo.modified(&self.map(path))
+    }
+}
+
+/// A [`Redirect`] from `from` to `to` (with modification times).
+fn redirect(from: &Path, to: &Path) -> Redirect {
+    Redirect {
+        from: from.to_owned(),
+        to: to.to_owned(),
+        syncs: Arc::new(AtomicUsize::new(0)),
+        direct_opens: Arc::new(AtomicUsize::new(0)),
+        mtimes: true,
+    }
 }
 
 fn names(dir: &Path) -> BTreeSet<String> {
@@ -126,15 +156,9 @@ fn read_all(read: &BlobRead) -> Vec<u8> {
 fn an_engine_on_another_io_touches_the_disk_only_through_it_and_reads_by_copy() {
     let seen = tempfile::tempdir().unwrap();
     let disk = tempfile::tempdir().unwrap();
-    // The upload journal is not routed yet: it is the one thing allowed
-    // in the directory the engine was given.
-    std::fs::create_dir(seen.path().join("uploads")).unwrap();
-    let syncs = Arc::new(AtomicUsize::new(0));
-    let io: Arc<dyn Io> = Arc::new(Redirect {
-        from: seen.path().to_owned(),
-        to: disk.path().to_owned(),
-        syncs: syncs.clone(),
-    });
+    let redirect = redirect(seen.path(), disk.path());
+    let syncs = redirect.syncs.clone();
+    let io: Arc<dyn Io> = Arc::new(redirect);
     let options = EngineOptions {
         small_blob_max: 64,
         ..EngineOptions::default()
@@ -174,11 +198,11 @@ fn an_engine_on_another_io_touches_the_disk_only_through_it_and_reads_by_copy() 
     }
     assert_eq!(
         names(seen.path()),
-        BTreeSet::from(["uploads".to_owned()]),
+        BTreeSet::new(),
         "the engine wrote to its directory without its Io"
     );
     let on_disk = names(disk.path());
-    for part in ["lock", "segments", "meta", "blobs", "tmp"] {
+    for part in ["lock", "segments", "meta", "blobs", "tmp", "uploads"] {
         assert!(on_disk.contains(part), "{part} missing from {on_disk:?}");
     }
     // Reopened on the same Io: everything is there, by scan or snapshot.
@@ -215,4 +239,154 @@ fn the_real_disk_hands_out_the_segment_descriptor_itself() {
     );
     assert!(read.offset > 0);
     assert_eq!(read_all(&read), data);
+}
+
+/// `len` bytes of a pattern seeded by `seed`.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// Pushes `data` into session `id` from byte `at` through a [`BodyWriter`]
+/// (blocks handed over to the pipeline's threads); returns the length.
+fn push_body(engine: &Engine, r: &RepositoryName, id: UploadId, at: u64, data: &[u8]) -> u64 {
+    let mut writer = engine.upload_body(r, id, at);
+    let mut rest = data;
+    crate::upload::tests::futures_lite_block_on(async {
+        while !rest.is_empty() {
+            let n = writer.block().fill(rest);
+            rest = &rest[n..];
+            if writer.block().is_full() {
+                assert_eq!(writer.hand_over().await.unwrap(), Handed::Taken);
+            }
+        }
+        writer.finish().await
+    })
+    .unwrap()
+}
+
+#[test]
+fn upload_sessions_touch_the_disk_only_through_the_engines_io() {
+    // Where a real store would be (not a tmpfs /tmp), so that direct I/O
+    // is taken where the file system has it.
+    let seen = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let redirect = redirect(seen.path(), disk.path());
+    let direct_opens = redirect.direct_opens.clone();
+    let io: Arc<dyn Io> = Arc::new(redirect);
+    let options = EngineOptions {
+        small_blob_max: 1024,
+        ..EngineOptions::default()
+    };
+    let r = repo("seam/uploads");
+    let small = pattern(900, 1);
+    let large = pattern(3 * upload::block::BLOCK_BYTES + 5000, 2);
+    let kept = pattern(2 * upload::block::BLOCK_BYTES + 77, 3);
+    let direct_before = upload_counters().bytes_direct;
+    let uploads = disk.path().join("uploads");
+    let resumed = {
+        let engine = Engine::open_with_io(seen.path(), options, io.clone()).unwrap();
+        // Small appends, finished by copy into a segment.
+        let id = engine.start_upload(&r).unwrap();
+        for (at, piece) in [(0, &small[..300]), (300, &small[300..])] {
+            engine.upload_append(&r, id, at, piece).unwrap();
+        }
+        engine
+            .finish_upload(&r, id, &Digest::sha256_of(&small))
+            .unwrap();
+        // A large body: a small head, the rest through the pipeline, then
+        // finished by renaming the data file into the store.
+        let id = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, id, 0, &large[..100]).unwrap();
+        let len = push_body(&engine, &r, id, 100, &large[100..]);
+        assert_eq!(len, large.len() as u64);
+        engine
+            .finish_upload(&r, id, &Digest::sha256_of(&large))
+            .unwrap();
+        // Cancelled and purged sessions leave no data file behind.
+        let cancelled = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, cancelled, 0, b"gone").unwrap();
+        assert!(uploads.join(format!("{cancelled}.data")).exists());
+        engine.cancel_upload(&r, cancelled).unwrap();
+        assert!(!uploads.join(format!("{cancelled}.data")).exists());
+        let purged = engine.start_upload(&r).unwrap();
+        engine.upload_append(&r, purged, 0, b"idle").unwrap();
+        assert_eq!(
+            engine.purge_uploads(Duration::ZERO, false).unwrap(),
+            vec![purged]
+        );
+        assert!(!uploads.join(format!("{purged}.data")).exists());
+        // A session holding data across a restart.
+        let id = engine.start_upload(&r).unwrap();
+        let half = upload::block::BLOCK_BYTES + 13;
+        assert_eq!(push_body(&engine, &r, id, 0, &kept[..half]), half as u64);
+        id
+    };
+    if RealIo
+        .open(&disk.path().join("lock"), OpenMode::READ_WRITE.direct())
+        .is_ok()
+    {
+        assert!(
+            direct_opens.load(Ordering::Relaxed) > 0,
+            "the block writer opened no O_DIRECT file through the Io"
+        );
+        assert!(upload_counters().bytes_direct > direct_before);
+    }
+    let engine = Engine::open_with_io(seen.path(), options, io).unwrap();
+    let half = upload::block::BLOCK_BYTES as u64 + 13;
+    assert_eq!(engine.upload_len(&r, resumed).unwrap(), half);
+    engine
+        .upload_append(&r, resumed, half, &kept[half as usize..])
+        .unwrap();
+    let kept_digest = Digest::sha256_of(&kept);
+    engine.finish_upload(&r, resumed, &kept_digest).unwrap();
+    for (data, digest) in [
+        (&small, Digest::sha256_of(&small)),
+        (&large, Digest::sha256_of(&large)),
+        (&kept, kept_digest),
+    ] {
+        assert!(read_all(&engine.open_blob(&r, &digest).unwrap()) == *data);
+    }
+    drop(engine);
+    assert_eq!(
+        names(seen.path()),
+        BTreeSet::new(),
+        "the engine wrote to its directory without its Io"
+    );
+    assert_eq!(names(&uploads), BTreeSet::from(["sessions".to_owned()]));
+}
+
+#[test]
+fn a_session_written_since_the_restart_is_not_idle_on_a_disk_without_times() {
+    let seen = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    let mut redirect = redirect(seen.path(), disk.path());
+    redirect.mtimes = false;
+    let io: Arc<dyn Io> = Arc::new(redirect);
+    let r = repo("seam/idle");
+    // A session started two hours ago holding bytes, as a restart finds it.
+    let id = UploadId::random();
+    let started = SystemTime::now() - Duration::from_secs(2 * 3600);
+    let secs = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let uploads = disk.path().join("uploads");
+    std::fs::create_dir(&uploads).unwrap();
+    std::fs::write(
+        uploads.join("sessions"),
+        format!("+ {id} {secs} {}\n", r.as_str()),
+    )
+    .unwrap();
+    std::fs::write(uploads.join(format!("{id}.data")), b"abc").unwrap();
+    let engine = Engine::open_with_io(seen.path(), EngineOptions::default(), io).unwrap();
+    assert_eq!(engine.upload_len(&r, id).unwrap(), 3);
+    let hour = Duration::from_secs(3600);
+    // Nothing tells when its bytes came: it is as idle as it is old.
+    assert_eq!(engine.purge_uploads(hour, true).unwrap(), vec![id]);
+    // Written now: no longer idle, though the disk keeps no times.
+    engine.upload_append(&r, id, 3, b"def").unwrap();
+    assert!(engine.purge_uploads(hour, false).unwrap().is_empty());
+    assert_eq!(engine.upload_len(&r, id).unwrap(), 6);
 }

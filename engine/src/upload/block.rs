@@ -17,11 +17,16 @@
 //! another writes the previous one (see `super::pipeline`). The API layer
 //! only ever fills a block it borrowed from a [`super::BodyWriter`]; making
 //! and writing blocks stays in the engine.
+//!
+//! Both handles come from the engine's [`Io`]: the buffered one is the
+//! session's cached data file, the direct one is opened with
+//! [`OpenMode::direct`], which a disk without direct I/O refuses.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::Arc;
+
+use crate::io::{Io, IoFile, OpenMode};
 
 /// Most bytes one block carries.
 pub const BLOCK_BYTES: usize = 512 * 1024;
@@ -149,23 +154,20 @@ impl Block {
 /// aligned part with direct I/O when available: the local-disk
 /// [`super::pipeline::BlockSink`].
 pub(crate) struct BlockWriter {
-    file: File,
+    file: Arc<dyn IoFile>,
     /// The same file opened with `O_DIRECT`; `None` where the file system
     /// refuses direct I/O (then everything is buffered).
-    direct: Option<File>,
+    direct: Option<Box<dyn IoFile>>,
     /// Bytes written with direct I/O (for tests and metrics).
     direct_bytes: u64,
 }
 
 impl BlockWriter {
-    /// A writer for the data file at `path`, sharing `file` (opened for
-    /// writing) for buffered writes.
-    pub(crate) fn new(file: File, path: &Path) -> BlockWriter {
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-            .open(path)
-            .ok();
+    /// A writer for the data file at `path` on `io`, sharing `file` (its
+    /// open handle, writable) for buffered writes; the aligned middles go
+    /// through a second handle opened with `O_DIRECT` if `io` allows it.
+    pub(crate) fn new(io: &dyn Io, file: Arc<dyn IoFile>, path: &Path) -> BlockWriter {
+        let direct = io.open(path, OpenMode::READ_WRITE.direct()).ok();
         BlockWriter {
             file,
             direct,
@@ -204,7 +206,7 @@ impl BlockWriter {
                 }
                 // The device wants a larger alignment than ALIGN, or the
                 // file system changed its mind: buffered from here on.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     self.direct = None;
                 }
                 Err(e) => return Err(e),
@@ -286,8 +288,12 @@ mod tests {
         // tmpfs /tmp), so the direct path is exercised where it exists.
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
         let path = dir.path().join("data");
-        let file = crate::fsutil::open_or_create(&path).expect("open");
-        let mut writer = BlockWriter::new(file.try_clone().expect("clone"), &path);
+        let io = crate::io::RealIo;
+        let file: Arc<dyn IoFile> = Arc::from(io.open(&path, OpenMode::CREATE_NEW).expect("open"));
+        let mut writer = BlockWriter::new(&io, file.clone(), &path);
+        // Where the file system takes O_DIRECT, the writer uses it.
+        let direct_possible = io.open(&path, OpenMode::READ_WRITE.direct()).is_ok();
+        assert_eq!(writer.is_direct(), direct_possible);
         // Three "requests": an odd head, a large middle, an odd tail.
         let data = pattern(3 * BLOCK_BYTES + 12_345, 9);
         let cuts = [0usize, 777, 2 * BLOCK_BYTES + 5, data.len()];
@@ -297,7 +303,7 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         file.read_exact_at(&mut back, 0).expect("read back");
         assert!(back == data, "file content differs from what was written");
-        assert_eq!(file.metadata().expect("metadata").len(), data.len() as u64);
+        assert_eq!(file.len().expect("len"), data.len() as u64);
         if writer.is_direct() {
             assert!(writer.direct_bytes() >= 2 * BLOCK_BYTES as u64);
         }

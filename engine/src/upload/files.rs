@@ -8,16 +8,17 @@
 //! `open` and a `close` to every piece. At most [`OPEN_FILES_MAX`]
 //! descriptors stay cached, the least recently used one is closed when
 //! another is needed, so descriptors are bounded by that number plus the
-//! operations running at that moment (each holds its `Arc<File>` only while
-//! it runs), never by the number of sessions. A restart opens nothing: a
-//! session's file is opened on its first use.
+//! operations running at that moment (each holds its `Arc<dyn IoFile>`
+//! only while it runs), never by the number of sessions. A restart opens
+//! nothing: a session's file is opened on its first use. Files are opened
+//! through the engine's [`Io`], like every other file of the store.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::id::UploadId;
+use crate::io::{Io, IoFile, OpenMode};
 
 /// Data files kept open between operations.
 pub(crate) const OPEN_FILES_MAX: usize = 64;
@@ -25,6 +26,8 @@ pub(crate) const OPEN_FILES_MAX: usize = 64;
 /// Session data files, opened on demand and cached up to
 /// [`OPEN_FILES_MAX`].
 pub(crate) struct OpenFiles {
+    /// The disk the files are on.
+    io: Arc<dyn Io>,
     /// The `uploads/` directory.
     dir: PathBuf,
     cache: Mutex<Cache>,
@@ -34,17 +37,23 @@ pub(crate) struct OpenFiles {
 struct Cache {
     /// Open files with the tick of their last use (a linear scan over at
     /// most [`OPEN_FILES_MAX`] entries finds the oldest).
-    entries: Vec<(UploadId, Arc<File>, u64)>,
+    entries: Vec<(UploadId, Arc<dyn IoFile>, u64)>,
     tick: u64,
 }
 
 impl OpenFiles {
-    /// Caches the data files of the sessions under `dir`.
-    pub(crate) fn new(dir: &Path) -> OpenFiles {
+    /// Caches the data files of the sessions under `dir` on `io`.
+    pub(crate) fn new(io: Arc<dyn Io>, dir: &Path) -> OpenFiles {
         OpenFiles {
+            io,
             dir: dir.to_owned(),
             cache: Mutex::new(Cache::default()),
         }
+    }
+
+    /// The disk the files are on.
+    pub(crate) fn io(&self) -> &dyn Io {
+        &*self.io
     }
 
     /// The `uploads/` directory.
@@ -68,7 +77,7 @@ impl OpenFiles {
 
     /// The open data file of session `id`, opened (and created, for a
     /// session of the current layout) if it is not cached.
-    pub(crate) fn get(&self, id: UploadId, legacy: bool) -> io::Result<Arc<File>> {
+    pub(crate) fn get(&self, id: UploadId, legacy: bool) -> io::Result<Arc<dyn IoFile>> {
         {
             let mut cache = self.lock();
             cache.tick += 1;
@@ -80,11 +89,12 @@ impl OpenFiles {
         }
         // Opened outside the lock: other sessions' operations go on.
         let path = self.path(id, legacy);
-        let file = Arc::new(if legacy {
-            OpenOptions::new().read(true).write(true).open(&path)?
+        let mode = if legacy {
+            OpenMode::READ_WRITE
         } else {
-            crate::fsutil::open_or_create(&path)?
-        });
+            OpenMode::OPEN_OR_CREATE
+        };
+        let file: Arc<dyn IoFile> = Arc::from(self.io.open(&path, mode)?);
         let mut cache = self.lock();
         cache.tick += 1;
         let tick = cache.tick;
@@ -125,7 +135,7 @@ mod tests {
     #[test]
     fn at_most_the_bound_stays_open_and_the_least_recently_used_goes_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = OpenFiles::new(dir.path());
+        let files = OpenFiles::new(Arc::new(crate::io::RealIo), dir.path());
         let ids: Vec<UploadId> = (0..OPEN_FILES_MAX + 10)
             .map(|_| UploadId::random())
             .collect();

@@ -20,7 +20,7 @@ pub(crate) mod session;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, MutexGuard};
 

@@ -28,11 +28,13 @@
 //! time and flags; the running hash is allocated with the first byte.
 //! Sessions are capped overall and per client ([`UploadLimits`]); the
 //! client key is kept in the journal, so the counts survive a restart.
+//!
+//! Every file operation (the journal, the data files, the listing at open,
+//! the removals) goes through the engine's [`Io`], so a simulated disk
+//! stands in for the real one here as everywhere else in the engine.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +44,7 @@ use super::files::OpenFiles;
 pub use super::id::{UploadId, UploadIdError};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{EngineError, Result};
+use crate::io::{Io, IoFile, OpenMode};
 use crate::names::RepositoryName;
 
 /// How many upload sessions may be open at once (15.2): beyond either cap,
@@ -126,6 +129,9 @@ pub(crate) struct Upload {
     leased: bool,
     /// The session ended: its files are gone and must not be recreated.
     removed: bool,
+    /// When this process last wrote to the data file (`None` since open):
+    /// the idle time of a disk that keeps no modification times.
+    written: Option<SystemTime>,
     len: u64,
     /// sha256 of `data[..len]`, or `None` until needed (after a restart,
     /// after a lease that ended short, or while the session is empty).
@@ -143,15 +149,18 @@ impl Upload {
         files.path(self.id, self.legacy)
     }
 
-    /// When the session last changed: its data file's modification time,
-    /// or `started` while it holds no bytes.
+    /// When the session last changed: the latest of its data file's
+    /// modification time (where the disk keeps one), this process's last
+    /// write to it, and `started`.
     pub(crate) fn touched(&self, files: &OpenFiles, started: SystemTime) -> SystemTime {
         if !self.has_file {
             return started;
         }
-        fs::metadata(self.data_path(files))
-            .and_then(|m| m.modified())
-            .unwrap_or(started)
+        let modified = files.io().modified(&self.data_path(files)).ok().flatten();
+        [modified, self.written]
+            .into_iter()
+            .flatten()
+            .fold(started, SystemTime::max)
     }
 
     /// Deletes the session's files (the caller ends it in the journal).
@@ -164,9 +173,9 @@ impl Upload {
             return Ok(());
         }
         let result = if self.legacy {
-            fs::remove_dir_all(files.dir().join(self.id.to_string()))
+            remove_tree(files.io(), &files.dir().join(self.id.to_string()))
         } else {
-            fs::remove_file(self.data_path(files))
+            files.io().remove_file(&self.data_path(files))
         };
         match result {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
@@ -174,7 +183,7 @@ impl Upload {
         }
     }
 
-    fn file(&mut self, files: &OpenFiles) -> io::Result<Arc<File>> {
+    fn file(&mut self, files: &OpenFiles) -> io::Result<Arc<dyn IoFile>> {
         if self.removed {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -196,14 +205,14 @@ impl Upload {
         let mut buf = vec![0u8; 1 << 20];
         let mut offset = 0u64;
         while offset < len {
-            let want = buf.len().min((len - offset) as usize);
-            let n = file.read_at(&mut buf[..want], offset)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upload data shorter than recorded",
-                ));
-            }
+            let n = buf.len().min((len - offset) as usize);
+            file.read_exact_at(&mut buf[..n], offset).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    io::Error::new(e.kind(), "upload data shorter than recorded")
+                } else {
+                    e
+                }
+            })?;
             hasher.update(&buf[..n]);
             offset += n as u64;
         }
@@ -220,6 +229,7 @@ impl Upload {
         }
         let at = self.len;
         self.file(files)?.write_all_at(data, at)?;
+        self.written = Some(SystemTime::now());
         if let Some(h) = self.hasher.as_mut() {
             h.update(data);
         }
@@ -242,9 +252,10 @@ impl Upload {
             Some(h) => *h,
             None => self.rehash(files, Algorithm::Sha256)?,
         };
-        let file = self.file(files)?.try_clone()?;
+        let file = self.file(files)?;
         self.leased = true;
-        Ok((hasher, BlockWriter::new(file, &self.data_path(files))))
+        let writer = BlockWriter::new(files.io(), file, &self.data_path(files));
+        Ok((hasher, writer))
     }
 
     /// Ends a lease: the session now holds `len` bytes, and `hasher` is the
@@ -261,8 +272,9 @@ impl Upload {
         self.leased = false;
         // Until proven otherwise, trust neither the hash nor the length.
         self.hasher = None;
+        self.written = Some(SystemTime::now());
         let file = self.file(files)?;
-        let on_disk = file.metadata()?.len();
+        let on_disk = file.len()?;
         if on_disk > len {
             file.set_len(len)?;
         }
@@ -318,8 +330,17 @@ fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+/// Removes the directory `dir` and everything in it.
+fn remove_tree(io: &dyn Io, dir: &Path) -> io::Result<()> {
+    for entry in io.read_dir(dir)? {
+        let path = dir.join(&entry.name);
+        if entry.is_dir {
+            remove_tree(io, &path)?;
+        } else {
+            io.remove_file(&path)?;
+        }
+    }
+    io.remove_dir(dir)
 }
 
 /// The open sessions, their journal and their data files.
@@ -338,19 +359,24 @@ struct Registry {
     sessions: HashMap<UploadId, Arc<Session>>,
     /// Open sessions per client key (entries at zero are removed).
     per_client: HashMap<Arc<str>, usize>,
-    journal: File,
+    journal: Box<dyn IoFile>,
+    /// The journal's length: where the next line goes.
+    journal_end: u64,
     /// `-` and `>` lines since the last rewrite.
     ended: usize,
 }
 
 impl Registry {
     fn append(&mut self, line: &str) -> io::Result<()> {
-        self.journal.write_all(line.as_bytes())
+        self.journal
+            .write_all_at(line.as_bytes(), self.journal_end)?;
+        self.journal_end += line.len() as u64;
+        Ok(())
     }
 
     /// Replaces the journal with one holding only the open sessions
     /// (written aside and renamed: a crash leaves the old or the new one).
-    fn rewrite(&mut self, dir: &Path) -> io::Result<()> {
+    fn rewrite(&mut self, io: &dyn Io, dir: &Path) -> io::Result<()> {
         let mut text = String::new();
         for (id, session) in &self.sessions {
             if !session.legacy {
@@ -358,9 +384,12 @@ impl Registry {
             }
         }
         let tmp = dir.join(JOURNAL_TMP);
-        fs::write(&tmp, text)?;
-        fs::rename(&tmp, dir.join(JOURNAL))?;
-        self.journal = open_append(&dir.join(JOURNAL))?;
+        let journal = io.open(&tmp, OpenMode::CREATE_TRUNCATE)?;
+        journal.write_all_at(text.as_bytes(), 0)?;
+        drop(journal);
+        io.rename(&tmp, &dir.join(JOURNAL))?;
+        self.journal = io.open(&dir.join(JOURNAL), OpenMode::READ_WRITE)?;
+        self.journal_end = text.len() as u64;
         self.ended = 0;
         Ok(())
     }
@@ -417,6 +446,7 @@ fn new_session(
             has_file,
             leased: false,
             removed: false,
+            written: None,
             len,
             hasher: None,
         }),
@@ -424,14 +454,20 @@ fn new_session(
 }
 
 impl Sessions {
-    /// Reads the journal and the session files under `dir` (without
-    /// opening any), resumes every open session, removes what belongs to
-    /// no open session, and rewrites the journal compactly.
-    pub(crate) fn open(dir: &Path) -> io::Result<Sessions> {
+    /// Reads the journal and the session files under `dir` on `io`
+    /// (without opening any data file), resumes every open session,
+    /// removes what belongs to no open session, and rewrites the journal
+    /// compactly. Every later file operation of the sessions goes through
+    /// `io` too.
+    pub(crate) fn open(io: Arc<dyn Io>, dir: &Path) -> io::Result<Sessions> {
         // Open sessions as the journal records them.
         let mut open: HashMap<UploadId, (u64, String, Option<String>)> = HashMap::new();
         let mut consumed: std::collections::HashSet<UploadId> = std::collections::HashSet::new();
-        if let Ok(text) = fs::read_to_string(dir.join(JOURNAL)) {
+        let journal_text = io
+            .read(&dir.join(JOURNAL))
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        if let Some(text) = journal_text {
             // A torn last line (no newline) was never completed: ignored,
             // like any line that does not parse.
             let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
@@ -469,23 +505,26 @@ impl Sessions {
             *per_client.entry(key.clone()).or_insert(0) += 1;
             Some(key)
         };
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for entry in io.read_dir(dir)? {
+            let path = dir.join(&entry.name);
+            let Some(name) = entry.name.to_str() else {
+                continue;
+            };
             if name == JOURNAL {
                 continue;
             }
             if let Ok(id) = name.parse::<UploadId>() {
                 // The earlier layout: a directory per session.
-                match legacy_session(&path) {
+                match legacy_session(&*io, &path) {
                     Some((repo, len, started)) => {
                         let session = new_session(id, repo, None, started, len, true, true);
                         sessions.insert(id, session);
                     }
+                    None if entry.is_dir => {
+                        let _ = remove_tree(&*io, &path);
+                    }
                     None => {
-                        let _ = fs::remove_dir_all(&path);
+                        let _ = io.remove_file(&path);
                     }
                 }
                 continue;
@@ -495,14 +534,17 @@ impl Sessions {
                 .and_then(|n| n.parse::<UploadId>().ok())
                 .filter(|id| open.contains_key(id));
             let Some(id) = data_of else {
-                let _ = fs::remove_file(&path);
+                let _ = io.remove_file(&path);
                 continue;
             };
             let Some((started, repo, client)) = open.get(&id).cloned() else {
                 continue;
             };
             let Ok(repo) = repo.parse() else { continue };
-            let len = entry.metadata()?.len();
+            let Some(stat) = io.stat(&path)? else {
+                continue; // gone since the listing
+            };
+            let len = stat.len;
             let client = count_in(client);
             sessions.insert(id, new_session(id, repo, client, started, len, false, true));
         }
@@ -519,15 +561,18 @@ impl Sessions {
                 sessions.insert(id, new_session(id, repo, client, started, 0, false, false));
             }
         }
+        let journal = io.open(&dir.join(JOURNAL), OpenMode::OPEN_OR_CREATE)?;
+        let journal_end = journal.len()?;
         let mut registry = Registry {
             sessions,
             per_client,
-            journal: open_append(&dir.join(JOURNAL))?,
+            journal,
+            journal_end,
             ended: 0,
         };
-        registry.rewrite(dir)?;
+        registry.rewrite(&*io, dir)?;
         Ok(Sessions {
-            files: OpenFiles::new(dir),
+            files: OpenFiles::new(io, dir),
             registry: Mutex::new(registry),
         })
     }
@@ -637,7 +682,7 @@ impl Sessions {
         }
         registry.ended += 2;
         if registry.ended > JOURNAL_ENDED_MAX.max(registry.sessions.len()) {
-            let _ = registry.rewrite(self.files.dir());
+            let _ = registry.rewrite(self.files.io(), self.files.dir());
         }
     }
 
@@ -655,12 +700,17 @@ impl Sessions {
 /// Reads a session directory of the earlier layout: its repository, length
 /// and start; `None` if it is not a complete session (it is then removed
 /// by the caller).
-fn legacy_session(dir: &Path) -> Option<(RepositoryName, u64, u64)> {
-    let repo = fs::read_to_string(dir.join("repo")).ok()?.parse().ok()?;
-    let meta = fs::metadata(dir.join("data")).ok()?;
-    let started = meta
-        .modified()
-        .map(unix_secs)
-        .unwrap_or_else(|_| unix_secs(SystemTime::now()));
-    Some((repo, meta.len(), started))
+fn legacy_session(io: &dyn Io, dir: &Path) -> Option<(RepositoryName, u64, u64)> {
+    let repo = String::from_utf8(io.read(&dir.join("repo")).ok()?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let data = dir.join("data");
+    let stat = io.stat(&data).ok()??;
+    let started = io
+        .modified(&data)
+        .ok()
+        .flatten()
+        .unwrap_or_else(SystemTime::now);
+    Some((repo, stat.len, unix_secs(started)))
 }

@@ -275,7 +275,7 @@ fn a_body_dropped_midway_leaves_the_session_holding_the_blocks_handed_over() {
 
 /// Runs a future to completion on this thread (the writer's futures only
 /// wait on channels fed by its own threads).
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
@@ -292,4 +292,46 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
             Poll::Pending => std::thread::park(),
         }
     }
+}
+
+/// A measurement, not run by default: 256 MiB pushed through a
+/// [`BodyWriter`] (the large-body path: pipeline, direct writes), then
+/// finished by rename. Run with `cargo test -p berth-engine --release --lib
+/// upload::tests::measure_ -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_a_256_mib_body_through_the_body_writer() {
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir");
+    let engine = Arc::new(Engine::open(dir.path()).expect("open"));
+    let r = repo("measure");
+    let piece: Vec<u8> = (0..block::BLOCK_BYTES).map(|i| (i % 251) as u8).collect();
+    let total = 256 * 1024 * 1024 / block::BLOCK_BYTES;
+    let mut hasher = crate::Hasher::new(crate::Algorithm::Sha256);
+    for _ in 0..total {
+        hasher.update(&piece);
+    }
+    let digest = hasher.finish();
+    let id = engine.start_upload(&r).expect("start");
+    let started = std::time::Instant::now();
+    let mut writer = engine.upload_body(&r, id, 0);
+    let len = futures_lite_block_on(async {
+        for _ in 0..total {
+            let n = writer.block().fill(&piece);
+            assert_eq!(n, piece.len());
+            assert_eq!(writer.hand_over().await?, Handed::Taken);
+        }
+        writer.finish().await
+    })
+    .expect("body");
+    let pushed = started.elapsed();
+    assert_eq!(len, (total * block::BLOCK_BYTES) as u64);
+    engine.finish_upload(&r, id, &digest).expect("finish");
+    let finished = started.elapsed();
+    let mib = len as f64 / (1024.0 * 1024.0);
+    eprintln!(
+        "256 MiB body: pushed in {:.0} ms ({:.0} MiB/s), finished in {:.0} ms",
+        pushed.as_secs_f64() * 1000.0,
+        mib / pushed.as_secs_f64(),
+        finished.as_secs_f64() * 1000.0
+    );
 }
