@@ -34,7 +34,10 @@ enum Command {
     /// REGISTRY_STORAGE_DELETE_ENABLED=true, REGISTRY_RUNTIME_DRIVER=poll
     /// (force the epoll fallback instead of io_uring),
     /// REGISTRY_PROXY_REMOTEURL=https://registry-1.docker.io (run as a
-    /// pull-through cache).
+    /// pull-through cache). Health and metrics are served only on the
+    /// debug listener (REGISTRY_HTTP_DEBUG_ADDR=127.0.0.1:5001: /debug/health,
+    /// /debug/metrics), never on the API port. `berth config keys` lists
+    /// every key.
     Serve {
         /// A registry:2-style config.yml (default: $REGISTRY_CONFIGURATION_PATH,
         /// else the embedded default).
