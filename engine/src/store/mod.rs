@@ -27,6 +27,7 @@ mod compaction;
 mod lanes;
 mod open;
 mod reads;
+mod report;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -40,8 +41,6 @@ pub(crate) use crate::index::Loc;
 use crate::index::LocMap;
 use crate::io::{Io, IoFile};
 use crate::lane::{Inflight, Lane};
-
-pub(crate) use open::StoreOpen;
 
 /// Most write lanes a store runs ([`EngineOptions::active_segments`] is
 /// capped to it).

@@ -17,52 +17,12 @@ use crate::index::Loc;
 use crate::index::LocMap;
 use crate::io::{Io, IoFile, OpenMode};
 use crate::lane::{Lane, Queue};
-use crate::metalog::Written;
 use crate::segment::{self, Damage};
 
 use super::lanes::write_active_list;
+use super::report::{StoreOpen, Survival};
 use super::snapshot::load_snapshot;
 use super::{seg_path, BlobStore, DamagedRecord, EngineOptions, Index, ACTIVE_SEGMENTS_MAX};
-
-pub(crate) struct StoreOpen {
-    pub segments: usize,
-    pub survival: Survival,
-    pub records: usize,
-    /// Index entries taken from the snapshot instead of a scan.
-    pub snapshot_entries: usize,
-    pub torn_tail_bytes: u64,
-    pub damaged: Vec<DamagedRecord>,
-}
-
-/// What opening the store found on disk, to tell whether segment bytes a
-/// metadata record names (see [`Written`]) survived the last crash.
-pub(crate) struct Survival {
-    /// Every segment's length after its torn tail (if any) was cut.
-    lengths: HashMap<u32, u64>,
-    /// What `segments/active` listed, if it was readable.
-    listed: Option<BTreeSet<u32>>,
-    /// The highest-numbered segment on disk.
-    highest: Option<u32>,
-}
-
-impl Survival {
-    /// Whether the bytes up to `at.end` of segment `at.seg` are on disk or
-    /// were once durable. A missing segment was compacted away (durable
-    /// before, so it counts) unless `segments/active` lists it or its number
-    /// is above every segment's: then its creation was lost in a crash.
-    /// Compaction rewrites the list before it deletes a segment, so a
-    /// compacted segment is never listed.
-    pub fn kept(&self, at: Written) -> bool {
-        match self.lengths.get(&at.seg) {
-            Some(&len) => len >= at.end,
-            None => {
-                let below_highest = self.highest.is_some_and(|h| at.seg < h);
-                let listed = self.listed.as_ref().is_some_and(|l| l.contains(&at.seg));
-                below_highest && !listed
-            }
-        }
-    }
-}
 
 /// Segment numbers present in `dir`, ascending.
 fn list_segments(io: &dyn Io, dir: &Path) -> io::Result<Vec<u32>> {

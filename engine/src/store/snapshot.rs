@@ -11,7 +11,8 @@ use crate::index::Loc;
 use crate::index::LocMap;
 use crate::io::Io;
 
-use super::{seg_path, BlobStore, StoreOpen};
+use super::report::StoreOpen;
+use super::{seg_path, BlobStore};
 
 const SNAPSHOT_FILE: &str = "index.snap";
 

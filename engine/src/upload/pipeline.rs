@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::thread;
 
 use super::block::{Block, BlockWriter};
+use super::session::Sessions;
 use super::session::UploadId;
-use super::Sessions;
 use crate::digest::Hasher;
 use crate::error::EngineError;
 use crate::names::RepositoryName;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::files::OPEN_FILES_MAX;
 use super::*;
-use crate::Digest;
 use crate::Engine;
+use crate::{Digest, EngineError, RepositoryName};
 
 fn repo(name: &str) -> RepositoryName {
     name.parse().expect("repository name")

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::block::{Block, BLOCK_BYTES};
 use super::pipeline::{Pipeline, PipelineSlot};
+use super::session::Sessions;
 use super::session::UploadId;
-use super::Sessions;
 use crate::error::{EngineError, Result};
 use crate::names::RepositoryName;
 

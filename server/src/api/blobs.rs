@@ -4,10 +4,10 @@
 use berth_engine::{Digest, RepositoryName};
 use berth_http::{parse_range, RangeRequest};
 
-use super::error::{ApiError, ErrorCode};
-use super::response::{Body, Response};
-use super::{blocking, Ctx};
+use super::ctx::{blocking, Ctx};
 use crate::exchange::Request;
+use crate::exchange::{Body, Response};
+use crate::oci_error::{ApiError, ErrorCode};
 
 /// Blobs are immutable: caches may keep them for a year.
 pub const IMMUTABLE_CACHE_CONTROL: &str = "max-age=31536000";

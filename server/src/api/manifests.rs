@@ -7,10 +7,10 @@
 use berth_engine::manifest::MANIFEST_BYTES_MAX;
 use berth_engine::{Reference, RepositoryName};
 
-use super::error::{ApiError, ErrorCode};
-use super::response::{Body, Response};
-use super::{blocking, location, Ctx};
+use super::ctx::{blocking, location, Ctx};
+use crate::exchange::{Body, Response};
 use crate::exchange::{Request, RequestBody};
+use crate::oci_error::{ApiError, ErrorCode};
 
 fn parse_reference(text: &str) -> Result<Reference, ApiError> {
     text.parse().map_err(|e| match e {

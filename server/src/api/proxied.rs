@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use berth_engine::{Digest, Reference, RepositoryName};
 
+use super::ctx::Ctx;
 use super::query::Query;
-use super::response::{Body, Response};
-use super::{blobs, manifests, tags, Ctx};
+use super::{blobs, manifests, tags};
 use crate::exchange::Request;
+use crate::exchange::{Body, Response};
 use crate::oci_error::{ApiError, ErrorCode};
 use crate::proxy::fetch::{FetchFailure, FetchJob, GrowingBlob, Joined};
 use crate::proxy::upstream::UpstreamError;

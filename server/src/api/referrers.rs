@@ -4,10 +4,10 @@
 
 use berth_engine::{Digest, RepositoryName};
 
-use super::error::ApiError;
+use super::ctx::Ctx;
 use super::query::Query;
-use super::response::Response;
-use super::Ctx;
+use crate::exchange::Response;
+use crate::oci_error::ApiError;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 

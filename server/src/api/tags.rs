@@ -3,11 +3,11 @@
 
 use berth_engine::RepositoryName;
 
-use super::error::{ApiError, ErrorCode};
+use super::ctx::{location, Ctx};
 use super::query::Query;
-use super::response::{Body, Response};
-use super::{location, Ctx};
 use crate::exchange::Request;
+use crate::exchange::{Body, Response};
+use crate::oci_error::{ApiError, ErrorCode};
 
 /// Largest page a client may ask for.
 pub const PAGE_ENTRIES_MAX: usize = 10_000;

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use berth_engine::{BodyWriter, Engine, EngineError, Handed, RepositoryName, UploadId};
 
-use super::error::{ApiError, ErrorCode};
+use super::ctx::{blocking, location, parse_digest, repository, Ctx};
 use super::query::Query;
-use super::response::Response;
 use super::upload_state::UploadState;
-use super::{blocking, location, parse_digest, repository, Ctx};
+use crate::exchange::Response;
 use crate::exchange::{Request, RequestBody};
+use crate::oci_error::{ApiError, ErrorCode};
 
 /// `Range` header value for an upload holding `len` bytes (registry:2 says
 /// `0-0` for an empty upload too).

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde_yaml_ng::Value;
 
+use super::error::ConfigError;
 use super::source::{describe, Source};
-use super::ConfigError;
 
 /// The `auth` section.
 #[derive(Clone, Debug, PartialEq, Eq)]

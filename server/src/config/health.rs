@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::source::Source;
-use super::ConfigError;
 
 /// `health.storagedriver.*` (registry:2's keys, plus berth's `freebytesmin`):
 /// the probe writes and syncs a record every `interval`; health is bad

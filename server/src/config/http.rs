@@ -9,8 +9,8 @@ use std::time::Duration;
 /// `.uploadsessionsperclientmax`): the engine's own type, which enforces them.
 pub use berth_engine::UploadLimits;
 
+use super::error::ConfigError;
 use super::source::{required, Source};
-use super::ConfigError;
 
 /// `http.*` as read.
 pub(super) struct HttpSection {

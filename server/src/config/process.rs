@@ -1,8 +1,8 @@
 //! The `log` and `runtime` sections: how the process logs and runs its
 //! event loops.
 
+use super::error::ConfigError;
 use super::source::{required, Source};
-use super::ConfigError;
 
 /// Which I/O driver the event loops use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::error::ConfigError;
 use super::source::{required, Source};
-use super::ConfigError;
 
 /// `None` unless `proxy.remoteurl` is set.
 pub(super) fn parse(src: &Source) -> Result<Option<crate::proxy::ProxySettings>, ConfigError> {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::error::ConfigError;
 use super::keys::{self, Key, Kind};
 use super::values::{parse_duration, parse_listen, parse_size, show_duration};
-use super::ConfigError;
 
 /// A parsed value of one key.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::source::{required, Source};
-use super::ConfigError;
 
 /// `storage.maintenance.uploadpurging` (registry:2 defaults: enabled, 168h, 24h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::acme::LetsEncryptSettings;
 use crate::tls::{ClientAuth, MinimumVersion, TlsSettings};
 
+use super::error::ConfigError;
 use super::source::Source;
-use super::ConfigError;
 
 /// `http.tls.*`: the files' settings (`None`: no certificate configured)
 /// and the ACME settings (`None`: no `letsencrypt.cachefile`); never both.

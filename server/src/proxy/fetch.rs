@@ -23,8 +23,8 @@ use std::task::{Context, Poll, Waker};
 
 use berth_engine::{Digest, Engine, Hasher, RepositoryName};
 
+use super::metrics::ProxyMetrics;
 use super::upstream::{Upstream, UpstreamError};
-use super::ProxyMetrics;
 
 /// Bytes read from upstream before waiting readers are told about them.
 const PUBLISH_BYTES: usize = 256 * 1024;
