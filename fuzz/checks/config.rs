@@ -69,9 +69,8 @@ fn check_config(text: &str, config: &Config) {
     }
     assert!(config.uploads.sessions_per_client_max <= config.uploads.sessions_max);
     assert!(config.uploads.sessions_per_client_max >= 1);
-    if let Some(rate) = config.body_rate {
-        assert!(rate.bytes_per_second_min > 0 && !rate.window.is_zero());
-    }
+    let conn = &config.conn_settings;
+    assert!(conn.body_bytes_per_second_min == 0 || !conn.body_rate_window.is_zero());
     assert!(config.health.threshold >= 1 && !config.health.interval.is_zero());
     assert!(!config.login_failures.failure_window.is_zero());
     let path = &config.debug.prometheus_path;

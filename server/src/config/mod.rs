@@ -105,12 +105,6 @@ pub struct Config {
     /// `http.limits.uploadsessionsmax`, `.uploadsessionsperclientmax` (berth):
     /// caps on open upload sessions.
     pub uploads: UploadLimits,
-    /// `http.limits.discardbodybytesmax` (berth): bytes of an unread body
-    /// drained after an early answer; past it the connection is closed.
-    pub discard_body_bytes_max: u64,
-    /// `http.limits.bodybytespersecondmin`, `.bodyratewindowms` (berth): the
-    /// minimum body rate; `None` when off (`0`).
-    pub body_rate: Option<BodyRate>,
     /// `http.debug.*`: the debug listener.
     pub debug: DebugConfig,
     /// `http.tls.*`: serve HTTPS when a certificate is configured.
@@ -239,8 +233,6 @@ impl Config {
             headers_max: limits.head.headers_max,
             target_bytes_max: limits.head.target_bytes_max,
             uploads: limits.uploads,
-            discard_body_bytes_max: limits.discard_body_bytes_max,
-            body_rate: limits.body_rate,
             debug: http.debug,
             tls,
             auth,

@@ -362,13 +362,13 @@ fn new_limits_and_health_keys_have_their_defaults() {
             sessions_per_client_max: 1_000
         }
     );
-    assert_eq!(c.discard_body_bytes_max, 65_536);
+    assert_eq!(c.conn_settings.discard_body_bytes_max, 65_536);
     assert_eq!(
-        c.body_rate,
-        Some(BodyRate {
-            bytes_per_second_min: 1024,
-            window: Duration::from_secs(30)
-        })
+        (
+            c.conn_settings.body_bytes_per_second_min,
+            c.conn_settings.body_rate_window
+        ),
+        (1024, Duration::from_secs(30))
     );
     assert_eq!(
         c.debug,
@@ -443,8 +443,11 @@ fn new_keys_are_set_by_env_and_file() {
     assert!(matches!(c.auth, AuthConfig::Htpasswd { .. }));
     assert_eq!(c.uploads.sessions_max, 50);
     assert_eq!(c.uploads.sessions_per_client_max, 50);
-    assert_eq!(c.discard_body_bytes_max, 0);
-    assert_eq!(c.body_rate, None, "0 turns the minimum rate off");
+    assert_eq!(c.conn_settings.discard_body_bytes_max, 0);
+    assert_eq!(
+        c.conn_settings.body_bytes_per_second_min, 0,
+        "0 turns the minimum rate off"
+    );
     assert_eq!(c.debug.addr, Some("127.0.0.1:5001".parse().unwrap()));
     assert!(c.debug.prometheus_enabled);
     assert_eq!(c.debug.prometheus_path, "/prom");
@@ -462,11 +465,11 @@ fn new_keys_are_set_by_env_and_file() {
     )
     .unwrap();
     assert_eq!(
-        c.body_rate,
-        Some(BodyRate {
-            bytes_per_second_min: 10,
-            window: Duration::from_secs(1)
-        })
+        (
+            c.conn_settings.body_bytes_per_second_min,
+            c.conn_settings.body_rate_window
+        ),
+        (10, Duration::from_secs(1))
     );
     assert!(!c.health.enabled);
     let c = Config::from_yaml(
